@@ -1,0 +1,32 @@
+"""flageval: flag-evaluation telemetry for OpenFeature.
+
+Add one hook; every evaluation is counted per flag, variant, allocation, targeting key
+and pruned context, and posted in batches to the flag-evaluation intake::
+
+    from openfeature import api
+    from flageval import FlagEvalHook
+
+    api.add_hooks([FlagEvalHook()])
+
+See README.md for settings, guarantees and the OFREP provider (``flageval.ofrep``).
+"""
+
+from __future__ import annotations
+
+from .config import Settings
+from .hook import FlagEvalHook
+from .telemetry import Stats, Telemetry, default_telemetry, flush, shutdown, stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FlagEvalHook",
+    "Settings",
+    "Stats",
+    "Telemetry",
+    "__version__",
+    "default_telemetry",
+    "flush",
+    "shutdown",
+    "stats",
+]

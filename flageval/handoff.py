@@ -1,0 +1,117 @@
+"""The bounded hand-off between evaluating threads and the worker.
+
+Why a ``collections.deque`` and not an ``asyncio.Queue``: hooks run on any thread
+(sync evaluation: the caller's thread; async evaluation: the loop's thread), and
+``asyncio.Queue`` is not thread-safe: a ``put_nowait`` from a foreign thread touches
+the loop's internals without the loop knowing, and was seen not to wake the consumer
+for seconds. ``deque.append`` and ``deque.popleft`` are single C calls that CPython
+documents as thread-safe and atomic, cost ~25 ns, take no lock of ours, and never
+block. The consumer is not woken per item: the worker drains on its own cadence
+(``drain_interval_s``), so producers never touch the event loop at all.
+
+The bound: a producer appends only while ``len(queue) < capacity``. The check and the
+append are two atomic steps, so producers racing on the last free slot can overshoot
+the capacity by at most one item per concurrently evaluating thread; the bound stays
+a bound, and nothing blocks. When the queue is full the snapshot is counted under
+``queue_overflow`` and dropped.
+
+Counters written from many threads (overflow, closed, hook errors) are rare-path
+events, so they use a lock: ``x += 1`` is a read-modify-write that loses updates
+under thread switches, and the library promises exact counts. The hot path (append)
+takes no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+#: What the hook hands over, one flat tuple per evaluation (see hook.py):
+#: (flag_key, variant, error_code, error_message, flag_metadata,
+#:  targeting_key, context_attributes, time_ns)
+Snapshot = tuple[Any, ...]
+
+QUEUE_OVERFLOW = "queue_overflow"
+CLOSED = "closed"
+HOOK_ERROR = "hook_error"
+
+#: Lifecycle of a hand-off: NEW until the worker starts (the first evaluation starts
+#: it), OPEN while it accepts, CLOSED once shutdown began.
+NEW, OPEN, CLOSED_STATE = 0, 1, 2
+
+
+class Handoff:
+    """A bounded, lock-free-on-append, multi-producer single-consumer hand-off."""
+
+    __slots__ = ("_counts", "_lock", "accepting", "capacity", "queue", "state")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.queue: deque[Snapshot] = deque()
+        # ``accepting`` is what the hot path reads: one attribute, True only while OPEN.
+        self.accepting = False
+        self.state = NEW
+        self._lock = threading.Lock()
+        self._counts = {QUEUE_OVERFLOW: 0, CLOSED: 0, HOOK_ERROR: 0}
+
+    def count(self, reason: str, n: int = 1) -> None:
+        """Count a snapshot that did not enter the queue (thread-safe, exact)."""
+        with self._lock:
+            self._counts[reason] += n
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def offer(self, snapshot: Snapshot) -> None:
+        """The slow path: append if open and not full, else count why not."""
+        if not self.accepting:
+            self.count(CLOSED)
+        elif len(self.queue) < self.capacity:
+            self.queue.append(snapshot)
+        else:
+            self.count(QUEUE_OVERFLOW)
+
+    def drain(self, limit: int) -> list[Snapshot]:
+        """Take up to ``limit`` snapshots, oldest first (consumer side only)."""
+        q = self.queue
+        pop = q.popleft
+        n = min(limit, len(q))
+        # Producers only ever append, so the n items counted above stay available.
+        return [pop() for _ in range(n)]
+
+    def open(self) -> None:
+        self.state = OPEN
+        self.accepting = True
+
+    def close(self) -> None:
+        """Refuse new snapshots; those already queued stay for the final drain."""
+        self.state = CLOSED_STATE
+        self.accepting = False
+
+    def discard_late(self) -> int:
+        """After the final drain: count stragglers that raced past ``close`` as closed.
+
+        A producer may have read ``accepting`` just before ``close`` and appended
+        afterwards; such a snapshot is counted under ``closed``, not lost.
+        """
+        n = 0
+        pop = self.queue.popleft
+        while True:
+            try:
+                pop()
+            except IndexError:
+                break
+            n += 1
+        if n:
+            self.count(CLOSED, n)
+        return n
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: start empty. The parent owns (and sends) what was queued."""
+        self.queue = deque()
+        self._lock = threading.Lock()  # the parent's may have been held at fork time
+        self._counts = {QUEUE_OVERFLOW: 0, CLOSED: 0, HOOK_ERROR: 0}
+        self.state = NEW
+        self.accepting = False

@@ -1,0 +1,289 @@
+"""Context pruning and the canonical context key.
+
+The rules (INTAKE.md, made exact here):
+
+* The targeting key is not an attribute (the SDK keeps it apart); attributes named
+  ``targetingKey`` or ``targeting_key`` at the top level are excluded too.
+* Nested mappings flatten to ``a.b``, list/tuple items to ``a[0]``; sets and
+  frozensets flatten like lists after sorting their items (so a set gives the same row
+  in every process, whatever the hash seed).
+* Bounds: at most ``MAX_DEPTH`` path segments, ``MAX_LIST_ITEMS`` items per list,
+  ``MAX_NODES`` values visited per context, flattened keys of at most ``MAX_KEY_CHARS``
+  characters (longer keys are skipped), and a container met again on its own path (a
+  cycle) is skipped. Mappings are visited in sorted key order so the bounds cut the
+  same place whatever the insertion order.
+* Values: ``str``, ``int``, ``float`` and ``bool`` stay as they are, except:
+  strings over 256 characters are skipped (not truncated); integers whose decimal
+  text would exceed 256 characters are skipped likewise; floats: NaN becomes
+  ``"NaN"`` and infinities ``"Infinity"`` / ``"-Infinity"`` (JSON has no spelling for
+  them); ``-0.0`` stays ``-0.0`` (it prints apart from ``0.0``, so it is its own
+  bucket, like every other visible difference). ``None`` is dropped (an
+  attribute with no value says nothing). ``datetime``/``date``/``time`` become their
+  ISO text; anything else becomes ``str()`` of it (``repr()`` if ``str()`` raises,
+  ``<unprintable TYPE>`` if both raise). Text that is not valid Unicode (lone
+  surrogates) has each bad code point replaced by U+FFFD.
+* Keys: non-string keys become their ``str()`` text; when two keys print the same,
+  the first in sorted order wins.
+* Then keys are sorted and the first 256 kept (strings over 256 characters were
+  skipped before counting, so they never take a slot).
+
+The canonical key of a pruned context is its JSON encoding with sorted keys: exactly
+the bytes that appear in the posted row, so two evaluations share a bucket exactly
+when their rows print the same, and ``1``, ``1.0``, ``true`` and ``"1"`` stay apart.
+The same bytes are embedded in the payload at flush time without re-encoding.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+MAX_FIELDS = 256
+MAX_STRING_CHARS = 256
+MAX_KEY_CHARS = 256
+MAX_DEPTH = 8
+MAX_LIST_ITEMS = 64
+MAX_NODES = 4096
+# Ints of up to 840 bits print in at most 253 digits; past 851 bits, always > 256.
+_SHORT_INT_BITS = 840
+_BIG_INT_BITS = 851
+
+_EXCLUDED_TOP = frozenset({"targetingKey", "targeting_key"})
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+#: An empty pruned context: rows for it carry no ``context`` key.
+EMPTY = b""
+#: Exact value types that the fast path passes through unchanged.
+_PLAIN = frozenset({str, int, float, bool})
+
+
+def _clean_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def _text_of(value: Any) -> str:
+    """``str()`` of a value JSON cannot carry, never raising."""
+    try:
+        text = str(value)
+        if type(text) is not str:  # a str subclass could misbehave later
+            text = str.__str__(text)
+    except Exception:
+        try:
+            text = repr(value)
+            if type(text) is not str:
+                raise TypeError
+        except Exception:
+            text = f"<unprintable {type(value).__name__}>"
+    return _clean_text(text)
+
+
+def _leaf(value: Any) -> Any:
+    """The JSON-safe form of a scalar, or None to skip it."""
+    t = type(value)
+    if t is str:
+        return _clean_text(value) if len(value) <= MAX_STRING_CHARS else None
+    if t is bool:
+        return value
+    if t is int:
+        # Like a long string, an int too long to print in 256 digits is skipped
+        # (and never converted: str() of a huge int is slow, or raises).
+        if value.bit_length() <= _SHORT_INT_BITS:
+            return value
+        if value.bit_length() > _BIG_INT_BITS:
+            return None
+        return value if len(str(abs(value))) + (value < 0) <= MAX_STRING_CHARS else None
+    if t is float:
+        if math.isfinite(value):
+            return value
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    if value is None:
+        return None
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        text = value.isoformat()
+    elif isinstance(value, bool):
+        return bool(value)
+    elif isinstance(value, str):
+        text = str.__str__(value)
+    elif isinstance(value, int):
+        return _leaf(int.__index__(value))
+    elif isinstance(value, float):
+        return _leaf(float(value))
+    else:
+        text = _text_of(value)
+    text = _clean_text(text)
+    return text if len(text) <= MAX_STRING_CHARS else None
+
+
+def _key_text(key: Any) -> str:
+    return _clean_text(key) if type(key) is str else _text_of(key)
+
+
+def _sort_key(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
+def flatten(attributes: Mapping[Any, Any]) -> dict[str, Any]:
+    """Flatten and prune a context's attributes (see the module docstring)."""
+    out: dict[str, Any] = {}
+    budget = [MAX_NODES]
+    on_path: set[int] = {id(attributes)}
+    items = _mapping_items(attributes, top=True)
+    _walk_items(items, "", 1, out, budget, on_path)
+    if len(out) > MAX_FIELDS:
+        keep = sorted(out)[:MAX_FIELDS]
+        return {k: out[k] for k in keep}
+    return out
+
+
+def _mapping_items(mapping: Mapping[Any, Any], top: bool = False) -> list[tuple[str, Any]]:
+    # list(...items()) is one C call for a dict, so a caller mutating the dict on
+    # another thread cannot change it under us mid-iteration.
+    raw = list(mapping.items())
+    items: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    # Sort by text, then by the original key's type name, so duplicates after str()
+    # resolve the same way every time.
+    decorated = sorted(
+        ((_key_text(k), type(k).__name__, v) for k, v in raw), key=lambda x: (x[0], x[1])
+    )
+    for text, _, value in decorated:
+        if text in seen or (top and text in _EXCLUDED_TOP):
+            continue
+        seen.add(text)
+        items.append((text, value))
+    return items
+
+
+def _walk_items(
+    items: list[tuple[str, Any]],
+    prefix: str,
+    depth: int,
+    out: dict[str, Any],
+    budget: list[int],
+    on_path: set[int],
+) -> None:
+    for name, value in items:
+        path = f"{prefix}.{name}" if prefix else name
+        _walk(path, value, depth, out, budget, on_path)
+        if budget[0] <= 0:
+            return
+
+
+def _walk(
+    path: str,
+    value: Any,
+    depth: int,
+    out: dict[str, Any],
+    budget: list[int],
+    on_path: set[int],
+) -> None:
+    if budget[0] <= 0:
+        return
+    budget[0] -= 1
+    if len(path) > MAX_KEY_CHARS:
+        return
+    if isinstance(value, Mapping):
+        if depth >= MAX_DEPTH or id(value) in on_path:
+            return
+        on_path.add(id(value))
+        try:
+            _walk_items(_mapping_items(value), path, depth + 1, out, budget, on_path)
+        finally:
+            on_path.discard(id(value))
+        return
+    seq: list[Any] | None = None
+    if isinstance(value, (list, tuple)):
+        seq = list(value[:MAX_LIST_ITEMS])
+    elif isinstance(value, (set, frozenset)):
+        seq = sorted(list(value), key=_set_order)[:MAX_LIST_ITEMS]
+    if seq is not None:
+        if depth >= MAX_DEPTH or id(value) in on_path:
+            return
+        on_path.add(id(value))
+        try:
+            for i, item in enumerate(seq):
+                _walk(f"{path}[{i}]", item, depth + 1, out, budget, on_path)
+                if budget[0] <= 0:
+                    return
+        finally:
+            on_path.discard(id(value))
+        return
+    leaf = _leaf(value)
+    if leaf is not None:
+        out[path] = leaf
+
+
+def _set_order(item: Any) -> tuple[str, str]:
+    return (type(item).__name__, _text_of(item))
+
+
+def canonical(attributes: Mapping[Any, Any]) -> bytes:
+    """The canonical key (= JSON bytes, sorted keys) of a pruned context; EMPTY if none."""
+    pruned = flatten(attributes)
+    if not pruned:
+        return EMPTY
+    return _encode_sorted(pruned)
+
+
+class ContextKeys:
+    """Canonical keys with a fast path and a bounded memo (one per worker; not shared).
+
+    Fast path: a flat context whose values are all exact ``str``/``int``/``float``/
+    ``bool`` is encoded by msgspec with sorted keys in one C call; when that encoding
+    shows nothing pruning would change (no ``null`` from NaN/infinity, no string that
+    could be over the limit, at most 256 fields, no excluded key, no huge int), the
+    encoding *is* the canonical key. Otherwise the full pruner runs, memoised by the
+    fast encoding when one exists (JSON text of such a context determines its pruned
+    form exactly: types are distinguishable in JSON, and NaN/infinity, which are not,
+    never take the memo).
+    """
+
+    __slots__ = ("_memo", "_memo_max", "fast_hits", "slow_runs")
+
+    def __init__(self, memo_max: int = 4096) -> None:
+        self._memo: dict[bytes, bytes] = {}
+        self._memo_max = memo_max
+        self.fast_hits = 0
+        self.slow_runs = 0
+
+    def key(self, attributes: Mapping[Any, Any]) -> bytes:
+        if not attributes:
+            return EMPTY
+        raw: bytes | None = None
+        if type(attributes) is dict and set(map(type, attributes.values())) <= _PLAIN:
+            try:
+                raw = _encode_sorted(attributes)
+            except (TypeError, UnicodeEncodeError, OverflowError, ValueError):
+                raw = None  # non-str keys, lone surrogates, ...
+            if raw is not None:
+                if (
+                    b"null" not in raw
+                    and len(raw) <= MAX_STRING_CHARS + 7
+                    and "targetingKey" not in attributes
+                    and "targeting_key" not in attributes
+                ):
+                    # Under 264 bytes no string value can pass 256 characters, no
+                    # int can pass int64, and there are far fewer than 256 fields.
+                    self.fast_hits += 1
+                    return raw
+                hit = self._memo.get(raw)
+                if hit is not None:
+                    return hit
+                if b"null" in raw:
+                    raw = None  # NaN and infinity both encode as null: no memo
+        self.slow_runs += 1
+        result = canonical(attributes)
+        if raw is not None:
+            if len(self._memo) >= self._memo_max:
+                self._memo.clear()
+            self._memo[raw] = result
+        return result

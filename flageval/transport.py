@@ -1,0 +1,293 @@
+"""Transport: POST bodies to the intake with aiohttp, retrying only what is safe to retry.
+
+Delivery is at-most-once per body (and so per row): a body is sent again only when the
+intake cannot have accepted it:
+
+* the connection could not be made (refused, DNS, connect timeout), or
+* the intake answered 5xx or 429 (it said it did not take the body).
+
+A body whose outcome is unknown (the connection dropped, or the response did not come
+within ``request_timeout_s`` after the body was sent) is not sent again: the intake may
+have counted it. Its evaluations are counted under ``delivery_unknown``, so the books
+still balance, and a test shows that an intake which accepted the body but lost the
+response has counted it exactly once. Other 4xx are not retried: ``intake_rejected``.
+
+Retries back off exponentially with full jitter, honour ``Retry-After`` (seconds or an
+HTTP date) on 429 and 503, and never run past the caller's deadline. A body still
+undeliverable when its in-cycle retries run out waits in a bounded retry buffer for the
+next flush; past ``retry_buffer_bytes`` the oldest is dropped (``retry_buffer_full``);
+at shutdown what is left is counted under ``intake_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+import aiohttp
+
+from .config import Endpoint
+from .logutil import RateLimitedLog
+from .wire import Body
+
+log = logging.getLogger("flageval")
+
+DELIVERY_UNKNOWN = "delivery_unknown"
+INTAKE_REJECTED = "intake_rejected"
+INTAKE_UNAVAILABLE = "intake_unavailable"
+RETRY_BUFFER_FULL = "retry_buffer_full"
+_MAX_BACKOFF_S = 30.0
+_MAX_RETRY_AFTER_S = 300.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), _MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return min(max(0.0, when.timestamp() - now), _MAX_RETRY_AFTER_S)
+
+
+class _Retryable(Exception):
+    def __init__(self, why: str, wait_s: float | None = None) -> None:
+        super().__init__(why)
+        self.why = why
+        self.wait_s = wait_s
+
+
+class Sender:
+    """Owns one ClientSession (created lazily on the worker loop) and the retry buffer."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        request_timeout_s: float,
+        max_retries: int,
+        retry_backoff_s: float,
+        retry_buffer_bytes: int,
+        verify_tls: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.request_timeout_s = request_timeout_s
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_buffer_bytes = retry_buffer_bytes
+        self.verify_tls = verify_tls
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        # Bodies waiting to be sent, oldest first; bounded by retry_buffer_bytes.
+        self.outbox: deque[Body] = deque()
+        self.outbox_bytes = 0
+        self.inflight: Body | None = None
+        self.not_before = 0.0  # monotonic time before which no POST is made (429)
+        # Set at shutdown: cuts short any backoff sleep of a flush in progress.
+        self._interrupt: asyncio.Event | None = None
+        self.rows_posted = 0
+        self.evaluations_posted = 0
+        self.bodies_posted = 0
+        self.attempts = 0
+        self.dropped: Counter[str] = Counter()
+        self._warn = RateLimitedLog(log, interval_s=60.0)
+
+    # -- session ----------------------------------------------------------------------
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ssl_ctx: ssl.SSLContext | bool = True if self.verify_tls else False
+            if self.endpoint.unix_socket:
+                connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
+                    path=self.endpoint.unix_socket
+                )
+            else:
+                connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=4)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+                headers=dict(self.endpoint.headers),
+                # Proxies from the environment would route a local agent's traffic away.
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    # -- accounting -------------------------------------------------------------------
+    @property
+    def pending_evaluations(self) -> int:
+        """Evaluations in bodies not yet delivered nor counted as lost."""
+        n = sum(b.evaluations for b in self.outbox)
+        return n + (self.inflight.evaluations if self.inflight is not None else 0)
+
+    def _drop(self, body: Body, reason: str) -> None:
+        self.dropped[reason] += body.evaluations
+
+    def _enqueue(self, body: Body) -> None:
+        """Queue a body, evicting the oldest while the bytes held pass the bound."""
+        self.outbox.append(body)
+        self.outbox_bytes += len(body.data)
+        while self.outbox_bytes > self.retry_buffer_bytes and len(self.outbox) > 1:
+            old = self.outbox.popleft()
+            self.outbox_bytes -= len(old.data)
+            self._drop(old, RETRY_BUFFER_FULL)
+            self._warn.warning(
+                RETRY_BUFFER_FULL,
+                "flageval: retry buffer full; dropped %d evaluations",
+                old.evaluations,
+            )
+
+    def drop_unsent(self, reason: str = INTAKE_UNAVAILABLE) -> int:
+        """Count every body still waiting as lost (at shutdown). Returns evaluations."""
+        n = 0
+        while self.outbox:
+            body = self.outbox.popleft()
+            self._drop(body, reason)
+            n += body.evaluations
+        self.outbox_bytes = 0
+        return n
+
+    # -- sending ----------------------------------------------------------------------
+    async def send_all(self, bodies: list[Body], deadline: float) -> bool:
+        """Queue ``bodies`` behind any waiting ones and send, oldest first, until the
+        deadline. A body the intake cannot take now waits for the next call (and
+        stops this one: the intake is down, the rest would fail the same way).
+        Returns True when nothing is left waiting."""
+        for body in bodies:
+            self._enqueue(body)
+        while self.outbox and self._clock() < deadline:
+            body = self.outbox.popleft()
+            self.outbox_bytes -= len(body.data)
+            self.inflight = body
+            done = False
+            try:
+                done = await self._send_one(body, deadline)
+            finally:
+                self.inflight = None
+                # Not done (also when cancelled): it waits for the next call, unless it
+                # may have reached the intake, in which case it was counted as unknown.
+                if not done and not body.maybe_sent:
+                    self.outbox.appendleft(body)
+                    self.outbox_bytes += len(body.data)
+            if not done:
+                break
+        return not self.outbox
+
+    def interrupt(self, on: bool = True) -> None:
+        """Cut short (or stop cutting short) backoff sleeps; used by shutdown."""
+        if self._interrupt is None:
+            self._interrupt = asyncio.Event()
+        if on:
+            self._interrupt.set()
+        else:
+            self._interrupt.clear()
+
+    async def _sleep(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; False if interrupted."""
+        if self._interrupt is None:
+            self._interrupt = asyncio.Event()
+        if self._interrupt.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._interrupt.wait(), delay)
+        except TimeoutError:
+            return True
+        return False
+
+    async def _send_one(self, body: Body, deadline: float) -> bool:
+        """True when done with the body (delivered or counted as lost); False to buffer."""
+        tries = 0
+        while True:
+            wait = self.not_before - self._clock()
+            if wait > 0:
+                if self._clock() + wait >= deadline or not await self._sleep(wait):
+                    return False
+            try:
+                await self._post(body)
+            except _Retryable as exc:
+                tries += 1
+                body.attempts += 1
+                if exc.wait_s is not None:
+                    self.not_before = self._clock() + exc.wait_s
+                    delay = exc.wait_s
+                else:
+                    cap = min(_MAX_BACKOFF_S, self.retry_backoff_s * (2 ** (tries - 1)))
+                    delay = random.uniform(0, cap)  # full jitter
+                self._warn.warning(
+                    exc.why,
+                    "flageval: intake %s unavailable (%s); will retry",
+                    self.endpoint.display,
+                    exc.why,
+                )
+                if tries > self.max_retries or self._clock() + delay >= deadline:
+                    return False
+                if not await self._sleep(delay):
+                    return False
+                continue
+            except _Rejected as exc:
+                self._drop(body, exc.reason)
+                self._warn.warning(
+                    exc.reason,
+                    "flageval: intake %s %s (status %s); dropped %d evaluations",
+                    self.endpoint.display,
+                    exc.reason.replace("_", " "),
+                    exc.status,
+                    body.evaluations,
+                )
+                return True
+            self.bodies_posted += 1
+            self.rows_posted += body.rows
+            self.evaluations_posted += body.evaluations
+            return True
+
+    async def _post(self, body: Body) -> None:
+        session = self._get_session()
+        self.attempts += 1
+        try:
+            async with session.post(self.endpoint.url, data=body.data) as resp:
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+                await resp.read()
+        except asyncio.CancelledError:
+            # Cancelled mid-request: the intake may have the body. Never resend it.
+            body.maybe_sent = True
+            self._drop(body, DELIVERY_UNKNOWN)
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing reached the intake: safe to send again.
+            raise _Retryable("connect_error") from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise _Retryable("connect_timeout") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # The body may have been taken: at-most-once says do not send it again.
+            raise _Rejected(DELIVERY_UNKNOWN, type(exc).__name__) from exc
+        if 200 <= status < 300:
+            return
+        if status == 429 or status >= 500:
+            wait = parse_retry_after(retry_after) if status in (429, 503) else None
+            raise _Retryable(f"status_{status}", wait)
+        raise _Rejected(INTAKE_REJECTED, status)
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, status: object) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status

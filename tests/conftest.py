@@ -1,0 +1,62 @@
+"""Shared fixtures: a real intake on 127.0.0.1, a clean OpenFeature API per test."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+
+import flageval.telemetry as telemetry_module
+from tests.intake import Intake
+
+
+@pytest.fixture(autouse=True)
+def _clean_openfeature() -> Iterator[None]:
+    yield
+    api.clear_hooks()
+    api.clear_providers()
+    api.set_evaluation_context(EvaluationContext())
+
+
+@pytest.fixture(autouse=True)
+def _no_default_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Tests never share the process-wide default pipeline.
+    monkeypatch.setattr(telemetry_module, "_default", None)
+    yield
+    tel = telemetry_module._default
+    if tel is not None:
+        tel.shutdown(2.0)
+
+
+@pytest.fixture
+def intake() -> Iterator[Intake]:
+    server = Intake().start()
+    yield server
+    server.stop()
+    assert not server.schema_errors, server.schema_errors[:3]
+
+
+@pytest.fixture
+def make_telemetry(intake: Intake) -> Iterator[object]:
+    """Build Telemetry pipelines pointed at the test intake; shut them all down after."""
+    from flageval import Telemetry
+
+    made: list[Telemetry] = []
+
+    def make(**kwargs: object) -> Telemetry:
+        kwargs.setdefault("agent_url", intake.url)
+        kwargs.setdefault("service", "flageval-tests")
+        kwargs.setdefault("flush_interval_s", 60.0)
+        kwargs.setdefault("enabled", True)
+        tel = Telemetry(**kwargs)  # type: ignore[arg-type]
+        made.append(tel)
+        return tel
+
+    before = threading.active_count()
+    yield make
+    for tel in made:
+        tel.shutdown(5.0)
+    assert threading.active_count() <= before + 1  # the intake thread at most
