@@ -1,0 +1,241 @@
+"""Event-stream connections: one task per ``sse`` entry of the latest 200.
+
+Each connection reconnects by itself with exponential backoff and full jitter, sends
+``Last-Event-ID`` when it has one, and reports three things to its owner: it connected
+(the owner re-fetches at once, closing the gap while it was down), a
+``refetchEvaluation`` event arrived (with its etag/lastModified, verbatim), or its
+state changed (the owner recomputes polling fallback and staleness).
+
+Choices where ADR-0008 leaves one:
+- the configured headers (credentials) go to a stream only when its origin (scheme,
+  host, port) equals the base URL's origin, and such a stream does not follow
+  redirects, which could carry them elsewhere;
+- events are routed on the JSON ``type`` in ``data`` whatever the SSE ``event:`` name;
+  unknown types and data that is not a JSON object are ignored and counted;
+- ``retry:`` raises the first reconnect delay but never lowers it below
+  ``reconnect_min_s``; the backoff restarts only after a connection delivered bytes,
+  so a server that accepts and drops at once is not hammered;
+- a connection is dead after ``sse_read_timeout_s`` without a byte (keep-alive
+  comments count as bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from ._config import OFREPConfig
+from ._diagnostics import RateLimitedLog, safe_url
+from ._fetch import StreamSpec, parse_retry_after, same_origin
+from ._ratelimit import RateGate
+from ._sse import SSEEvent, SSEParser, SSEProtocolError, pump
+
+_decoder = msgspec.json.Decoder()
+
+OnRefetch = Callable[[str | None, str | None], None]
+
+
+def _last_modified(raw: Any) -> str | None:
+    # Unix seconds (the ADR's recommendation) or a date string; sent on verbatim.
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, str):
+        return raw
+    return None
+
+
+class _Connection:
+    def __init__(self, owner: StreamManager, spec: StreamSpec) -> None:
+        self.owner = owner
+        self.spec = spec
+        self.connected = False
+        self.last_event_id = ""
+        self.retry_ms: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"ofrep-sse {safe_url(self.spec.url)}"
+        )
+
+    def _backoff_s(self, attempt: int) -> float:
+        config = self.owner.config
+        base = config.reconnect_min_s
+        if self.retry_ms is not None:
+            base = max(base, self.retry_ms / 1000.0)
+        ceiling = min(config.reconnect_max_s, base * (2.0 ** min(attempt, 30)))
+        # Full jitter over the upper half: spreads a fleet reconnecting after an outage.
+        return random.uniform(ceiling / 2.0, ceiling)
+
+    async def _run(self) -> None:
+        owner = self.owner
+        config = owner.config
+        attempt = 0
+        auth = same_origin(self.spec.url, config.base_url)
+        where = safe_url(self.spec.url)
+        while True:
+            await owner.gate.wait()
+            got_bytes = False
+
+            def saw_bytes() -> None:
+                nonlocal got_bytes
+                got_bytes = True
+
+            headers: dict[str, str] = dict(config.headers) if auth else {}
+            headers["Accept"] = "text/event-stream"
+            headers["Cache-Control"] = "no-cache"
+            if self.last_event_id:
+                headers["Last-Event-ID"] = self.last_event_id
+            parser = SSEParser(last_event_id=self.last_event_id)
+            try:
+                async with owner.session.get(
+                    self.spec.url,
+                    headers=headers,
+                    allow_redirects=not (auth and config.headers),
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=config.timeout_s, sock_read=None
+                    ),
+                ) as response:
+                    if response.status == 429:
+                        owner.stats["sse_connect_failures"] += 1
+                        owner.stats["fetch_rate_limited"] += 1
+                        wait = parse_retry_after(response.headers.get("Retry-After"))
+                        owner.gate.block(wait if wait is not None else self._backoff_s(attempt))
+                        owner.log.log(
+                            logging.WARNING, "sse-429", "event stream %s answered 429", where
+                        )
+                    elif response.status != 200:
+                        owner.stats["sse_connect_failures"] += 1
+                        owner.log.log(
+                            logging.WARNING,
+                            f"sse-status-{where}",
+                            "event stream %s answered HTTP %d; retrying with backoff",
+                            where,
+                            response.status,
+                        )
+                    else:
+                        self.connected = True
+                        owner.stats["sse_connects"] += 1
+                        owner.on_state()
+                        owner.on_connected()
+                        await pump(
+                            response.content,
+                            parser,
+                            config.sse_read_timeout_s,
+                            self._on_event,
+                            saw_bytes,
+                        )
+            except (aiohttp.ClientError, OSError, TimeoutError, SSEProtocolError) as exc:
+                if not self.connected:
+                    owner.stats["sse_connect_failures"] += 1
+                owner.log.log(
+                    logging.WARNING,
+                    f"sse-error-{where}",
+                    "event stream %s failed (%s); retrying with backoff",
+                    where,
+                    type(exc).__name__,
+                )
+            finally:
+                self.last_event_id = parser.last_event_id
+                if parser.retry_ms is not None:
+                    self.retry_ms = parser.retry_ms
+                if self.connected:
+                    self.connected = False
+                    owner.stats["sse_disconnects"] += 1
+                    owner.on_state()
+            if got_bytes:
+                attempt = 0
+            delay = self._backoff_s(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _on_event(self, event: SSEEvent) -> None:
+        stats = self.owner.stats
+        stats["sse_events"] += 1
+        try:
+            payload = _decoder.decode(event.data)
+        except msgspec.DecodeError:
+            stats["sse_malformed_events"] += 1
+            return
+        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+            stats["sse_malformed_events"] += 1
+            return
+        if payload["type"] != "refetchEvaluation":
+            stats["sse_ignored_events"] += 1
+            return
+        stats["sse_refetch_events"] += 1
+        etag = payload.get("etag")
+        self.owner.on_refetch(
+            etag if isinstance(etag, str) else None, _last_modified(payload.get("lastModified"))
+        )
+
+
+class StreamManager:
+    """The set of live connections; it follows the stream list of the latest 200."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        config: OFREPConfig,
+        gate: RateGate,
+        stats: dict[str, int],
+        log: RateLimitedLog,
+        on_connected: Callable[[], None],
+        on_refetch: OnRefetch,
+        on_state: Callable[[], None],
+    ) -> None:
+        self.session = session
+        self.config = config
+        self.gate = gate
+        self.stats = stats
+        self.log = log
+        self.on_connected = on_connected
+        self.on_refetch = on_refetch
+        self.on_state = on_state
+        self._connections: dict[str, _Connection] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def all_connected(self) -> bool:
+        return all(c.connected for c in self._connections.values())
+
+    def update(self, specs: tuple[StreamSpec, ...]) -> None:
+        """Same URL: kept as is (no reconnect). Gone: closed. New: connected."""
+        wanted = {str(spec.url): spec for spec in specs}
+        for key in [k for k in self._connections if k not in wanted]:
+            self._close(key)
+        for key, spec in wanted.items():
+            existing = self._connections.get(key)
+            if existing is not None:
+                existing.spec = spec
+                continue
+            connection = _Connection(self, spec)
+            self._connections[key] = connection
+            connection.start()
+        self.on_state()
+
+    def _close(self, key: str) -> asyncio.Task[None] | None:
+        connection = self._connections.pop(key)
+        if connection.task is not None:
+            connection.task.cancel()
+        if connection.connected:
+            connection.connected = False
+            self.stats["sse_disconnects"] += 1
+        return connection.task
+
+    def close_all(self) -> list[asyncio.Task[None]]:
+        tasks = [t for t in (self._close(k) for k in list(self._connections)) if t is not None]
+        self.on_state()
+        return tasks

@@ -1,0 +1,305 @@
+"""`OFREPProvider`: the OpenFeature face of the package.
+
+The static-context model: one bulk evaluation for one evaluation context (the one
+given to the provider, else the API's global context), answered from memory. A
+resolve reads an immutable dict that the loop thread replaces in one assignment: no
+lock, no network, no await, whatever the thread. The context passed to an individual
+evaluation is not sent anywhere; to evaluate for another context, change the
+provider's context (``set_context``, or ``api.set_evaluation_context`` when the
+provider follows the global one).
+
+openfeature-sdk 0.10 has no context-changed callback for providers, so a provider that
+follows the global context notices a new one on the next resolve (an identity check of
+one object, ~40 ns) and re-fetches in the background; ``on_context_changed`` has the
+signature of the OpenFeature static-context callback for SDKs that call it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
+from openfeature.exception import GeneralError, OpenFeatureError
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
+from openfeature.provider import AbstractProvider, Metadata
+
+from ._config import (
+    DEFAULT_RECONNECT_MAX_S,
+    DEFAULT_RECONNECT_MIN_S,
+    DEFAULT_RETRY_MAX_S,
+    DEFAULT_RETRY_MIN_S,
+    DEFAULT_SHUTDOWN_TIMEOUT_S,
+    DEFAULT_SSE_READ_TIMEOUT_S,
+    DEFAULT_STALE_AFTER_S,
+    OFREPConfig,
+    load_config,
+)
+from ._diagnostics import logger, new_stats
+from ._loop import LoopThread
+from ._refresh import Refresher, Shared
+from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, resolve
+
+_monotonic = time.monotonic
+
+ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]
+
+
+class OFREPProvider(AbstractProvider):
+    """An OpenFeature provider for OFREP bulk evaluation, kept fresh by ETag-conditional
+    re-fetches driven by event streams (``change_detection="sse"``, the default), by
+    polling (``"polling"``) or by nothing but context changes (``"none"``).
+
+    ``base_url``, ``headers`` and ``timeout_ms`` fall back to ``OFREP_ENDPOINT``,
+    ``OFREP_HEADERS`` (``k=v,k2=v2``, URL-decoded) and ``OFREP_TIMEOUT_MS`` (default
+    10000). ``poll_interval_s > 0`` with ``"sse"`` polls only while no stream can be
+    held. ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec`` (else
+    120 s). The keyword-only arguments tune timings; the defaults suit production.
+    Invalid settings raise ``ValueError`` naming the setting.
+    """
+
+    def __init__(  # noqa: PLR0917 - positional order is the OFREP provider convention
+        self,
+        base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+        change_detection: str = "sse",
+        poll_interval_s: float = 0,
+        inactivity_delay_s: float | None = None,
+        context: EvaluationContext | None = None,
+        *,
+        sse_read_timeout_s: float = DEFAULT_SSE_READ_TIMEOUT_S,
+        reconnect_min_s: float = DEFAULT_RECONNECT_MIN_S,
+        reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S,
+        retry_min_s: float = DEFAULT_RETRY_MIN_S,
+        retry_max_s: float = DEFAULT_RETRY_MAX_S,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    ) -> None:
+        super().__init__()
+        if context is not None and not isinstance(context, EvaluationContext):
+            raise ValueError("context must be an openfeature EvaluationContext")
+        self._config: OFREPConfig = load_config(
+            base_url=base_url,
+            headers=headers,
+            timeout_ms=timeout_ms,
+            change_detection=change_detection,
+            poll_interval_s=poll_interval_s,
+            inactivity_delay_s=inactivity_delay_s,
+            sse_read_timeout_s=sse_read_timeout_s,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+            retry_min_s=retry_min_s,
+            retry_max_s=retry_max_s,
+            stale_after_s=stale_after_s,
+            shutdown_timeout_s=shutdown_timeout_s,
+        )
+        self._context = context
+        self._follow_global = context is None
+        self._seen_global: EvaluationContext | None = None
+        self._shared = Shared()
+        self._stats = new_stats()
+        self._lifecycle = threading.Lock()
+        self._thread: LoopThread | None = None
+        self._refresher: Refresher | None = None
+
+    @property
+    def config(self) -> OFREPConfig:
+        return self._config
+
+    def get_metadata(self) -> Metadata:
+        return Metadata(name="flageval-ofrep")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def initialize(self, evaluation_context: EvaluationContext) -> None:
+        """Start the loop thread and run the first bulk fetch on it; raise if it fails
+        (ProviderFatalError on 401/403, GeneralError otherwise)."""
+        with self._lifecycle:
+            if self._thread is not None:
+                return  # already running (the same provider bound to a second domain)
+            if self._follow_global:
+                self._seen_global = evaluation_context
+                context = evaluation_context
+            else:
+                context = self._context or EvaluationContext()
+            thread = LoopThread("flageval-ofrep")
+            thread.start()
+            refresher = Refresher(self._config, self._shared, self._stats, self)
+            self._thread, self._refresher = thread, refresher
+        future = thread.submit(refresher.start(context))
+        try:
+            future.result(timeout=self._config.timeout_s + 5.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise GeneralError("initial bulk evaluation did not finish in time") from None
+        except OpenFeatureError:
+            if refresher.fatal:
+                self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        """Close streams, the HTTP session and the loop thread, within
+        ``shutdown_timeout_s`` overall."""
+        with self._lifecycle:
+            thread, refresher = self._thread, self._refresher
+            self._thread = self._refresher = None
+        if thread is None or refresher is None:
+            return
+        if thread.in_loop_thread():
+            # Called from an event handler on our own loop: cannot wait for ourselves.
+            thread.submit(refresher.close()).add_done_callback(lambda _: thread.stop(0))
+            return
+        deadline = _monotonic() + self._config.shutdown_timeout_s
+        try:
+            thread.submit(refresher.close()).result(timeout=self._config.shutdown_timeout_s)
+        except Exception:
+            logger.warning("provider shutdown did not complete cleanly", exc_info=True)
+        if not thread.stop(max(0.1, deadline - _monotonic())):
+            logger.warning("provider loop thread did not stop within the shutdown timeout")
+        self._shared.idle = False
+
+    # -- context ---------------------------------------------------------------------
+
+    def set_context(self, context: EvaluationContext) -> concurrent.futures.Future[bool]:
+        """Use ``context`` from now on (and stop following the API's global context).
+        The stored ETag is dropped and the bulk evaluation re-fetched in the background;
+        the returned future resolves to True once the new evaluation is served, False if
+        that fetch failed or was superseded. Until then the previous one is served."""
+        if not isinstance(context, EvaluationContext):
+            raise ValueError("context must be an openfeature EvaluationContext")
+        self._follow_global = False
+        self._context = context
+        return self._switch_context(context)
+
+    def on_context_changed(
+        self, old_context: EvaluationContext | None, new_context: EvaluationContext
+    ) -> None:
+        """OpenFeature's static-context callback (not called by openfeature-sdk 0.10)."""
+        self._seen_global = new_context
+        self._switch_context(new_context)
+
+    def _switch_context(self, context: EvaluationContext) -> concurrent.futures.Future[bool]:
+        thread, refresher = self._thread, self._refresher
+        if thread is None or refresher is None:
+            done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+            done.set_result(False)  # not started: initialize() will use this context
+            return done
+
+        async def switch() -> bool:
+            return await refresher.set_context(context)
+
+        return thread.submit(switch())
+
+    def _global_context_changed(self, context: EvaluationContext) -> None:
+        self._seen_global = context
+        self._switch_context(context)
+
+    # -- diagnostics -----------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters since construction (fetch outcomes, stream events, coalescing...)."""
+        return dict(self._stats)
+
+    # -- resolution: the hot path ------------------------------------------------------
+
+    def _touch(self) -> Shared:
+        shared = self._shared
+        shared.last_used = _monotonic()
+        if shared.idle and not shared.wake_requested:
+            self._wake()
+        if self._follow_global:
+            current = get_evaluation_context()
+            if current is not self._seen_global and self._thread is not None:
+                self._global_context_changed(current)
+        return shared
+
+    def _wake(self) -> None:
+        thread, refresher = self._thread, self._refresher
+        if thread is not None and refresher is not None:
+            self._shared.wake_requested = True
+            thread.call_soon(refresher.resume)
+
+    def resolve_boolean_details(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        return resolve(self._touch().entries, flag_key, default_value, BOOL)
+
+    def resolve_string_details(
+        self,
+        flag_key: str,
+        default_value: str,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[str]:
+        return resolve(self._touch().entries, flag_key, default_value, STR)
+
+    def resolve_integer_details(
+        self,
+        flag_key: str,
+        default_value: int,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[int]:
+        return resolve(self._touch().entries, flag_key, default_value, INT)
+
+    def resolve_float_details(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return resolve(self._touch().entries, flag_key, default_value, FLOAT)
+
+    def resolve_object_details(
+        self,
+        flag_key: str,
+        default_value: ObjectValue,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[ObjectValue]:
+        return resolve(self._touch().entries, flag_key, default_value, OBJECT)
+
+    # The async variants do exactly the same work: a resolve never waits on I/O.
+
+    async def resolve_boolean_details_async(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        return resolve(self._touch().entries, flag_key, default_value, BOOL)
+
+    async def resolve_string_details_async(
+        self,
+        flag_key: str,
+        default_value: str,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[str]:
+        return resolve(self._touch().entries, flag_key, default_value, STR)
+
+    async def resolve_integer_details_async(
+        self,
+        flag_key: str,
+        default_value: int,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[int]:
+        return resolve(self._touch().entries, flag_key, default_value, INT)
+
+    async def resolve_float_details_async(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return resolve(self._touch().entries, flag_key, default_value, FLOAT)
+
+    async def resolve_object_details_async(
+        self,
+        flag_key: str,
+        default_value: ObjectValue,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[ObjectValue]:
+        return resolve(self._touch().entries, flag_key, default_value, OBJECT)
