@@ -125,9 +125,7 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from keyword overrides, else environment variables, else defaults."""
         env = os.environ if environ is None else environ
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}

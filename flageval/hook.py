@@ -15,6 +15,7 @@ can and cannot do).
 
 from __future__ import annotations
 
+import contextlib
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ class FlagEvalHook(Hook):
 
     def __init__(self, telemetry: Any = None) -> None:
         if telemetry is None:
-            from .telemetry import default_telemetry
+            from .telemetry import default_telemetry  # noqa: PLC0415 - import cycle
 
             telemetry = default_telemetry()
         self._telemetry = telemetry
@@ -89,10 +90,8 @@ class FlagEvalHook(Hook):
                 )
             )
         except Exception:
-            try:
+            with contextlib.suppress(Exception):  # nothing may escape into the SDK
                 self._handoff.count(HOOK_ERROR)
-            except Exception:
-                pass
 
 
 def _noop(hook_context: HookContext, details: Any, hints: HookHints) -> None:

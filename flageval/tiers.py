@@ -155,10 +155,7 @@ class Tiers:
         for name in _TIMESTAMP_KEYS:
             stamp = meta.get(name)
             if stamp is not None:
-                if (
-                    type(stamp) in (int, float)
-                    and MIN_EPOCH_MS <= stamp <= _MAX_EPOCH_MS
-                ):
+                if type(stamp) in (int, float) and MIN_EPOCH_MS <= stamp <= _MAX_EPOCH_MS:
                     t_ms = int(stamp)
                 break
         return allocation, consent, t_ms

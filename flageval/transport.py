@@ -109,7 +109,7 @@ class Sender:
     # -- session ----------------------------------------------------------------------
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            ssl_ctx: ssl.SSLContext | bool = True if self.verify_tls else False
+            ssl_ctx: ssl.SSLContext | bool = bool(self.verify_tls)
             if self.endpoint.unix_socket:
                 connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
                     path=self.endpoint.unix_socket
@@ -216,9 +216,8 @@ class Sender:
         tries = 0
         while True:
             wait = self.not_before - self._clock()
-            if wait > 0:
-                if self._clock() + wait >= deadline or not await self._sleep(wait):
-                    return False
+            if wait > 0 and (self._clock() + wait >= deadline or not await self._sleep(wait)):
+                return False
             try:
                 await self._post(body)
             except _Retryable as exc:

@@ -14,6 +14,7 @@ the tiers and the sender are only ever touched from that loop's thread: no locks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -89,15 +90,13 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 # Keep going while batches come full, yielding between them.
-                while self.drain_once() == BATCH:
+                while self.drain_once() == BATCH:  # noqa: ASYNC110 - yields, not waits
                     await asyncio.sleep(0)
             except Exception:  # pragma: no cover - drain_once guards itself
                 self.errors += 1
                 log.exception("flageval: drain loop error")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
-            except TimeoutError:
-                pass
 
     # -- flushing -----------------------------------------------------------------------
     async def flush(self, deadline: float) -> bool:
@@ -161,9 +160,7 @@ class Worker:
             if task is asyncio.current_task():
                 continue
             try:
-                await asyncio.wait_for(
-                    asyncio.shield(task), max(0.0, deadline - time.monotonic())
-                )
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:

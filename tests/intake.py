@@ -8,6 +8,7 @@ default (200). Every received body is recorded with its headers and the status i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -77,10 +78,8 @@ class Intake:
     def stop(self) -> None:
         if self._runner is not None:
             fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(10)
-            except Exception:
-                pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
