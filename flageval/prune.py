@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,7 @@ MAX_NODES = 4096
 _SHORT_INT_BITS = 840
 _BIG_INT_BITS = 851
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _EXCLUDED_TOP = frozenset({"targetingKey", "targeting_key"})
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 #: An empty pruned context: rows for it carry no ``context`` key.
@@ -64,7 +66,7 @@ def _clean_text(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", text)
     return text
 
 
