@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+
+from flageval.ofrep import OFREPProvider
+
+from .ofrep_server import OFREPTestServer, wait_until
+
+
+def answered(provider: OFREPProvider) -> int:
+    """Bulk fetches whose answer the provider has applied (any outcome)."""
+    s = provider.stats()
+    return (
+        s["fetch_ok"]
+        + s["fetch_not_modified"]
+        + s["fetch_rate_limited"]
+        + s["fetch_unauthorized"]
+        + s["fetch_status_400"]
+        + s["fetch_status_5xx"]
+        + s["fetch_status_other"]
+        + s["fetch_malformed"]
+        + s["fetch_network_error"]
+        + s["fetch_timeout"]
+        + s["fetch_discarded_old_context"]
+    )
+
+
+def settled(provider: OFREPProvider, server: OFREPTestServer, quiet_s: float = 0.15) -> int:
+    """Wait until every request the server saw has been answered and applied, and
+    nothing new arrives for ``quiet_s``; return the bulk request count."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        count = len(server.bulk_requests())
+        wait_until(lambda: answered(provider) >= count and server.in_flight == 0, what="fetches applied")
+        time.sleep(quiet_s)
+        if len(server.bulk_requests()) == count:
+            return count
+        assert time.monotonic() < deadline, "traffic never settled"
+
+
+def start_with_stream(
+    server: OFREPTestServer,
+    make_provider: Callable[..., OFREPProvider],
+    streams: list[dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> tuple[OFREPProvider, OpenFeatureClient]:
+    """Provider registered, its stream(s) connected and the post-connect re-fetch done."""
+    server.event_streams = streams if streams is not None else [server.sse_here()]
+    provider = make_provider(server.url, **kwargs)
+    api.set_provider_and_wait(provider)
+    expected = len(server.event_streams)
+    here = sum(
+        1
+        for s in server.event_streams
+        if str(s.get("url", "")).startswith(server.url + "/")
+        or ("endpoint" in s and "origin" not in s["endpoint"])
+    )
+    wait_until(lambda: provider.stats()["sse_connects"] >= expected, what="streams connected")
+    # The client sees the 200 before the server has registered the stream for pushes.
+    wait_until(lambda: server.sse_connected >= here, what="server sees the streams")
+    settled(provider, server)
+    return provider, api.get_client()

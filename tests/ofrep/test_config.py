@@ -1,0 +1,103 @@
+"""Settings: arguments, OFREP_* environment fallbacks (ADR-0007), validation messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from flageval.ofrep import OFREPProvider
+from flageval.ofrep._config import parse_headers
+
+
+def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFREP_ENDPOINT", "http://127.0.0.1:9/prefix/")
+    monkeypatch.setenv("OFREP_HEADERS", "Authorization=Bearer%20abc,X-API-Key=k%2C1%3D2")
+    monkeypatch.setenv("OFREP_TIMEOUT_MS", "2500")
+    config = OFREPProvider().config
+    assert str(config.bulk_url) == "http://127.0.0.1:9/prefix/ofrep/v1/evaluate/flags"
+    assert dict(config.headers) == {"Authorization": "Bearer abc", "X-API-Key": "k,1=2"}
+    assert config.timeout_s == 2.5
+
+
+def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFREP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OFREP_HEADERS", "X-From=env")
+    monkeypatch.setenv("OFREP_TIMEOUT_MS", "2500")
+    config = OFREPProvider(
+        base_url="http://127.0.0.1:8", headers={"X-From": "arg"}, timeout_ms=100
+    ).config
+    assert config.base_url.port == 8
+    assert dict(config.headers) == {"X-From": "arg"}
+    assert config.timeout_s == 0.1
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OFREP_ENDPOINT", "OFREP_HEADERS", "OFREP_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    config = OFREPProvider(base_url="https://flags.example").config
+    assert config.timeout_s == 10.0
+    assert config.change_detection == "sse"
+    assert config.poll_interval_s == 0
+    assert config.inactivity_delay_s is None
+    assert dict(config.headers) == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [
+        ({"base_url": "ftp://x"}, "base_url"),
+        ({"base_url": "not a url"}, "base_url"),
+        ({"base_url": "http://x/?q=1"}, "base_url"),
+        ({"timeout_ms": 0}, "timeout_ms"),
+        ({"timeout_ms": -5}, "timeout_ms"),
+        ({"timeout_ms": True}, "timeout_ms"),
+        ({"change_detection": "push"}, "change_detection"),
+        ({"change_detection": "polling"}, "poll_interval_s"),
+        ({"poll_interval_s": -1}, "poll_interval_s"),
+        ({"poll_interval_s": float("nan")}, "poll_interval_s"),
+        ({"inactivity_delay_s": 0}, "inactivity_delay_s"),
+        ({"headers": {"Bad Name": "v"}}, "headers"),
+        ({"headers": {"X": "a\r\nInjected: 1"}}, "headers"),
+        ({"reconnect_min_s": 2, "reconnect_max_s": 1}, "reconnect_max_s"),
+        ({"sse_read_timeout_s": 0}, "sse_read_timeout_s"),
+        ({"context": {"targetingKey": "x"}}, "context"),
+    ],
+)
+def test_invalid_settings_name_the_setting(kwargs: dict[str, object], setting: str) -> None:
+    kwargs = {"base_url": "http://127.0.0.1:1", **kwargs}
+    with pytest.raises(ValueError, match=setting):
+        OFREPProvider(**kwargs)  # type: ignore[arg-type]
+
+
+def test_missing_endpoint_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OFREP_ENDPOINT", raising=False)
+    with pytest.raises(ValueError, match="OFREP_ENDPOINT"):
+        OFREPProvider()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("OFREP_TIMEOUT_MS", "ten"), ("OFREP_HEADERS", "novalue")]
+)
+def test_invalid_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        OFREPProvider(base_url="http://127.0.0.1:1")
+
+
+def test_header_errors_never_echo_the_value() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_headers("Authorization=secret-token%0D%0Ax")
+    assert "secret-token" not in str(info.value)
+
+
+def test_header_parsing_skips_empty_items_and_trims() -> None:
+    assert parse_headers(" a = 1 ,, b=2,") == {"a": "1", "b": "2"}
+
+
+def test_constructing_a_provider_starts_no_thread() -> None:
+    import threading
+
+    before = threading.active_count()
+    OFREPProvider(base_url="http://127.0.0.1:1")
+    assert threading.active_count() == before
