@@ -95,6 +95,8 @@ class Sender:
         # Bodies waiting to be sent, oldest first; bounded by retry_buffer_bytes.
         self.outbox: deque[Body] = deque()
         self.outbox_bytes = 0
+        # New bodies of the send in progress, not yet tried (not held for a retry).
+        self.fresh: deque[Body] = deque()
         self.inflight: Body | None = None
         self.not_before = 0.0  # monotonic time before which no POST is made (429)
         # Set at shutdown: cuts short any backoff sleep of a flush in progress.
@@ -134,7 +136,7 @@ class Sender:
     @property
     def pending_evaluations(self) -> int:
         """Evaluations in bodies not yet delivered nor counted as lost."""
-        n = sum(b.evaluations for b in self.outbox)
+        n = sum(b.evaluations for b in self.outbox) + sum(b.evaluations for b in self.fresh)
         return n + (self.inflight.evaluations if self.inflight is not None else 0)
 
     def _drop(self, body: Body, reason: str) -> None:
@@ -166,28 +168,43 @@ class Sender:
 
     # -- sending ----------------------------------------------------------------------
     async def send_all(self, bodies: list[Body], deadline: float) -> bool:
-        """Queue ``bodies`` behind any waiting ones and send, oldest first, until the
-        deadline. A body the intake cannot take now waits for the next call (and
-        stops this one: the intake is down, the rest would fail the same way).
-        Returns True when nothing is left waiting."""
-        for body in bodies:
-            self._enqueue(body)
-        while self.outbox and self._clock() < deadline:
-            body = self.outbox.popleft()
-            self.outbox_bytes -= len(body.data)
-            self.inflight = body
-            done = False
-            try:
-                done = await self._send_one(body, deadline)
-            finally:
-                self.inflight = None
-                # Not done (also when cancelled): it waits for the next call, unless it
-                # may have reached the intake, in which case it was counted as unknown.
-                if not done and not body.maybe_sent:
-                    self.outbox.appendleft(body)
-                    self.outbox_bytes += len(body.data)
-            if not done:
-                break
+        """Send the bodies waiting for a retry (oldest first), then ``bodies``, until
+        the deadline. A body the intake cannot take now stops this call (the intake is
+        down, the rest would fail the same way); it and the new bodies not yet tried
+        then wait in the bounded retry buffer for the next call. New bodies count
+        against ``retry_buffer_bytes`` only once they have to wait: a healthy intake
+        gets a flush bigger than the buffer whole. Returns True when nothing is left
+        waiting."""
+        fresh = self.fresh
+        fresh.extend(bodies)
+        try:
+            while (self.outbox or fresh) and self._clock() < deadline:
+                retried = bool(self.outbox)
+                if retried:
+                    body = self.outbox.popleft()
+                    self.outbox_bytes -= len(body.data)
+                else:
+                    body = fresh.popleft()
+                self.inflight = body
+                done = False
+                try:
+                    done = await self._send_one(body, deadline)
+                finally:
+                    self.inflight = None
+                    # Not done (also when cancelled): it waits for the next call, unless
+                    # it may have reached the intake (then it was counted as unknown).
+                    if not done and not body.maybe_sent:
+                        if retried:
+                            self.outbox.appendleft(body)
+                            self.outbox_bytes += len(body.data)
+                        else:
+                            fresh.appendleft(body)
+                if not done:
+                    break
+        finally:
+            # Also when cancelled: what could not go waits, oldest first, bounded.
+            while fresh:
+                self._enqueue(fresh.popleft())
         return not self.outbox
 
     def interrupt(self, on: bool = True) -> None:
