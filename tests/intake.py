@@ -2,7 +2,20 @@
 
 Tests script it with :meth:`Intake.script`: each request takes the next scripted
 behaviour (status, headers, delay, or a connection reset / garbage / hang), then the
-default (200). Every received body is recorded with its headers and the status it got.
+default (200, or what :meth:`Intake.set_default` says, for faults that last a while).
+Every received body is recorded with its headers and the status it got.
+
+Actions, and what the client can know of each:
+
+* ``"reset"``: the whole body is read, then the connection is aborted before any answer
+  (the intake has the body; the response is lost).
+* ``"reset_mid_body"``: only the first bytes are read, then the connection is aborted
+  (the intake does not have the body; recorded with ``complete=False``).
+* ``"garbage"``: the body is read, then non-HTTP bytes are written back.
+* ``"hang"``: the body is read and never answered (until the server stops).
+
+A delayed answer (``delay_s``) the client gave up on before it came is recorded with
+``answered=False``.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +42,9 @@ class Behaviour:
     status: int = 200
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     delay_s: float = 0.0
-    #: "reset": close the connection mid-request; "garbage": write non-HTTP bytes;
-    #: "hang": never answer (until the server stops).
+    #: "reset": read the body, then abort the connection before answering;
+    #: "reset_mid_body": abort after reading only the first bytes of the body;
+    #: "garbage": write non-HTTP bytes; "hang": never answer (until the server stops).
     action: str | None = None
 
 
@@ -41,14 +56,22 @@ class Received:
     at: float
     #: True when the client could have seen the status (no reset/hang/garbage).
     answered: bool = True
+    #: False when the connection was cut before the whole body was read.
+    complete: bool = True
 
     def json(self) -> Any:
         return json.loads(self.body)
 
 
+_ABORTING = frozenset({"reset", "reset_mid_body", "garbage", "hang"})
+
+
 class Intake:
-    def __init__(self, validate: bool = True) -> None:
+    def __init__(self, validate: bool = True, ssl_context: ssl.SSLContext | None = None) -> None:
         self.validate = validate
+        self.ssl_context = ssl_context
+        self._default = Behaviour()
+        self._release: asyncio.Event | None = None
         self.received: list[Received] = []
         self._script: list[Behaviour] = []
         self._lock = threading.Lock()
@@ -69,13 +92,17 @@ class Intake:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(PATH, self._handle)
         app.router.add_post("/api/v2/flagevaluation", self._handle)
+        self._release = asyncio.Event()
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     def stop(self) -> None:
+        if self._release is not None:
+            # Let hanging handlers end, so no task is left pending when the loop stops.
+            self._loop.call_soon_threadsafe(self._release.set)
         if self._runner is not None:
             fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
             with contextlib.suppress(Exception):
@@ -85,11 +112,17 @@ class Intake:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def script(self, *behaviours: Behaviour) -> None:
         with self._lock:
             self._script.extend(behaviours)
+
+    def set_default(self, behaviour: Behaviour | None) -> None:
+        """What every unscripted request gets from now on (None: 200 again)."""
+        with self._lock:
+            self._default = behaviour if behaviour is not None else Behaviour()
 
     # -- what arrived -----------------------------------------------------------------
     def accepted(self) -> list[Received]:
@@ -102,6 +135,11 @@ class Intake:
     def evaluations(self) -> int:
         return sum(row["evaluation_count"] for row in self.rows())
 
+    def complete(self) -> list[Received]:
+        """Every whole body that arrived, answered or not (what the intake could count)."""
+        with self._lock:
+            return [r for r in self.received if r.complete]
+
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
@@ -113,20 +151,38 @@ class Intake:
     # -- handler ------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:
-            behaviour = self._script.pop(0) if self._script else Behaviour()
+            behaviour = self._script.pop(0) if self._script else self._default
+        if behaviour.action == "reset_mid_body":
+            # Cut the upload short: the intake never has the whole body.
+            partial = await request.content.read(16)
+            with self._lock:
+                self.received.append(
+                    Received(
+                        partial,
+                        dict(request.headers),
+                        behaviour.status,
+                        time.time(),
+                        answered=False,
+                        complete=False,
+                    )
+                )
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
         body = await request.read()
         rec = Received(body, dict(request.headers), behaviour.status, time.time())
-        if self.validate:
-            try:
-                validate_body(body)
-            except Exception as exc:  # recorded; the test fixture fails on it
-                self.schema_errors.append(str(exc)[:500])
-        if behaviour.action in {"reset", "garbage", "hang"}:
+        if behaviour.action in _ABORTING:
             rec.answered = False
+            self._validate(body)
         with self._lock:
             self.received.append(rec)
         if behaviour.delay_s:
+            # Unanswered until the answer can go out: a handler cancelled during the
+            # delay, or a client that gave up, never saw the status.
+            rec.answered = False
             await asyncio.sleep(behaviour.delay_s)
+            closed = request.transport is None or request.transport.is_closing()
+            rec.answered = behaviour.action not in _ABORTING and not closed
         if behaviour.action == "reset":
             assert request.transport is not None
             request.transport.abort()
@@ -137,5 +193,28 @@ class Intake:
             request.transport.close()
             raise asyncio.CancelledError
         if behaviour.action == "hang":
-            await asyncio.sleep(3600)
-        return web.Response(status=behaviour.status, headers=behaviour.headers, text="{}")
+            assert self._release is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), 3600)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        resp = web.Response(status=behaviour.status, headers=behaviour.headers, text="{}")
+        try:
+            # Answer first, validate after: validation costs ~0.2 ms a row, and a busy
+            # test process must not turn it into client timeouts.
+            await resp.prepare(request)
+            await resp.write_eof()
+        except ConnectionError:
+            rec.answered = False  # the client had gone: it never saw the status
+            raise asyncio.CancelledError from None
+        finally:
+            self._validate(body)
+        return resp
+
+    def _validate(self, body: bytes) -> None:
+        if self.validate:
+            try:
+                validate_body(body)
+            except Exception as exc:  # recorded; the test fixture fails on it
+                self.schema_errors.append(str(exc)[:500])
