@@ -235,8 +235,10 @@ class Sender:
             wait = self.not_before - self._clock()
             if wait > 0 and (self._clock() + wait >= deadline or not await self._sleep(wait)):
                 return False
+            if self._clock() >= deadline:
+                return False  # not sent: it waits (or is counted unavailable at shutdown)
             try:
-                await self._post(body)
+                await self._post(body, deadline)
             except _Retryable as exc:
                 tries += 1
                 body.attempts += 1
@@ -273,11 +275,16 @@ class Sender:
             self.evaluations_posted += body.evaluations
             return True
 
-    async def _post(self, body: Body) -> None:
+    async def _post(self, body: Body, deadline: float) -> None:
         session = self._get_session()
         self.attempts += 1
+        # No request outlives the caller's deadline: a hanging intake must not hold a
+        # flush (or shutdown) past it, nor leave the rest of the outbox uncounted.
+        total = min(self.request_timeout_s, max(0.001, deadline - self._clock()))
         try:
-            async with session.post(self.endpoint.url, data=body.data) as resp:
+            async with session.post(
+                self.endpoint.url, data=body.data, timeout=aiohttp.ClientTimeout(total=total)
+            ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 await resp.read()
