@@ -42,6 +42,8 @@ MEMORY_BUDGET = "memory_budget"
 PAYLOAD_LIMIT = "payload_limit"
 DEGRADED_CAP = "degraded_cap"
 CONTEXT_ERROR = "context_error"
+#: Drop reason of a snapshot that cannot be aggregated at all (the worker's reason).
+SNAPSHOT_ERROR = "worker_error"
 
 FullKey = tuple[str, str | None, str | None, bool, str | None, str | None, bytes]
 DegradedKey = tuple[str, str | None, str | None, bool, str | None]
@@ -95,46 +97,53 @@ class Tiers:
         ctx_key = self.keys.key
         held = 0
         for snap in batch:
-            flag, variant, code, message, meta, tk, attrs, t_ns = snap
-            allocation = None
-            consent = self.full_data_default
-            t_ms = t_ns // 1_000_000
-            if meta:
-                allocation, consent, t_ms = self._read_meta(meta, consent, t_ms)
-            if type(flag) is not str:
-                flag = _text(flag)
-            if variant is not None and type(variant) is not str:
-                variant = _text(variant)
-            error = None
-            if code is not None or message is not None:
-                error = self._error_text(code, message, consent)
-            if consent:
-                if tk is not None and type(tk) is not str:
-                    tk = _text(tk)
-                try:
-                    ctx = ctx_key(attrs) if attrs else EMPTY
-                except Exception:
-                    # A context that cannot be read even after the pruner's guards
-                    # (e.g. a Mapping whose items() raises): counted, kept degraded.
-                    self.context_errors += 1
-                    dkey = (flag, variant, allocation, variant is None, error)
-                    held += self._degrade(dkey, t_ms, CONTEXT_ERROR)
-                    continue
-            else:
-                ctx = EMPTY
-                if tk is not None:
-                    tk = self._hash(tk if type(tk) is str else _text(tk) or "")
-            key = (flag, variant, allocation, variant is None, error, tk, ctx)
-            bucket = full.get(key)
-            if bucket is not None:
-                bucket[0] += 1
-                if t_ms < bucket[1]:
-                    bucket[1] = t_ms
-                elif t_ms > bucket[2]:
-                    bucket[2] = t_ms
-                held += 1
-            else:
-                held += self._new_full(key, t_ms)
+            try:
+                flag, variant, code, message, meta, tk, attrs, t_ns = snap
+                allocation = None
+                consent = self.full_data_default
+                t_ms = t_ns // 1_000_000
+                if meta:
+                    allocation, consent, t_ms = self._read_meta(meta, consent, t_ms)
+                if type(flag) is not str:
+                    flag = _text(flag)
+                if variant is not None and type(variant) is not str:
+                    variant = _text(variant)
+                error = None
+                if code is not None or message is not None:
+                    error = self._error_text(code, message, consent)
+                if consent:
+                    if tk is not None and type(tk) is not str:
+                        tk = _text(tk)
+                    try:
+                        ctx = ctx_key(attrs) if attrs else EMPTY
+                    except Exception:
+                        # A context that cannot be read even after the pruner's guards
+                        # (e.g. a Mapping whose items() raises): counted, kept degraded.
+                        self.context_errors += 1
+                        dkey = (flag, variant, allocation, variant is None, error)
+                        held += self._degrade(dkey, t_ms, CONTEXT_ERROR)
+                        continue
+                else:
+                    ctx = EMPTY
+                    if tk is not None:
+                        tk = self._hash(tk if type(tk) is str else _text(tk) or "")
+                key = (flag, variant, allocation, variant is None, error, tk, ctx)
+                bucket = full.get(key)
+                if bucket is not None:
+                    bucket[0] += 1
+                    if t_ms < bucket[1]:
+                        bucket[1] = t_ms
+                    elif t_ms > bucket[2]:
+                        bucket[2] = t_ms
+                    held += 1
+                else:
+                    held += self._new_full(key, t_ms)
+            except Exception:
+                # A value that cannot even be made text (a flag, variant, targeting key
+                # or metadata value whose __str__ raises). Buckets are only touched
+                # last, so nothing of this snapshot was applied: count it once and go
+                # on with the rest of the batch.
+                self.dropped[SNAPSHOT_ERROR] += 1
         self.evaluations_held += held
         self.received += len(batch)
 
