@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .handoff import Snapshot
-from .prune import EMPTY, ContextKeys
+from .prune import EMPTY, ContextKeys, _clean_text
 
 # Metadata spellings used by providers (INTAKE.md).
 _ALLOCATION_KEYS = ("allocationKey", "allocation_key", "dd.allocation.key")
@@ -56,9 +56,12 @@ def hash_targeting_key(targeting_key: str) -> str:
 
 
 def _text(value: Any) -> str | None:
-    if value is None or type(value) is str:
-        return value
-    return str(value)
+    """A row field's text: str() of a non-string, lone surrogates replaced by U+FFFD
+    (bodies are UTF-8 JSON: one such code point would fail the whole flush)."""
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    return text if text.isascii() else _clean_text(text)
 
 
 class Tiers:
@@ -104,15 +107,15 @@ class Tiers:
                 t_ms = t_ns // 1_000_000
                 if meta:
                     allocation, consent, t_ms = self._read_meta(meta, consent, t_ms)
-                if type(flag) is not str:
+                if type(flag) is not str or not flag.isascii():
                     flag = _text(flag)
-                if variant is not None and type(variant) is not str:
+                if variant is not None and (type(variant) is not str or not variant.isascii()):
                     variant = _text(variant)
                 error = None
                 if code is not None or message is not None:
                     error = self._error_text(code, message, consent)
                 if consent:
-                    if tk is not None and type(tk) is not str:
+                    if tk is not None and (type(tk) is not str or not tk.isascii()):
                         tk = _text(tk)
                     try:
                         ctx = ctx_key(attrs) if attrs else EMPTY
