@@ -60,7 +60,7 @@ class OFREPProvider(AbstractProvider):
     Invalid settings raise ``ValueError`` naming the setting.
     """
 
-    def __init__(  # noqa: PLR0917 - positional order is the OFREP provider convention
+    def __init__(
         self,
         base_url: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -177,8 +177,9 @@ class OFREPProvider(AbstractProvider):
     def on_context_changed(
         self, old_context: EvaluationContext | None, new_context: EvaluationContext
     ) -> None:
-        """OpenFeature's static-context callback (not called by openfeature-sdk 0.10)."""
-        self._seen_global = new_context
+        """OpenFeature's static-context callback (not called by openfeature-sdk 0.10).
+        Unlike ``set_context`` it keeps following the global context if the provider
+        did: a later change of the global context still takes over."""
         self._switch_context(new_context)
 
     def _switch_context(self, context: EvaluationContext) -> concurrent.futures.Future[bool]:

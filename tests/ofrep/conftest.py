@@ -88,9 +88,7 @@ class EventLog:
         """Events of one kind from OFREP providers (adding a READY handler also fires
         at once for the SDK's default no-op provider; those are left out)."""
         with self._lock:
-            return [
-                d for e, d in self.events if e is event and d.provider_name == "flageval-ofrep"
-            ]
+            return [d for e, d in self.events if e is event and d.provider_name == "flageval-ofrep"]
 
 
 @pytest.fixture

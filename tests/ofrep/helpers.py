@@ -36,7 +36,10 @@ def settled(provider: OFREPProvider, server: OFREPTestServer, quiet_s: float = 0
     deadline = time.monotonic() + 5.0
     while True:
         count = len(server.bulk_requests())
-        wait_until(lambda: answered(provider) >= count and server.in_flight == 0, what="fetches applied")
+        wait_until(
+            lambda n=count: answered(provider) >= n and server.in_flight == 0,
+            what="fetches applied",
+        )
         time.sleep(quiet_s)
         if len(server.bulk_requests()) == count:
             return count
@@ -60,8 +63,16 @@ def start_with_stream(
         if str(s.get("url", "")).startswith(server.url + "/")
         or ("endpoint" in s and "origin" not in s["endpoint"])
     )
-    wait_until(lambda: provider.stats()["sse_connects"] >= expected, what="streams connected")
+
+    def in_use() -> None:
+        # Resolving while we wait, as an application would, so that a test with a short
+        # inactivity delay does not see its streams closed before it starts.
+        provider.resolve_boolean_details("probe", False)
+
+    wait_until(
+        lambda: in_use() or provider.stats()["sse_connects"] >= expected, what="streams connected"
+    )
     # The client sees the 200 before the server has registered the stream for pushes.
-    wait_until(lambda: server.sse_connected >= here, what="server sees the streams")
+    wait_until(lambda: in_use() or server.sse_connected >= here, what="server sees the streams")
     settled(provider, server)
     return provider, api.get_client()

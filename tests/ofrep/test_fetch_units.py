@@ -75,10 +75,15 @@ def test_retry_after_unreadable(bad: str | None) -> None:
 
 def test_flag_config_params_are_encoded_and_decode_verbatim() -> None:
     etag = 'W/"a+b c&d=e/%2F?#ü"'
-    url = bulk_url(_config(), FetchRequest(flag_config_etag=etag, flag_config_last_modified="1771622898"))
+    url = bulk_url(
+        _config(), FetchRequest(flag_config_etag=etag, flag_config_last_modified="1771622898")
+    )
     parts = urlsplit(str(url))
     assert parts.path == "/base/ofrep/v1/evaluate/flags"
-    assert parse_qs(parts.query) == {"flagConfigEtag": [etag], "flagConfigLastModified": ["1771622898"]}
+    assert parse_qs(parts.query) == {
+        "flagConfigEtag": [etag],
+        "flagConfigLastModified": ["1771622898"],
+    }
     assert "+" not in parts.query  # '+' would decode as a space on many servers
 
 
@@ -128,7 +133,10 @@ def test_stream_url_and_endpoint_forms() -> None:
         [
             {"type": "sse", "url": "https://sse.example/stream?token=t", "inactivityDelaySec": 30},
             {"type": "sse", "endpoint": {"requestUri": "/events?channel=a"}},
-            {"type": "sse", "endpoint": {"origin": "https://push.example:8443", "requestUri": "/e"}},
+            {
+                "type": "sse",
+                "endpoint": {"origin": "https://push.example:8443", "requestUri": "/e"},
+            },
         ]
     )
     urls = [str(s.url) for s in result.streams]

@@ -16,7 +16,13 @@ from .ofrep_server import OFREPTestServer
 
 @pytest.fixture
 def client(server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]):  # type: ignore[no-untyped-def]
-    server.set_flag("bool", True, "on", reason="TARGETING_MATCH", metadata={"allocationKey": "a1", "n": 2, "ok": True})
+    server.set_flag(
+        "bool",
+        True,
+        "on",
+        reason="TARGETING_MATCH",
+        metadata={"allocationKey": "a1", "n": 2, "ok": True},
+    )
     server.set_flag("str", "hello", "v1")
     server.set_flag("int", 7, "seven")
     server.set_flag("float", 2.5)
@@ -24,10 +30,21 @@ def client(server: OFREPTestServer, make_provider: Callable[..., OFREPProvider])
     server.set_flag("obj", {"a": [1, 2]})
     server.set_flag("list", [1, "x"])
     server.set_flag("int-is-bool", True)
-    server.set_item({"key": "no-value", "reason": "DISABLED", "variant": "off", "metadata": {"m": "x"}})
-    server.set_item({"key": "failed", "errorCode": "TARGETING_KEY_MISSING", "errorDetails": "need a key"})
+    server.set_item(
+        {"key": "no-value", "reason": "DISABLED", "variant": "off", "metadata": {"m": "x"}}
+    )
+    server.set_item(
+        {"key": "failed", "errorCode": "TARGETING_KEY_MISSING", "errorDetails": "need a key"}
+    )
     server.set_item({"key": "weird-failure", "errorCode": "SOMETHING_NEW"})
-    server.set_item({"key": "nested-meta", "value": 1, "reason": "STATIC", "metadata": {"ok": "y", "bad": {"x": 1}}})
+    server.set_item(
+        {
+            "key": "nested-meta",
+            "value": 1,
+            "reason": "STATIC",
+            "metadata": {"ok": "y", "bad": {"x": 1}},
+        }
+    )
     api.set_provider_and_wait(make_provider(server.url))
     return api.get_client()
 

@@ -1,0 +1,94 @@
+"""Against fast-feature, a real OFREP server from PyPI, with flags managed through its
+admin API (see fast_feature_server.py for how it is served on 127.0.0.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEvent
+from openfeature.provider import ProviderStatus
+
+from flageval.ofrep import OFREPProvider
+
+from .conftest import EventLog
+from .fast_feature_server import FastFeatureServer
+from .ofrep_server import wait_until
+
+ALICE_ONLY = {"if": [{"==": [{"var": "targetingKey"}, "alice"]}, "on", None]}
+
+
+def test_etag_round_trip_200_then_304(
+    fast_feature: FastFeatureServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    fast_feature.create_flag("checkout", {"on": True, "off": False}, "on")
+    provider = make_provider(fast_feature.url, change_detection="polling", poll_interval_s=0.05)
+    api.set_provider_and_wait(provider)
+    wait_until(lambda: len(fast_feature.bulk_statuses) >= 4, what="a few polls")
+    assert fast_feature.bulk_statuses[:4] == [200, 304, 304, 304]
+    assert fast_feature.bulk_if_none_match[0] is None
+    etags = set(fast_feature.bulk_if_none_match[1:4])
+    assert len(etags) == 1 and next(iter(etags)).startswith('"')
+    details = api.get_client().get_boolean_details("checkout", False)
+    assert (details.value, details.variant, details.reason) == (True, "on", "STATIC")
+
+
+def test_flag_change_is_seen_on_the_next_poll(
+    fast_feature: FastFeatureServer,
+    make_provider: Callable[..., OFREPProvider],
+    events: EventLog,
+) -> None:
+    fast_feature.create_flag("color", {"red": "#f00", "blue": "#00f"}, "red")
+    fast_feature.create_flag("untouched", {"a": 1}, "a")
+    provider = make_provider(fast_feature.url, change_detection="polling", poll_interval_s=0.05)
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    assert client.get_string_value("color", "") == "#f00"
+    fast_feature.update_flag("color", {"red": "#f00", "blue": "#00f"}, "blue")
+    wait_until(lambda: client.get_string_value("color", "") == "#00f", what="change seen")
+    wait_until(lambda: len(events.of(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED)) == 1)
+    assert events.of(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED)[0].flags_changed == ["color"]
+    assert client.get_string_details("color", "").variant == "blue"
+
+    fast_feature.admin("PATCH", "/color", {"enabled": False})  # disabled: reason DISABLED
+    wait_until(lambda: client.get_string_details("color", "").reason == "DISABLED")
+    fast_feature.admin("DELETE", "/color")
+    wait_until(lambda: client.get_string_details("color", "x").error_code == "FLAG_NOT_FOUND")
+
+
+def test_context_change_reevaluates_and_drops_the_etag(
+    fast_feature: FastFeatureServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    fast_feature.create_flag(
+        "beta", {"on": True, "off": False}, "off", targeting=ALICE_ONLY, metadata={"team": "x"}
+    )
+    provider = make_provider(fast_feature.url, context=EvaluationContext("bob"))
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    details = client.get_boolean_details("beta", True)
+    assert (details.value, details.reason) == (False, "DEFAULT")
+    assert details.flag_metadata == {"team": "x"}
+
+    assert provider.set_context(EvaluationContext("alice")).result(5) is True
+    details = client.get_boolean_details("beta", False)
+    assert (details.value, details.variant, details.reason) == (True, "on", "TARGETING_MATCH")
+    assert fast_feature.bulk_if_none_match == [None, None]  # no ETag across contexts
+    assert fast_feature.bulk_statuses == [200, 200]
+
+
+def test_422_on_a_bad_body_is_a_non_fatal_error(
+    fast_feature: FastFeatureServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    fast_feature.create_flag("f", {"a": "A", "b": "B"}, "a")
+    provider = make_provider(fast_feature.url, change_detection="polling", poll_interval_s=0.05)
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    fast_feature.update_flag("f", {"a": "A", "b": "B"}, "b")
+    fast_feature.corrupt_bulk_bodies = 3
+    wait_until(lambda: provider.stats()["fetch_status_other"] >= 1, what="422 counted")
+    assert 422 in fast_feature.bulk_statuses
+    assert client.get_string_value("f", "") == "A"  # last good evaluation kept
+    assert client.get_provider_status() == ProviderStatus.READY
+    wait_until(lambda: client.get_string_value("f", "") == "B", what="recovered")
+    assert provider.stats()["fetch_status_other"] == 3
