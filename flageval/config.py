@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 KILLSWITCH_ENV = "DD_FLAGGING_EVALUATION_COUNTS_ENABLED"
 INTAKE_PATH = "/evp_proxy/v2/api/v2/flagevaluation"
@@ -240,7 +240,10 @@ class Settings:
                 raise ValueError("agent_url unix:// needs an absolute socket path")
             return Endpoint("http://localhost" + INTAKE_PATH, path, headers, "unix://" + path)
         _check_http_url("agent_url", agent)
-        url = agent.rstrip("/") + INTAKE_PATH
+        # The intake path goes after the agent URL's own path, before any query.
+        parts = urlsplit(agent)
+        path = parts.path.rstrip("/") + INTAKE_PATH
+        url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
         return Endpoint(url, None, headers, redact_url(url))
 
 
