@@ -128,8 +128,11 @@ class Worker:
             except TimeoutError:
                 pass
             try:
-                # A slow intake may use most of the interval, never more.
-                await self.flush(time.monotonic() + interval * 0.9)
+                # A slow intake may use most of the interval, and never less than one
+                # request timeout: a short interval must not cut a healthy post short
+                # (a cut post is counted as delivery_unknown, never re-sent).
+                budget = max(interval * 0.9, self.settings.request_timeout_s)
+                await self.flush(time.monotonic() + budget)
             except Exception:
                 self.errors += 1
                 log.exception("flageval: flush failed")
