@@ -69,6 +69,21 @@ def test_429_blocks_every_kind_of_request_until_retry_after(
     assert {r.path for r in later} >= {"/ofrep/v1/evaluate/flags", "/sse/main"}
 
 
+def test_429_retries_the_rejected_fetch_once_the_wait_is_over(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    server.set_flag("a", 1)
+    _provider, client = start_with_stream(server, make_provider)
+    server.script.append(Scripted(429, headers={"Retry-After": "1"}))
+    first = len(server.bulk_requests())
+    server.set_flag("a", 2)
+    server.push(refetch(etag="e1"))
+    wait_until(lambda: client.get_integer_value("a", 0) == 2, timeout_s=3.0)
+    rejected, retried = server.bulk_requests()[first:]
+    assert retried.query == rejected.query == {"flagConfigEtag": "e1"}
+    assert retried.t >= rejected.t + 1.0 - 0.02
+
+
 def test_429_on_a_stream_connect_blocks_bulk_requests_too(
     server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
 ) -> None:

@@ -126,6 +126,56 @@ def test_explicit_context_and_set_context(
     assert client.get_string_value("who", "") == "dave"
 
 
+def test_context_change_drops_the_etag_even_when_its_fetch_fails(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    server.set_flag("a", 1)
+    # Flag "a" does not depend on the context, so this server's ETag is the same for
+    # both contexts, as with servers that hash only their flag configuration.
+    provider = make_provider(
+        server.url,
+        change_detection="polling",
+        poll_interval_s=0.05,
+        retry_min_s=0.3,
+        retry_max_s=0.3,
+    )
+    api.set_provider_and_wait(provider)
+    wait_until(lambda: provider.stats()["fetch_not_modified"] >= 1)
+    old_etag = server.bulk_requests()[-1].headers["If-None-Match"]
+    server.script.append(Scripted(500))
+    first = len(server.bulk_requests())
+    assert provider.set_context(EvaluationContext("new")).result(5) is False
+    # Polls keep coming while the retry waits; none may offer the old context's ETag
+    # (it would get a 304 and the old context's values would pass for the new one's).
+    wait_until(lambda: provider.stats()["fetch_ok"] == 2, what="a 200 for the new context")
+    after = server.bulk_requests()[first:]
+    assert len(after) >= 2
+    assert all(r.headers.get("If-None-Match") != old_etag for r in after)
+    assert all(r.json == {"context": {"targetingKey": "new"}} for r in after)
+
+
+def test_a_context_change_during_a_fetch_is_not_downgraded_by_later_events(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    server.set_flag("a", 1)
+    provider, _ = start_with_stream(server, make_provider)
+    first = len(server.bulk_requests())
+    server.hold_fetches()
+    server.push(refetch(etag="e0"))
+    wait_until(lambda: server.in_flight == 1)
+    provider.set_context(EvaluationContext("new"))
+    server.push(refetch(etag="e1"))
+    wait_until(lambda: provider.stats()["sse_refetch_events"] == 2)
+    server.release_fetches()
+    assert settled(provider, server) == first + 2
+    follow_up = server.bulk_requests()[-1]
+    # One follow-up for both triggers, and it is the context change's: no ETag, no
+    # flagConfig* parameters.
+    assert follow_up.query == {}
+    assert "If-None-Match" not in follow_up.headers
+    assert follow_up.json == {"context": {"targetingKey": "new"}}
+
+
 def test_answer_for_a_superseded_context_is_discarded(
     server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
 ) -> None:

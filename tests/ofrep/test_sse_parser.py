@@ -30,9 +30,8 @@ def test_each_line_ending(eol: bytes) -> None:
 
 
 def test_crlf_split_across_chunks_is_one_line_end() -> None:
-    # "data: a\r" | "\n\r" | "\n": CRLF, then CRLF (the blank line). Had the first LF
-    # been read as its own empty line, the event would dispatch early and the second
-    # event below would merge differently.
+    # Were the LF read as a line of its own, the empty line would dispatch "a" alone.
+    assert parse(b"data: a\r", b"\ndata: b\r\n\r\n") == [SSEEvent("message", "a\nb", "")]
     events = parse(b"data: a\r", b"\n\r", b"\ndata: b\r", b"\n", b"\r\n")
     assert events == [SSEEvent("message", "a", ""), SSEEvent("message", "b", "")]
 
@@ -133,9 +132,13 @@ def test_overlong_event_data_is_refused() -> None:
                 st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)),
                 max_size=20,
             ),
-            st.text(
-                st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
-                max_size=40,
+            st.lists(
+                st.text(
+                    st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+                    max_size=20,
+                ),
+                min_size=1,
+                max_size=3,
             ),
         ),
         min_size=1,
@@ -145,15 +148,17 @@ def test_overlong_event_data_is_refused() -> None:
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
 )
 def test_any_chunking_gives_the_same_events(
-    events: list[tuple[str, str]], eol: str, cuts: list[int]
+    events: list[tuple[str, list[str]]], eol: str, cuts: list[int]
 ) -> None:
-    text = "".join(f"id:{i}{eol}data: {d}{eol}{eol}" for i, d in events)
+    text = "".join(
+        f"id:{i}{eol}" + "".join(f"data: {line}{eol}" for line in data) + eol for i, data in events
+    )
     raw = text.encode()
     whole = parse(raw)
     points = sorted({min(c, len(raw)) for c in cuts})
     pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
     assert parse(*pieces) == whole
-    assert [e.data for e in whole] == [d for _, d in events]
+    assert [e.data for e in whole] == ["\n".join(data) for _, data in events]
 
 
 class _Chunks:
