@@ -23,7 +23,8 @@ The rules (INTAKE.md, made exact here):
   ``<unprintable TYPE>`` if both raise). Text that is not valid Unicode (lone
   surrogates) has each bad code point replaced by U+FFFD.
 * Keys: non-string keys become their ``str()`` text; when two keys print the same,
-  the first in sorted order wins.
+  the first in sorted order wins (by text, then type name, then the value's own
+  canonical bytes, so insertion order never decides).
 * Then keys are sorted and the first 256 kept (strings over 256 characters were
   skipped before counting, so they never take a slot).
 
@@ -36,8 +37,10 @@ The same bytes are embedded in the payload at flush time without re-encoding.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -157,12 +160,33 @@ def _mapping_items(mapping: Mapping[Any, Any], top: bool = False) -> list[tuple[
     decorated = sorted(
         ((_key_text(k), type(k).__name__, v) for k, v in raw), key=lambda x: (x[0], x[1])
     )
+    if any(a[0] == b[0] and a[1] == b[1] for a, b in itertools.pairwise(decorated)):
+        # Same text and same type (two NaN keys, two objects with one str(), texts
+        # that are equal once lone surrogates became U+FFFD): the stable sort would
+        # leave the winner to insertion order, so order those by their value too.
+        decorated.sort(key=lambda x: (x[0], x[1], _value_order(x[2])))
     for text, _, value in decorated:
         if text in seen or (top and text in _EXCLUDED_TOP):
             continue
         seen.add(text)
         items.append((text, value))
     return items
+
+
+_tie = threading.local()
+
+
+def _value_order(value: Any) -> bytes:
+    """A value's canonical bytes, to break ties between keys that print the same."""
+    if getattr(_tie, "busy", False):
+        return b""  # a tie inside a tied value: not resolved further (bounded work)
+    _tie.busy = True
+    try:
+        return canonical({"": value})
+    except Exception:
+        return b""
+    finally:
+        _tie.busy = False
 
 
 def _walk_items(
