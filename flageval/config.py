@@ -213,6 +213,15 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string, got {value!r}")
+        for name in ("service", "env", "version"):
+            # They go into every body as UTF-8: an undecodable byte from the
+            # environment (a lone surrogate here) would fail every worker start.
+            value = getattr(self, name)
+            if value is not None and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"{name} is not valid UTF-8 text: {value!r}") from None
         if self.agentless and not self.api_key:
             raise ValueError("agentless requires api_key (or DD_API_KEY)")
         self.endpoint()  # validates agent_url / intake_url / site
