@@ -93,13 +93,19 @@ class Intake:
         app.router.add_post(PATH, self._handle)
         app.router.add_post("/api/v2/flagevaluation", self._handle)
         self._release = asyncio.Event()
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        # No access log: it would print request lines (with query strings) into the
+        # logs that security tests search for the library's leaks.
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=0.1, access_log=None
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return  # already stopped (a test may stop it before the fixture does)
         if self._release is not None:
             # Let hanging handlers end, so no task is left pending when the loop stops.
             self._loop.call_soon_threadsafe(self._release.set)
@@ -109,6 +115,8 @@ class Intake:
                 fut.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     @property
     def url(self) -> str:

@@ -241,8 +241,8 @@ def test_retry_after_is_honoured(
     keys = _unique_evaluations(client, "ra", 40)
     headers = {}
     if retry_after == "date":
-        # An HTTP date has whole seconds: 2 s ahead is at least 1 s from now.
-        headers["Retry-After"] = _http_date(2)
+        # An HTTP date has whole seconds: 3 s ahead is at least 2 s from now.
+        headers["Retry-After"] = _http_date(3)
     elif retry_after is not None:
         headers["Retry-After"] = retry_after
     intake.script(Behaviour(status, headers))
