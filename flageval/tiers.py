@@ -36,6 +36,8 @@ _MAX_EPOCH_MS = 32_503_680_000_000  # year 3000: past it a stamp is not epoch ms
 #: list and its ints, the dict slot (with the dict's spare capacity), measured with
 #: tracemalloc on CPython 3.11 (see benchmarks/README.md).
 BUCKET_OVERHEAD_BYTES = 480
+#: Targeting keys longer than this are not kept in the hash cache (4,096 entries).
+_MAX_CACHED_KEY_CHARS = 256
 
 CARDINALITY_CAP = "cardinality_cap"
 MEMORY_BUDGET = "memory_budget"
@@ -185,9 +187,12 @@ class Tiers:
     def _hash(self, tk: str) -> str:
         hashed = self._hashed.get(tk)
         if hashed is None:
-            if len(self._hashed) >= 4096:
-                self._hashed.clear()
-            hashed = self._hashed[tk] = hash_targeting_key(tk)
+            hashed = hash_targeting_key(tk)
+            # Bounded in bytes too: a long key is hashed again rather than kept.
+            if len(tk) <= _MAX_CACHED_KEY_CHARS:
+                if len(self._hashed) >= 4096:
+                    self._hashed.clear()
+                self._hashed[tk] = hashed
         return hashed
 
     def _new_full(self, key: FullKey, t_ms: int) -> int:
@@ -204,6 +209,12 @@ class Tiers:
             cost += len(error) + 49
         if self.bytes_held + cost > self.budget:
             return self._degrade(dkey, t_ms, MEMORY_BUDGET)
+        ctx = key[6]
+        if ctx:
+            # msgspec returns its output buffer with up to 50% spare capacity; a key
+            # kept for the whole flush interval is copied to an exact-size object, so
+            # what the budget counts (len) is what the bucket holds.
+            key = (*key[:6], bytes(memoryview(ctx)))
         self.full[key] = [1, t_ms, t_ms]
         self.per_flag[flag] = n_flag + 1
         self.bytes_held += cost
