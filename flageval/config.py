@@ -204,6 +204,12 @@ class Settings:
         positive("max_retries", minimum=-1, integer=True)
         # A body must hold at least its envelope and one small row.
         positive("max_body_bytes", minimum=1023, integer=True)
+        if self.retry_buffer_bytes < self.max_body_bytes:
+            # Below one body the bound could not hold: a waiting body would exceed it.
+            raise ValueError(
+                f"retry_buffer_bytes ({self.retry_buffer_bytes}) must be >= max_body_bytes "
+                f"({self.max_body_bytes})"
+            )
         for name in ("enabled", "agentless", "full_data_default", "verify_tls"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")

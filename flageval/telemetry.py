@@ -130,8 +130,15 @@ class Telemetry:
 
     def _start_thread_locked(self) -> None:
         assert self._handoff is not None
-        loop = asyncio.new_event_loop()
-        worker = Worker(self.settings, self._handoff)
+        try:
+            worker = Worker(self.settings, self._handoff)
+            loop = asyncio.new_event_loop()
+        except Exception:
+            # Never retried per evaluation: the pipeline closes, and every later
+            # evaluation is counted under ``closed``.
+            log.exception("flageval: could not start the worker; telemetry is off")
+            self._handoff.close()
+            return
         ready = threading.Event()
 
         def main() -> None:

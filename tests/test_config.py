@@ -89,6 +89,7 @@ def test_service_defaults_to_the_program_name(monkeypatch: pytest.MonkeyPatch) -
         ({"flush_interval_s": -1}, {}, "flush_interval_s"),
         ({"flush_interval_s": float("nan")}, {}, "flush_interval_s"),
         ({"max_body_bytes": 100}, {}, "max_body_bytes"),
+        ({"retry_buffer_bytes": 4096, "max_body_bytes": 8192}, {}, "retry_buffer_bytes"),
         ({"memory_budget_bytes": True}, {}, "memory_budget_bytes"),
         ({"service": ""}, {}, "service"),
         ({"agent_url": "ftp://x"}, {}, "agent_url"),

@@ -426,3 +426,27 @@ def test_fork_child_starts_clean_and_nothing_is_sent_twice(intake: Intake) -> No
     for received in intake.accepted():
         keys = {row["targeting_key"] for row in received.json()["flagEvaluations"]}
         assert keys == {"child"} or "child" not in keys, keys
+
+
+def test_a_worker_that_cannot_start_closes_the_pipeline_once(
+    make_telemetry: MakeTelemetry, intake: Intake, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A start failure is logged once and later evaluations are counted as closed,
+    never retried per evaluation (each retry would leak an event loop)."""
+    import flageval.telemetry as tmod
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no resources")
+
+    monkeypatch.setattr(tmod, "Worker", broken)
+    tel = make_telemetry()
+    client = client_with(tel.hook)
+    with caplog.at_level(logging.ERROR, logger="flageval"):
+        evaluate(client, 50)
+    assert flageval_threads() == []
+    st = tel.stats()
+    assert st.evaluations == 50
+    assert st.dropped == {"closed": 50}
+    assert st.conserved
+    assert len([r for r in caplog.records if "could not start" in r.getMessage()]) == 1
+    assert intake.received == []
