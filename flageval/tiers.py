@@ -66,6 +66,30 @@ def _text(value: Any) -> str | None:
     return text if text.isascii() else _clean_text(text)
 
 
+def _read_meta(meta: Mapping[str, Any]) -> tuple[str | None, bool | None, int | None]:
+    """(allocation, consent or None if not stated, timestamp ms or None if none usable)."""
+    allocation = None
+    for name in _ALLOCATION_KEYS:
+        value = meta.get(name)
+        if value is not None:
+            allocation = _text(value)
+            break
+    consent = None
+    for name in _CONSENT_KEYS:
+        if name in meta:
+            # Only the boolean true is consent; "true", 1 or anything else is not.
+            consent = meta[name] is True
+            break
+    t_ms = None
+    for name in _TIMESTAMP_KEYS:
+        stamp = meta.get(name)
+        if stamp is not None:
+            if type(stamp) in (int, float) and MIN_EPOCH_MS <= stamp <= _MAX_EPOCH_MS:
+                t_ms = int(stamp)
+            break
+    return allocation, consent, t_ms
+
+
 class Tiers:
     """The full and degraded tiers with their caps; one instance per worker."""
 
@@ -98,17 +122,36 @@ class Tiers:
     # -- intake of snapshots -------------------------------------------------------
     def add_batch(self, batch: list[Snapshot]) -> None:
         """Aggregate drained snapshots. Never raises for a bad snapshot."""
-        full = self.full
+        full_get = self.full.get
         ctx_key = self.keys.key
+        default_consent = self.full_data_default
         held = 0
+        # Evaluations of one flag share its metadata mapping (the provider hands out
+        # the same object), so each mapping is read once per batch, not once per
+        # snapshot (~0.6 us each). Keyed by identity, which is sound while the batch
+        # holds every mapping alive; the values are the same either way, since the
+        # worker reads a mapping when it drains it, not when it was evaluated.
+        meta_seen: dict[int, tuple[str | None, bool | None, int | None]] = {}
+        last_meta: Any = None
+        fields: tuple[str | None, bool | None, int | None] = (None, None, None)
         for snap in batch:
             try:
                 flag, variant, code, message, meta, tk, attrs, t_ns = snap
                 allocation = None
-                consent = self.full_data_default
+                consent = default_consent
                 t_ms = t_ns // 1_000_000
                 if meta:
-                    allocation, consent, t_ms = self._read_meta(meta, consent, t_ms)
+                    if meta is not last_meta:
+                        cached = meta_seen.get(id(meta))
+                        if cached is None:
+                            cached = meta_seen[id(meta)] = _read_meta(meta)
+                        fields = cached
+                        last_meta = meta
+                    allocation, meta_consent, stamp = fields
+                    if meta_consent is not None:
+                        consent = meta_consent
+                    if stamp is not None:
+                        t_ms = stamp
                 if type(flag) is not str or not flag.isascii():
                     flag = _text(flag)
                 if variant is not None and (type(variant) is not str or not variant.isascii()):
@@ -133,7 +176,7 @@ class Tiers:
                     if tk is not None:
                         tk = self._hash(tk if type(tk) is str else _text(tk) or "")
                 key = (flag, variant, allocation, variant is None, error, tk, ctx)
-                bucket = full.get(key)
+                bucket = full_get(key)
                 if bucket is not None:
                     bucket[0] += 1
                     if t_ms < bucket[1]:
@@ -151,28 +194,6 @@ class Tiers:
                 self.dropped[SNAPSHOT_ERROR] += 1
         self.evaluations_held += held
         self.received += len(batch)
-
-    def _read_meta(
-        self, meta: Mapping[str, Any], consent: bool, t_ms: int
-    ) -> tuple[str | None, bool, int]:
-        allocation = None
-        for name in _ALLOCATION_KEYS:
-            value = meta.get(name)
-            if value is not None:
-                allocation = _text(value)
-                break
-        for name in _CONSENT_KEYS:
-            if name in meta:
-                # Only the boolean true is consent; "true", 1 or anything else is not.
-                consent = meta[name] is True
-                break
-        for name in _TIMESTAMP_KEYS:
-            stamp = meta.get(name)
-            if stamp is not None:
-                if type(stamp) in (int, float) and MIN_EPOCH_MS <= stamp <= _MAX_EPOCH_MS:
-                    t_ms = int(stamp)
-                break
-        return allocation, consent, t_ms
 
     @staticmethod
     def _error_text(code: Any, message: Any, consent: bool) -> str:
