@@ -55,23 +55,21 @@ def server() -> Iterator[OFREPTestServer]:
     srv.stop()
 
 
-def _register(domain: str, provider: OFREPProvider) -> Iterator[OpenFeatureClient]:
-    api.set_provider_and_wait(provider, domain=domain)
-    yield api.get_client(domain)
-    api.set_provider(NoOpProvider(), domain=domain)  # the registry shuts ours down too
+@pytest.fixture(scope="module")
+def sse_provider(server: OFREPTestServer) -> Iterator[OFREPProvider]:
+    provider = OFREPProvider(base_url=server.url)
+    api.set_provider_and_wait(provider, domain="bench-ofrep-sse")
+    deadline = time.monotonic() + 5
+    while server.sse_connected < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    yield provider
+    api.set_provider(NoOpProvider(), domain="bench-ofrep-sse")  # (also shuts ours down)
     provider.shutdown()
 
 
 @pytest.fixture(scope="module")
-def sse_client(server: OFREPTestServer) -> Iterator[OpenFeatureClient]:
-    provider = OFREPProvider(base_url=server.url)
-    client_iter = _register("bench-ofrep-sse", provider)
-    client = next(client_iter)
-    deadline = time.monotonic() + 5
-    while server.sse_connected < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    yield client
-    next(client_iter, None)
+def sse_client(sse_provider: OFREPProvider) -> OpenFeatureClient:
+    return api.get_client("bench-ofrep-sse")
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +77,21 @@ def polling_client(server: OFREPTestServer) -> Iterator[OpenFeatureClient]:
     provider = OFREPProvider(
         base_url=server.url, change_detection="polling", poll_interval_s=POLL_INTERVAL_S
     )
-    client_iter = _register("bench-ofrep-poll", provider)
-    yield next(client_iter)
-    next(client_iter, None)
+    api.set_provider_and_wait(provider, domain="bench-ofrep-poll")
+    yield api.get_client("bench-ofrep-poll")
+    api.set_provider(NoOpProvider(), domain="bench-ofrep-poll")
+    provider.shutdown()
 
 
 def test_resolve_cached_sync(benchmark: Any, sse_client: OpenFeatureClient) -> None:
     assert sse_client.get_boolean_value(FLAG, False) is True
     benchmark(sse_client.get_boolean_value, FLAG, False)
+
+
+def test_provider_resolve_direct(benchmark: Any, sse_provider: OFREPProvider) -> None:
+    """The provider's own share of a cached resolve, without the SDK around it."""
+    assert sse_provider.resolve_boolean_details(FLAG, False).value is True
+    benchmark(sse_provider.resolve_boolean_details, FLAG, False)
 
 
 def test_resolve_cached_async(benchmark: Any, sse_client: OpenFeatureClient) -> None:
