@@ -61,6 +61,10 @@ _EXCLUDED_TOP = frozenset({"targetingKey", "targeting_key"})
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 #: An empty pruned context: rows for it carry no ``context`` key.
 EMPTY = b""
+#: What the canonical-key memo may hold, in bytes (see ContextKeys).
+MEMO_MAX_BYTES = 4 * 1024 * 1024
+#: Per memo entry beyond its two byte strings: two bytes headers and a dict slot.
+_MEMO_ENTRY_OVERHEAD = 200
 #: Exact value types that the fast path passes through unchanged.
 _PLAIN = frozenset({str, int, float, bool})
 
@@ -273,13 +277,29 @@ class ContextKeys:
     never take the memo).
     """
 
-    __slots__ = ("_memo", "_memo_max", "fast_hits", "slow_runs")
+    __slots__ = ("_memo", "_memo_bytes", "_memo_max", "_memo_max_bytes", "fast_hits", "slow_runs")
 
-    def __init__(self, memo_max: int = 4096) -> None:
+    def __init__(self, memo_max: int = 4096, memo_max_bytes: int = MEMO_MAX_BYTES) -> None:
         self._memo: dict[bytes, bytes] = {}
         self._memo_max = memo_max
+        # Bounded in bytes as well as entries: 4,096 entries of wide contexts (256
+        # long strings: ~100 KB of key and result each) would otherwise hold
+        # hundreds of MB outside the tiers' memory budget.
+        self._memo_max_bytes = memo_max_bytes
+        self._memo_bytes = 0
         self.fast_hits = 0
         self.slow_runs = 0
+
+    def _remember(self, raw: bytes, result: bytes) -> None:
+        # msgspec's output buffers carry up to 50% spare capacity: counted.
+        size = (len(raw) + len(result)) * 3 // 2 + _MEMO_ENTRY_OVERHEAD
+        if size > self._memo_max_bytes // 64:
+            return  # one entry never takes more than 1/64 of the memo
+        if len(self._memo) >= self._memo_max or self._memo_bytes + size > self._memo_max_bytes:
+            self._memo.clear()
+            self._memo_bytes = 0
+        self._memo[raw] = result
+        self._memo_bytes += size
 
     def key(self, attributes: Mapping[Any, Any]) -> bytes:
         if not attributes:
@@ -309,7 +329,5 @@ class ContextKeys:
         self.slow_runs += 1
         result = canonical(attributes)
         if raw is not None:
-            if len(self._memo) >= self._memo_max:
-                self._memo.clear()
-            self._memo[raw] = result
+            self._remember(raw, result)
         return result
