@@ -165,8 +165,10 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
         peak_retry_bytes=peak.peak,
         shutdown_s=round(took, 3),
     )
-    # Generous on a shared 2-core box; the real ratios are reported in the summary.
-    assert f < 1.5 * h + 20.0, (h, f)
+    # Generous on a shared 2-core box (a neighbour's burst can move one phase's median);
+    # blocking on I/O would cost milliseconds, far past this. The real ratios are
+    # reported in the summary.
+    assert f < 2.0 * h + 30.0, (h, f)
 
 
 def _unique_evaluations(client: Any, tag: str, n: int) -> list[str]:
