@@ -89,9 +89,17 @@ class Worker:
         interval = self.settings.drain_interval_s
         while not self._stopping.is_set():
             try:
-                # Keep going while batches come full, yielding between them.
-                while self.drain_once() == BATCH:  # noqa: ASYNC110 - yields, not waits
-                    await asyncio.sleep(0)
+                # Drain what is there without yielding to the loop in between: each
+                # yield is a select() that releases the GIL, and under load evaluating
+                # threads keep it for many switch intervals, so a worker that holds the
+                # GIL must use it. Bounded by the queue's capacity, so producers faster
+                # than us cannot keep the flush task waiting.
+                budget = self.handoff.capacity
+                while budget > 0:
+                    n = self.drain_once()
+                    budget -= n
+                    if n < BATCH:
+                        break
             except Exception:  # pragma: no cover - drain_once guards itself
                 self.errors += 1
                 log.exception("flageval: drain loop error")
