@@ -189,6 +189,9 @@ def test_failed_initialize_raises_then_recovers_with_ready(
     assert client.get_provider_status() == ProviderStatus.ERROR
     wait_until(lambda: client.get_provider_status() == ProviderStatus.READY, what="READY")
     assert client.get_integer_value("a", 0) == 1
+    # The SDK sets the status before it runs the handlers (on the provider's thread).
+    wait_until(lambda: len(events.of(ProviderEvent.PROVIDER_READY)) >= 1, what="READY event")
+    time.sleep(0.1)  # a second READY would arrive right behind the first
     assert len(events.of(ProviderEvent.PROVIDER_READY)) == 1
 
 
