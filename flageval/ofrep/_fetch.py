@@ -126,7 +126,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not text:
         return None
     if text.isascii() and text.isdigit():
-        return min(float(int(text)), MAX_RETRY_AFTER_S)
+        # int() refuses strings of over 4,300 digits (ValueError); a value that long is
+        # past the cap anyway.
+        digits = text.lstrip("0") or "0"
+        if len(digits) > 12:
+            return MAX_RETRY_AFTER_S
+        return min(float(int(digits)), MAX_RETRY_AFTER_S)
     when: datetime | None = None
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -216,7 +221,8 @@ def _stream_spec(raw: Any, base_url: URL) -> StreamSpec | bool | None:
 def parse_bulk(body: bytes, etag: str | None, base_url: URL) -> Fetched | Failed:
     try:
         doc = _json_decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # msgspec raises RecursionError, not DecodeError, past ~1,000 levels of nesting.
         return Failed("fetch_malformed", "200 body is not JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("flags"), list):
         return Failed("fetch_malformed", "200 body has no 'flags' array")
@@ -314,7 +320,14 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
     try:
         raw = await asyncio.wait_for(response.content.read(16 * 1024), timeout=1.0)
         doc = _json_decoder.decode(raw)
-    except (TimeoutError, aiohttp.ClientError, OSError, msgspec.DecodeError, ValueError):
+    except (
+        TimeoutError,
+        aiohttp.ClientError,
+        OSError,
+        msgspec.DecodeError,
+        ValueError,
+        RecursionError,  # msgspec, on deeply nested JSON
+    ):
         return detail
     if isinstance(doc, dict):
         words = [str(doc[k])[:200] for k in ("errorCode", "errorDetails", "detail") if k in doc]

@@ -130,7 +130,9 @@ class SSEParser:
             if "\0" not in value:
                 self.last_event_id = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry_ms = int(value)
+            # int() refuses over 4,300 digits; such a delay is "as long as allowed".
+            digits = value.lstrip("0") or "0"
+            self.retry_ms = int(digits) if len(digits) <= 15 else 10**15
         return None
 
     def _dispatch(self) -> SSEEvent | None:

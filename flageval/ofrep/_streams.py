@@ -34,7 +34,7 @@ from ._config import OFREPConfig
 from ._diagnostics import RateLimitedLog, safe_url
 from ._fetch import StreamSpec, parse_retry_after, same_origin
 from ._ratelimit import RateGate
-from ._sse import SSEEvent, SSEParser, SSEProtocolError, pump
+from ._sse import SSEEvent, SSEParser, pump
 
 _decoder = msgspec.json.Decoder()
 
@@ -133,7 +133,10 @@ class _Connection:
                             self._on_event,
                             saw_bytes,
                         )
-            except (aiohttp.ClientError, OSError, TimeoutError, SSEProtocolError) as exc:
+            except Exception as exc:
+                # Network errors, read timeouts and the reader's limits are expected; an
+                # unexpected one must not end this task for good either: nothing would
+                # ever reconnect the stream.
                 if not self.connected:
                     owner.stats["sse_connect_failures"] += 1
                 owner.log.log(
@@ -162,7 +165,7 @@ class _Connection:
         stats["sse_events"] += 1
         try:
             payload = _decoder.decode(event.data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # deep nesting: RecursionError
             stats["sse_malformed_events"] += 1
             return
         if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
