@@ -289,6 +289,10 @@ async def fetch_bulk(
             data=context_body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=config.timeout_s),
+            # A redirect would replay the configured headers (credentials) at wherever it
+            # points: aiohttp drops only Authorization across origins, not X-API-Key and
+            # the like. With headers, a 3xx is a failed fetch, as for event streams.
+            allow_redirects=not config.headers,
         ) as response:
             status = response.status
             if status == 200:
