@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 
 import msgspec
 
 from .tiers import PAYLOAD_LIMIT, DegradedKey, FullKey
 
 
-class Key(msgspec.Struct, frozen=True):
+class Key(msgspec.Struct, frozen=True, gc=False):
     key: str
 
 
-class ErrorInfo(msgspec.Struct, frozen=True):
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
     message: str
 
 
-class Context(msgspec.Struct):
+class Context(msgspec.Struct, gc=False):
     evaluation: msgspec.Raw
 
 
-class Row(msgspec.Struct, omit_defaults=True):
+class Row(msgspec.Struct, omit_defaults=True, gc=False):
     timestamp: int
     flag: Key
     first_evaluation: int
@@ -84,81 +85,52 @@ def envelope_prefix(service: str, env: str | None, version: str | None) -> bytes
 _SUFFIX = b"]}"
 
 
-class _Interned:
-    """Reuse one Key/ErrorInfo per distinct string within a flush."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, Key] = {}
-        self.errors: dict[str, ErrorInfo] = {}
-
-    def key(self, text: str | None) -> Key | None:
-        if text is None:
-            return None
-        k = self.keys.get(text)
-        if k is None:
-            k = self.keys[text] = Key(text)
-        return k
-
-    def error(self, text: str | None) -> ErrorInfo | None:
-        if text is None:
-            return None
-        e = self.errors.get(text)
-        if e is None:
-            e = self.errors[text] = ErrorInfo(text)
-        return e
-
-
-def pack(
+def _rows(
     full: dict[FullKey, list[int]],
     degraded: dict[DegradedKey, list[int]],
-    *,
     timestamp_ms: int,
-    prefix: bytes,
-    max_body_bytes: int,
-) -> Packed:
-    """Encode every bucket as a row and split the rows into bodies."""
-    interned = _Interned()
-    key_of, error_of = interned.key, interned.error
-    room = max_body_bytes - len(prefix) - len(_SUFFIX)
-    bodies: list[Body] = []
-    parts: list[bytes] = []
-    size = 0
-    rows = 0
-    evals = 0
-    degraded_counts: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()
+    room: int,
+    degraded_counts: Counter[str],
+    dropped: Counter[str],
+) -> Iterator[tuple[bytes, int]]:
+    """Every bucket's encoded row with its evaluation count: full tier, then degraded.
 
-    def close_body() -> None:
-        nonlocal parts, size, rows, evals
-        if parts:
-            bodies.append(Body(prefix + b",".join(parts) + _SUFFIX, rows, evals))
-        parts, size, rows, evals = [], 0, 0, 0
-
-    def place(row: bytes, count: int) -> None:
-        nonlocal size, rows, evals
-        extra = len(row) + (1 if parts else 0)
-        if size + extra > room:
-            close_body()
-            extra = len(row)
-        parts.append(row)
-        size += extra
-        rows += 1
-        evals += count
-
+    A row too big for any body is handled here (see the module docstring), so every
+    row yielded fits an empty body.
+    """
+    encode = _encode
+    # One Key / ErrorInfo per distinct string for the whole flush; None stands for
+    # itself (an optional key left out).
+    keys: dict[str | None, Key | None] = {None: None}
+    errors: dict[str | None, ErrorInfo | None] = {None: None}
+    keys_get, errors_get = keys.get, errors.get
     for (flag, variant, allocation, rdu, error, tk, ctx), (count, first, last) in full.items():
-        row = _encode(
+        fk = keys_get(flag)
+        if fk is None and flag is not None:
+            fk = keys[flag] = Key(flag)
+        vk = keys_get(variant)
+        if vk is None and variant is not None:
+            vk = keys[variant] = Key(variant)
+        ak = keys_get(allocation)
+        if ak is None and allocation is not None:
+            ak = keys[allocation] = Key(allocation)
+        ek = errors_get(error)
+        if ek is None and error is not None:
+            ek = errors[error] = ErrorInfo(error)
+        # Positional: Row's field order (about half the cost of keywords).
+        row = encode(
             Row(
-                timestamp=timestamp_ms,
-                flag=key_of(flag),  # type: ignore[arg-type]
-                first_evaluation=first,
-                last_evaluation=last,
-                evaluation_count=count,
-                runtime_default_used=rdu,
-                targeting_key=tk,
-                variant=key_of(variant),
-                allocation=key_of(allocation),
-                error=error_of(error),
-                context=Context(msgspec.Raw(ctx)) if ctx else None,
+                timestamp_ms,
+                fk,
+                first,
+                last,
+                count,
+                rdu,
+                tk,
+                vk,
+                ak,
+                ek,
+                Context(msgspec.Raw(ctx)) if ctx else None,
             )
         )
         if len(row) > room:
@@ -174,25 +146,62 @@ def pack(
                 bucket[2] = max(bucket[2], last)
             degraded_counts[PAYLOAD_LIMIT] += count
             continue
-        place(row, count)
+        yield row, count
 
     for (flag, variant, allocation, rdu, error), (count, first, last) in degraded.items():
-        row = _encode(
-            Row(
-                timestamp=timestamp_ms,
-                flag=key_of(flag),  # type: ignore[arg-type]
-                first_evaluation=first,
-                last_evaluation=last,
-                evaluation_count=count,
-                runtime_default_used=rdu,
-                variant=key_of(variant),
-                allocation=key_of(allocation),
-                error=error_of(error),
-            )
-        )
+        fk = keys_get(flag)
+        if fk is None and flag is not None:
+            fk = keys[flag] = Key(flag)
+        vk = keys_get(variant)
+        if vk is None and variant is not None:
+            vk = keys[variant] = Key(variant)
+        ak = keys_get(allocation)
+        if ak is None and allocation is not None:
+            ak = keys[allocation] = Key(allocation)
+        ek = errors_get(error)
+        if ek is None and error is not None:
+            ek = errors[error] = ErrorInfo(error)
+        row = encode(Row(timestamp_ms, fk, first, last, count, rdu, None, vk, ak, ek))
         if len(row) > room:
             dropped[PAYLOAD_LIMIT] += count
             continue
-        place(row, count)
-    close_body()
+        yield row, count
+
+
+def pack(
+    full: dict[FullKey, list[int]],
+    degraded: dict[DegradedKey, list[int]],
+    *,
+    timestamp_ms: int,
+    prefix: bytes,
+    max_body_bytes: int,
+) -> Packed:
+    """Encode every bucket as a row and split the rows into bodies."""
+    room = max_body_bytes - len(prefix) - len(_SUFFIX)
+    bodies: list[Body] = []
+    degraded_counts: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    # Greedy: a row joins the current body if it fits with its comma, else the body
+    # is closed and the row starts the next one (every row fits an empty body).
+    parts: list[bytes] = []
+    size = 0  # bytes of the current body's rows and commas
+    evals = 0
+    for row, count in _rows(full, degraded, timestamp_ms, room, degraded_counts, dropped):
+        if not parts:
+            parts.append(row)
+            size = len(row)
+            evals = count
+            continue
+        grown = size + 1 + len(row)
+        if grown > room:
+            bodies.append(Body(prefix + b",".join(parts) + _SUFFIX, len(parts), evals))
+            parts = [row]
+            size = len(row)
+            evals = count
+        else:
+            parts.append(row)
+            size = grown
+            evals += count
+    if parts:
+        bodies.append(Body(prefix + b",".join(parts) + _SUFFIX, len(parts), evals))
     return Packed(bodies, degraded_counts, dropped)
