@@ -51,7 +51,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isascii(): str.isdigit() is also true for "²" and other digits float() refuses.
+    if value.isascii() and value.isdigit():
         return min(float(value), _MAX_RETRY_AFTER_S)
     try:
         when = email.utils.parsedate_to_datetime(value)
