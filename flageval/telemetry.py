@@ -245,7 +245,8 @@ class Telemetry:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         assert self._handoff is not None
-        self._handoff.discard_late()
+        if self._drained_for_good():
+            self._handoff.discard_late()
 
     async def ashutdown(self, timeout_s: float | None = None) -> None:
         """:meth:`shutdown` for code running on the worker's loop (``start_async``)."""
@@ -273,6 +274,19 @@ class Telemetry:
             self._handoff.close()
             return True
 
+    def _drained_for_good(self) -> bool:
+        """True when nothing will drain the hand-off again, so what is left in it
+        raced past ``close`` and counts as ``closed``. While the worker still runs its
+        shutdown, what is queued was accepted before ``close`` and is its to send (and
+        discarding from another thread would race its drain)."""
+        worker = self._worker
+        if worker is None or worker.stopped:
+            return True
+        loop, thread = self._loop, self._thread
+        return not (loop is not None and loop.is_running()) and not (
+            thread is not None and thread.is_alive()
+        )
+
     def _finish_unstarted(self) -> None:
         # Never started (autostart=False and no start): what was queued cannot go.
         assert self._handoff is not None
@@ -296,7 +310,7 @@ class Telemetry:
         h = self._handoff
         if h is None:
             return Stats(0, 0, 0, 0, 0, {}, {}, 0, 0, 0)
-        if h.state == CLOSED_STATE:
+        if h.state == CLOSED_STATE and self._drained_for_good():
             h.discard_late()
         counts = h.counts()
         queued = len(h.queue)

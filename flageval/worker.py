@@ -57,6 +57,9 @@ class Worker:
         self.drained = 0
         self.flushes = 0
         self.errors = 0
+        #: True once shutdown has done its final drain: from then on nothing drains the
+        #: hand-off, and what is still in it raced past ``close`` (counted ``closed``).
+        self.stopped = False
         self._warn = RateLimitedLog(log)
         self._flush_lock: asyncio.Lock | None = None
         self._stopping: asyncio.Event | None = None
@@ -191,3 +194,4 @@ class Worker:
             )
         await self.sender.close()
         self.handoff.discard_late()
+        self.stopped = True

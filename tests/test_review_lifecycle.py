@@ -1,0 +1,61 @@
+"""Review: lifecycle races between shutdown, stats and flush from other threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from openfeature import api
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+from flageval.handoff import CLOSED_STATE
+from tests.intake import Behaviour, Intake
+
+
+def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _client(tel: Any) -> Any:
+    api.set_provider_and_wait(
+        InMemoryProvider({"f": InMemoryFlag("on", {"on": True, "off": False})})
+    )
+    client = api.get_client()
+    client.add_hooks([tel.hook])
+    return client
+
+
+def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    # The drain loop never runs on its own during the test (30 s interval), so
+    # evaluations stay in the hand-off until a flush drains them.
+    tel = make_telemetry(drain_interval_s=30.0)
+    client = _client(tel)
+    for _ in range(5):
+        client.get_boolean_value("f", False)
+    # A slow intake holds the first flush (and so the flush lock) for 1.5 s.
+    intake.script(Behaviour(delay_s=1.5))
+    flusher = threading.Thread(target=tel.flush, args=(10.0,))
+    flusher.start()
+    # The first flush has drained the 5 and is posting them.
+    assert intake.wait_for(lambda: len(intake.received) == 1, 5.0)
+    for _ in range(7):
+        client.get_boolean_value("f", False)  # queued before shutdown begins
+    stopper = threading.Thread(target=tel.shutdown, args=(10.0,))
+    stopper.start()
+    # Shutdown began (it then waits for the flush lock); the 7 are still queued.
+    wait_for(lambda: tel._handoff.state == CLOSED_STATE)
+    during = tel.stats()  # a monitoring thread looks at the counters
+    flusher.join(10)
+    stopper.join(10)
+    after = tel.stats()
+    # All 12 were made before shutdown began: none of them is "closed".
+    assert during.dropped.get("closed", 0) == 0, during
+    assert after.dropped.get("closed", 0) == 0, after
+    assert intake.evaluations() == 12
+    assert after.evaluations_posted == 12 and after.conserved
