@@ -189,10 +189,7 @@ class Telemetry:
         assert loop is not None
         if _on_loop_thread(loop):
             coro.close()
-            raise RuntimeError(
-                "flageval: called from the worker's own event loop; "
-                "use 'await telemetry.aflush()' / 'await telemetry.ashutdown()'"
-            )
+            raise RuntimeError(_ON_LOOP_ERROR)
         fut = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return fut.result(timeout_s)
@@ -223,6 +220,10 @@ class Telemetry:
         all within ``timeout_s`` (default: the ``shutdown_timeout_s`` setting)."""
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
+        if self._loop is not None and _on_loop_thread(self._loop):
+            # Refused before anything is closed, so that the ashutdown() the message
+            # asks for still finds the pipeline open and does the drain and final flush.
+            raise RuntimeError(_ON_LOOP_ERROR)
         if not self._begin_shutdown():
             return
         worker, loop = self._worker, self._loop
@@ -361,6 +362,12 @@ class Telemetry:
             self._handoff.close()
         elif not self._autostart:
             self._handoff.open()
+
+
+_ON_LOOP_ERROR = (
+    "flageval: called from the worker's own event loop; "
+    "use 'await telemetry.aflush()' / 'await telemetry.ashutdown()'"
+)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from openfeature import api
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
@@ -59,3 +60,22 @@ def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
     assert after.dropped.get("closed", 0) == 0, after
     assert intake.evaluations() == 12
     assert after.evaluations_posted == 12 and after.conserved
+
+
+async def test_sync_shutdown_on_the_workers_loop_leaves_ashutdown_working(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    # start_async runs the worker on this loop; the sync shutdown() cannot wait on it
+    # and says so. That mistake must not leave the pipeline half shut: ashutdown()
+    # afterwards still drains and posts what was counted.
+    tel = make_telemetry(autostart=False)
+    client = _client(tel)
+    await tel.start_async()
+    for _ in range(4):
+        await client.get_boolean_value_async("f", False)
+    with pytest.raises(RuntimeError):
+        tel.shutdown(5.0)
+    await tel.ashutdown(5.0)
+    after = tel.stats()
+    assert intake.evaluations() == 4, after
+    assert after.evaluations_posted == 4 and after.pending == 0 and after.conserved
