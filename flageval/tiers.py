@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .handoff import Snapshot
-from .prune import EMPTY, ContextKeys, _clean_text
+from .prune import EMPTY, MEMO_MAX_BYTES, ContextKeys, _clean_text
 
 # Metadata spellings used by providers (INTAKE.md).
 _ALLOCATION_KEYS = ("allocationKey", "allocation_key", "dd.allocation.key")
@@ -116,7 +116,8 @@ class Tiers:
         self.degraded_by_reason: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.context_errors = 0
-        self.keys = ContextKeys()
+        # The key memo sits outside the budget; with a small budget it stays small too.
+        self.keys = ContextKeys(memo_max_bytes=min(MEMO_MAX_BYTES, memory_budget_bytes // 16))
         self._hashed: dict[str, str] = {}
 
     # -- intake of snapshots -------------------------------------------------------
