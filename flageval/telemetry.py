@@ -160,10 +160,17 @@ class Telemetry:
             finally:
                 loop.close()
 
-        self._loop, self._worker = loop, worker
         thread = threading.Thread(target=main, name="flageval-worker", daemon=True)
-        self._thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except Exception:
+            # "can't start new thread" (a process or container limit): closed once, as
+            # above; kept as NEW, every evaluation would retry and leak a loop (3 fds).
+            log.exception("flageval: could not start the worker thread; telemetry is off")
+            loop.close()
+            self._handoff.close()
+            return
+        self._loop, self._worker, self._thread = loop, worker, thread
         ready.wait(5.0)
         self._handoff.open()
 

@@ -79,3 +79,34 @@ async def test_sync_shutdown_on_the_workers_loop_leaves_ashutdown_working(
     after = tel.stats()
     assert intake.evaluations() == 4, after
     assert after.evaluations_posted == 4 and after.pending == 0 and after.conserved
+
+
+def test_a_worker_thread_that_cannot_start_closes_the_pipeline_once(
+    make_telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    real_start = threading.Thread.start
+    loops: list[asyncio.AbstractEventLoop] = []
+    real_new_loop = asyncio.new_event_loop
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "flageval-worker":
+            raise RuntimeError("can't start new thread")  # as at a pids limit
+        real_start(self)
+
+    def new_loop() -> asyncio.AbstractEventLoop:
+        loops.append(real_new_loop())
+        return loops[-1]
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(asyncio, "new_event_loop", new_loop)
+    tel = make_telemetry()
+    client = _client(tel)
+    for _ in range(50):
+        assert client.get_boolean_value("f", False) is True
+    monkeypatch.undo()
+    assert len(loops) == 1 and loops[0].is_closed()  # tried once, nothing left open
+    tel.shutdown(1.0)  # no error: there is no thread to join
+    stats = tel.stats()
+    assert stats.dropped == {"closed": 50} and stats.evaluations == 50 and stats.conserved
