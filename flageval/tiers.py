@@ -32,10 +32,12 @@ _CONSENT_KEYS = ("observe_full_evaluation_data", "__dd_observe_full_evaluation_d
 MIN_EPOCH_MS = 1_759_276_800_000
 _MAX_EPOCH_MS = 32_503_680_000_000  # year 3000: past it a stamp is not epoch ms either
 
-#: Rough bytes a full bucket costs beyond its key strings: the key tuple, the bucket
-#: list and its ints, the dict slot (with the dict's spare capacity), measured with
-#: tracemalloc on CPython 3.11 (see benchmarks/README.md).
-BUCKET_OVERHEAD_BYTES = 480
+#: Bytes a full bucket costs beyond the strings counted one by one (context key,
+#: targeting key, error text): the key tuple, the bucket list and its ints, the dict
+#: slot with the dict's spare capacity, allocator overhead. Measured on CPython 3.11
+#: (benchmarks/_memory_probe.py, see benchmarks/README.md): ~240 live bytes by
+#: tracemalloc, 332-349 by RSS with 36k-131k buckets; 400 keeps a margin.
+BUCKET_OVERHEAD_BYTES = 400
 #: Targeting keys longer than this are not kept in the hash cache (4,096 entries).
 _MAX_CACHED_KEY_CHARS = 256
 
