@@ -1,0 +1,1 @@
+"""Benchmarks of flageval against its floor and its peers (see README.md)."""

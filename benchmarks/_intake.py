@@ -1,0 +1,65 @@
+"""A minimal agent stand-in for benchmarks, run in its own process.
+
+Why a separate process: the intake's own work (parsing requests, answering) must not
+take the benchmark process's GIL, or it would be charged to whichever variant happened
+to be running when a flush arrived. It answers ``GET /info`` (ddtrace asks once) and
+accepts every ``POST`` with 200; it counts bodies and bytes, nothing else.
+
+Run: ``python benchmarks/_intake.py``; it prints its port on the first line of stdout,
+then serves until stdin closes (so it never outlives the benchmark process).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import sys
+import threading
+
+_INFO = json.dumps(
+    {"version": "7.99.0", "endpoints": ["/v0.4/traces", "/evp_proxy/v2/", "/evp_proxy/v4/"]}
+).encode()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like a real agent
+    bodies = 0
+    body_bytes = 0
+
+    def _answer(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/info":
+            self._answer(200, _INFO)
+        else:
+            self._answer(404, b"{}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else b""
+        _Handler.bodies += 1
+        _Handler.body_bytes += len(data)
+        self._answer(200, b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def main() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    print(server.server_address[1], flush=True)
+    sys.stdin.read()  # returns when the parent closes our stdin (or exits)
+    server.shutdown()
+    print(f"bodies={_Handler.bodies} bytes={_Handler.body_bytes}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Run the whole benchmark suite and print the ratio table (issue 3's targets).
+
+From the repository root::
+
+    python -m benchmarks.ratios                 # run everything, print the table
+    python -m benchmarks.ratios -k hotpath      # extra arguments go to pytest
+    python -m benchmarks.ratios --from-json F   # print the table of an earlier run
+
+The pytest-benchmark JSON of the run is kept (path printed at the end). Nothing here
+asserts a timing: a target row says ``met`` or ``NOT met``, and the process exits 0
+either way (1 only if a benchmark itself failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(pytest_args: list[str], json_path: Path) -> int:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "benchmarks",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"--benchmark-json={json_path}",
+        *pytest_args,
+    ]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=ROOT)
+
+
+def _by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {b["name"]: b for b in data["benchmarks"]}
+
+
+def _fmt_ns(ns: float) -> str:
+    return f"{ns / 1000:.2f} us" if ns >= 1000 else f"{ns:.0f} ns"
+
+
+def _verdict(value: float, limit: float) -> str:
+    return "met" if value <= limit else "NOT met"
+
+
+def table(data: dict[str, Any]) -> list[str]:
+    b = _by_name(data)
+    out: list[str] = []
+    row = out.append
+    row("| benchmark | figure | value | target | verdict |")
+    row("|---|---|---|---|---|")
+
+    for kind in ("sync", "async"):
+        for n in (10, 0, 50):
+            e = b.get(f"test_{kind}_paired[{n}]", {}).get("extra_info")
+            if not e:
+                continue
+            tag = f"{kind}, {n} attrs ({e['rounds']} rounds)"
+            w, c = e["ratio_to_empty_hook_wall"], e["ratio_to_empty_hook_cpu"]
+            med = e["median_wall_ns"]
+            target = n == 10
+            row(
+                f"| {tag} | medians (wall): no hook / empty hook / flageval / otel span / "
+                f"ddtrace | {' / '.join(_fmt_ns(med[k]) for k in med)} | | |"
+            )
+            row(
+                f"| {tag} | flageval / empty hook, wall | {w['flageval']:.3f} | "
+                f"{'<= 1.05' if target else ''} | "
+                f"{_verdict(w['flageval'], 1.05) if target else ''} |"
+            )
+            row(
+                f"| {tag} | flageval / empty hook, CPU incl. background | {c['flageval']:.3f} | "
+                f"{'<= 1.05' if target else ''} | "
+                f"{_verdict(c['flageval'], 1.05) if target else ''} |"
+            )
+            for clock, key in (("wall", "wall"), ("CPU", "cpu")):
+                added = e[f"added_cost_flageval_over_ddtrace_{key}"]
+                row(
+                    f"| {tag} | flageval added cost / ddtrace added cost, {clock} | "
+                    f"{added:.3f} | <= 0.5 | {_verdict(added, 0.5)} |"
+                )
+            row(
+                f"| {tag} | ddtrace / empty hook (wall, CPU) | "
+                f"{w['ddtrace']:.3f}, {c['ddtrace']:.3f} | | |"
+            )
+            row(
+                f"| {tag} | otel span / empty hook (wall, CPU) | "
+                f"{w['otel_span']:.3f}, {c['otel_span']:.3f} | | |"
+            )
+            row(f"| {tag} | no hook / empty hook (wall) | {w['no_hook']:.3f} | | |")
+
+    e = b.get("test_four_threads_throughput", {}).get("extra_info")
+    if e:
+        rates = e["evals_per_s_median"]
+        row(
+            f"| 4 threads x {e['evaluations_per_round'] // e['threads']:,} | evaluations/s "
+            f"empty hook / flageval | {rates['empty_hook']:,} / {rates['flageval']:,} | | |"
+        )
+        row(
+            f"| 4 threads | flageval throughput / empty hook | "
+            f"{e['throughput_flageval_over_empty_hook']:.3f} | | |"
+        )
+        row(
+            f"| 4 threads | queue_overflow (deepest queue / capacity) | {e['queue_overflow']} "
+            f"({e['deepest_queue']:,} / {e['queue_capacity']:,}) | 0 | "
+            f"{'met' if e['queue_overflow'] == 0 else 'NOT met'} |"
+        )
+
+    targets = {"10 attrs, 1,000 distinct": 2000.0, "10 attrs, identical": 1000.0}
+    for name, bench in b.items():
+        if not name.startswith(("test_worker_cpu_per_evaluation", "test_ddtrace_aggregate")):
+            continue
+        e = bench["extra_info"]
+        ns = e["cpu_ns_per_evaluation_median"]
+        limit = targets.get(e["scenario"])
+        row(
+            f"| worker CPU/eval | {e['scenario']} | {_fmt_ns(ns)} | "
+            f"{'<= ' + _fmt_ns(limit) if limit else ''} | "
+            f"{_verdict(ns, limit) if limit else ''} |"
+        )
+
+    bench = b.get("test_flush_full_tier")
+    if bench:
+        e, st = bench["extra_info"], bench["stats"]
+        row(
+            f"| flush | take + pack {e['rows']:,} rows -> {e['bodies']} bodies "
+            f"(median of {st['rounds']}; min) | {st['median']:.3f} s; {st['min']:.3f} s | "
+            f"<= 0.3 s | {_verdict(st['median'], 0.3)} |"
+        )
+
+    for name, bench in b.items():
+        if not name.startswith("test_memory_growth_against_budget"):
+            continue
+        e = bench["extra_info"]
+        g = e["peak_growth_over_budget"]
+        row(
+            f"| memory | {e['scenario']}: peak RSS growth / budget "
+            f"({e['rss_peak_growth_bytes'] / 2**20:.1f} MiB / {e['budget_bytes'] / 2**20:.0f} MiB; "
+            f"{e['full_buckets']:,} full buckets) | {g:.3f} | <= 1.2 | {_verdict(g, 1.2)} |"
+        )
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--from-json", type=Path, help="print the table of an earlier run")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=Path(f"/tmp/flageval_bench_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}.json"),
+        help="where to keep this run's pytest-benchmark JSON",
+    )
+    args, pytest_args = p.parse_known_args()
+    rc = 0
+    path = args.from_json
+    if path is None:
+        path = args.json
+        rc = _run(pytest_args, path)
+        if not path.exists():
+            print("no benchmark JSON written", file=sys.stderr)
+            return rc or 1
+    data = json.loads(path.read_text())
+    m = data.get("machine_info", {})
+    print()
+    print(
+        f"machine: {m.get('cpu', {}).get('brand_raw', '?')}, {m.get('cpu', {}).get('count', '?')} "
+        f"CPUs; Python {m.get('python_version', '?')}; {data.get('datetime', '')}"
+    )
+    print("\n".join(table(data)))
+    print(f"\nbenchmark JSON: {path}")
+    return 1 if rc not in (0, 5) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
