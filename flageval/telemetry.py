@@ -192,17 +192,33 @@ class Telemetry:
 
     # -- running a coroutine on the worker's loop ----------------------------------------
     def _call(self, coro: Any, timeout_s: float) -> Any:
+        """Run ``coro`` on the worker's loop and wait up to ``timeout_s`` for its result;
+        None if it did not finish: timed out, or the loop was stopped meanwhile by a
+        shutdown on another thread (which never runs, or cancels, what came late)."""
         loop = self._loop
         assert loop is not None
         if _on_loop_thread(loop):
             coro.close()
             raise RuntimeError(_ON_LOOP_ERROR)
-        fut = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            return fut.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # closed since the caller looked: the shutdown has ended
+            coro.close()
             return None
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                # In slices, so that a loop stopped under us is noticed at once rather
+                # than after the whole timeout.
+                return fut.result(max(0.0, min(0.05, end - time.monotonic())))
+            except concurrent.futures.CancelledError:
+                return None  # cancelled by the loop's teardown after a shutdown
+            except concurrent.futures.TimeoutError:
+                if fut.done() or (loop.is_running() and time.monotonic() < end):
+                    continue
+                if not loop.is_closed():
+                    fut.cancel()
+                return None
 
     # -- flush ----------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:

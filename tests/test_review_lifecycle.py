@@ -110,3 +110,40 @@ def test_a_worker_thread_that_cannot_start_closes_the_pipeline_once(
     tel.shutdown(1.0)  # no error: there is no thread to join
     stats = tel.stats()
     assert stats.dropped == {"closed": 50} and stats.evaluations == 50 and stats.conserved
+
+
+def test_flush_and_stats_racing_a_shutdown_return_and_do_not_raise(intake: Intake) -> None:
+    from flageval import Telemetry
+
+    failures: list[str] = []
+    slowest = 0.0
+    for _ in range(25):
+        tel = Telemetry(agent_url=intake.url, service="t", flush_interval_s=60.0)
+        tel.start()
+        stop = threading.Event()
+
+        def hammer(tel: Any = tel, stop: threading.Event = stop) -> None:
+            nonlocal slowest
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    assert isinstance(tel.flush(5.0), bool)
+                    assert tel.stats().conserved
+                except BaseException as exc:  # any escape is the bug
+                    failures.append(repr(exc))
+                    return
+                slowest = max(slowest, time.monotonic() - started)
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)
+        tel.shutdown(2.0)
+        time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(10.0)
+    assert failures == []
+    # A call submitted to a loop that a shutdown stopped returns at once, not after
+    # waiting out its 5 s (+1) timeout (generous bound: a loaded 2-core machine).
+    assert slowest < 3.0
