@@ -116,14 +116,22 @@ class Worker:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
             self.drain_all()
-            full, degraded, _ = self.tiers.take()
-            packed = pack(
-                full,
-                degraded,
-                timestamp_ms=time.time_ns() // 1_000_000,
-                prefix=self.prefix,
-                max_body_bytes=self.settings.max_body_bytes,
-            )
+            full, degraded, held = self.tiers.take()
+            try:
+                packed = pack(
+                    full,
+                    degraded,
+                    timestamp_ms=time.time_ns() // 1_000_000,
+                    prefix=self.prefix,
+                    max_body_bytes=self.settings.max_body_bytes,
+                )
+            except Exception:
+                # A bug of ours (as for a failed batch): the tiers were already swapped
+                # out, so without this their evaluations would be in no counter at all.
+                self.errors += 1
+                self.dropped[WORKER_ERROR] += held
+                log.exception("flageval: could not pack %d evaluations", held)
+                return not self.sender.outbox
             self.degraded.update(packed.degraded)
             self.dropped.update(packed.dropped)
             self.flushes += 1
