@@ -284,7 +284,12 @@ class Sender:
         total = min(self.request_timeout_s, max(0.001, deadline - self._clock()))
         try:
             async with session.post(
-                self.endpoint.url, data=body.data, timeout=aiohttp.ClientTimeout(total=total)
+                self.endpoint.url,
+                data=body.data,
+                timeout=aiohttp.ClientTimeout(total=total),
+                # A redirect would replay the body and the session's headers (DD-API-KEY)
+                # at wherever it points; a 3xx is counted as rejected instead.
+                allow_redirects=False,
             ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
