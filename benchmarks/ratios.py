@@ -122,9 +122,10 @@ def table(data: dict[str, Any]) -> list[str]:
             continue
         e = bench["extra_info"]
         ns = e["cpu_ns_per_evaluation_median"]
+        low = e.get("cpu_ns_per_evaluation_min", ns)
         limit = targets.get(e["scenario"])
         row(
-            f"| worker CPU/eval | {e['scenario']} | {_fmt_ns(ns)} | "
+            f"| worker CPU/eval (median; min) | {e['scenario']} | {_fmt_ns(ns)}; {_fmt_ns(low)} | "
             f"{'<= ' + _fmt_ns(limit) if limit else ''} | "
             f"{_verdict(ns, limit) if limit else ''} |"
         )
@@ -148,6 +149,34 @@ def table(data: dict[str, Any]) -> list[str]:
             f"({e['rss_peak_growth_bytes'] / 2**20:.1f} MiB / {e['budget_bytes'] / 2**20:.0f} MiB; "
             f"{e['full_buckets']:,} full buckets) | {g:.3f} | <= 1.2 | {_verdict(g, 1.2)} |"
         )
+    return out
+
+
+def single_variant_table(data: dict[str, Any]) -> list[str]:
+    """pytest-benchmark's own figures per variant (separate runs: only indicative)."""
+    variants = ("no_hook", "empty_hook", "flageval", "otel_span", "ddtrace")
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    for bench in data["benchmarks"]:
+        name = bench["name"]
+        if not name.startswith(("test_sync_eval[", "test_async_eval[")):
+            continue
+        kind = "async" if name.startswith("test_async") else "sync"
+        variant, attrs = name.split("[", 1)[1].rstrip("]").rsplit("-", 1)
+        per = bench["extra_info"].get("evaluations_per_call", 1)
+        st = bench["stats"]
+        cells.setdefault((kind, int(attrs)), {})[variant] = (
+            f"{st['median'] / per * 1e6:.1f} ({st['min'] / per * 1e6:.1f})"
+        )
+    if not cells:
+        return []
+    out = [
+        "",
+        "single-variant runs, us per evaluation, median (min):",
+        "| kind | attrs | " + " | ".join(variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
+    for (kind, attrs), v in sorted(cells.items()):
+        out.append(f"| {kind} | {attrs} | " + " | ".join(v.get(k, "") for k in variants) + " |")
     return out
 
 
@@ -176,7 +205,7 @@ def main() -> int:
         f"machine: {m.get('cpu', {}).get('brand_raw', '?')}, {m.get('cpu', {}).get('count', '?')} "
         f"CPUs; Python {m.get('python_version', '?')}; {data.get('datetime', '')}"
     )
-    print("\n".join(table(data)))
+    print("\n".join(table(data) + single_variant_table(data)))
     print(f"\nbenchmark JSON: {path}")
     return 1 if rc not in (0, 5) else 0
 
