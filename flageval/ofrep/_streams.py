@@ -112,14 +112,18 @@ class _Connection:
                         owner.log.log(
                             logging.WARNING, "sse-429", "event stream %s answered 429", where
                         )
-                    elif response.status != 200:
+                    elif response.status != 200 or response.content_type != "text/event-stream":
+                        # W3C: any other type fails the connection. Taken for a stream, a
+                        # page (a catch-all route) "delivers bytes" and ends: reconnect at
+                        # the minimum delay and re-fetch the bulk evaluation each time.
                         owner.stats["sse_connect_failures"] += 1
                         owner.log.log(
                             logging.WARNING,
                             f"sse-status-{where}",
-                            "event stream %s answered HTTP %d; retrying with backoff",
+                            "event stream %s answered HTTP %d (%s); retrying with backoff",
                             where,
                             response.status,
+                            response.content_type,
                         )
                     else:
                         self.connected = True
