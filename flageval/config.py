@@ -280,7 +280,8 @@ def _agent_url_from_env(env: Mapping[str, str]) -> str:
         return url
     host = env.get("DD_AGENT_HOST", "").strip() or "localhost"
     port = env.get("DD_TRACE_AGENT_PORT", "").strip() or "8126"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    # isascii(): "²" passes isdigit() and then fails int() without naming the variable.
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"invalid DD_TRACE_AGENT_PORT (setting 'agent_url'): {port!r}")
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # a bare IPv6 address
