@@ -229,7 +229,7 @@ class Telemetry:
         if self._worker is None or self._loop is None or not self._loop.is_running():
             return self._handoff is None or not self._handoff.queue
         deadline = time.monotonic() + timeout_s
-        return bool(self._call(self._worker.flush(deadline), timeout_s + 1.0))
+        return bool(self._call(self._worker.flush(deadline, own_task=True), timeout_s + 1.0))
 
     async def aflush(self, timeout_s: float = 10.0) -> bool:
         """:meth:`flush` for code running on the worker's loop (``start_async``)."""

@@ -110,8 +110,24 @@ class Worker:
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
     # -- flushing -----------------------------------------------------------------------
-    async def flush(self, deadline: float) -> bool:
-        """Drain, pack and send everything counted so far. True if nothing is left."""
+    async def flush(self, deadline: float, *, own_task: bool = False) -> bool:
+        """Drain, pack and send everything counted so far. True if nothing is left.
+
+        ``own_task``: the task running this call exists only for it (a caller's
+        ``Telemetry.flush()``), so shutdown waits for it and cancels it at its deadline
+        as it does its own tasks. Else a flush holding the lock past that deadline kept
+        the final flush, the count of what could not go and the session close from
+        running (shutdown is cancelled at its deadline)."""
+        task = asyncio.current_task() if own_task else None
+        if task is None:
+            return await self._flush(deadline)
+        self._tasks.add(task)
+        try:
+            return await self._flush(deadline)
+        finally:
+            self._tasks.discard(task)
+
+    async def _flush(self, deadline: float) -> bool:
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:

@@ -147,3 +147,30 @@ def test_flush_and_stats_racing_a_shutdown_return_and_do_not_raise(intake: Intak
     # A call submitted to a loop that a shutdown stopped returns at once, not after
     # waiting out its 5 s (+1) timeout (generous bound: a loaded 2-core machine).
     assert slowest < 3.0
+
+
+def test_shutdown_bounds_a_callers_longer_flush_and_still_does_its_final_count(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    tel = make_telemetry(drain_interval_s=30.0)
+    client = _client(tel)
+    for _ in range(5):
+        client.get_boolean_value("f", False)
+    intake.script(Behaviour(delay_s=3.0))  # a slow intake holds the caller's flush
+    result: list[bool] = []
+    flusher = threading.Thread(target=lambda: result.append(tel.flush(10.0)))
+    flusher.start()
+    assert intake.wait_for(lambda: len(intake.received) == 1, 5.0)
+    for _ in range(7):
+        client.get_boolean_value("f", False)  # queued before shutdown begins
+    started = time.monotonic()
+    tel.shutdown(1.0)
+    assert time.monotonic() - started < 2.5  # its own deadline, not the flush's 10 s
+    flusher.join(10.0)
+    assert result == [False]  # cut short by the shutdown
+    stats = tel.stats()
+    # The caller's body may have reached the intake: unknown. The 7 were made before
+    # shutdown began, so they are not "closed": the deadline left them undelivered.
+    assert stats.dropped == {"delivery_unknown": 5, "intake_unavailable": 7}, stats
+    assert stats.pending == 0 and stats.conserved
+    assert tel._worker.sender._session is None  # the session was closed
