@@ -139,7 +139,13 @@ def _leaf(value: Any) -> Any:
 
 
 def _key_text(key: Any) -> str:
-    return _clean_text(key) if type(key) is str else _text_of(key)
+    if type(key) is str:
+        return _clean_text(key)
+    if isinstance(key, str):
+        # A str subclass is a string: its value, not its __str__ (as msgspec, and so
+        # the fast path, reads it; and as string values are read).
+        return _clean_text(str.__str__(key))
+    return _text_of(key)
 
 
 def _sort_key(item: tuple[str, Any]) -> str:

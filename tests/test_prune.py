@@ -149,6 +149,15 @@ def test_empty_and_all_pruned_contexts_have_the_empty_key() -> None:
     assert canonical({"none": None, "long": "x" * 300}) == EMPTY
 
 
+def test_str_subclass_keys_are_read_by_their_string_value() -> None:
+    class Label(str):
+        def __str__(self) -> str:
+            return "something-else"
+
+    assert flatten({Label("plan"): "pro"}) == {"plan": "pro"}
+    assert ContextKeys().key({Label("plan"): "pro"}) == canonical({"plan": "pro"})
+
+
 class TestContextKeys:
     """The fast path and the memo must give exactly what the full pruner gives."""
 
