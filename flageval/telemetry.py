@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
 import os
 import threading
@@ -91,10 +92,7 @@ class Telemetry:
         if not autostart:
             self._handoff.open()  # queue (bounded) until start()/start_async()
         self.hook = FlagEvalHook(self)
-        ref = weakref.ref(self)
-        atexit.register(_atexit_shutdown, ref)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        _track(self)
 
     def __repr__(self) -> str:
         state = "disabled" if self._handoff is None else ("running" if self.running else "idle")
@@ -400,18 +398,41 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def _atexit_shutdown(ref: weakref.ref[Telemetry]) -> None:
-    tel = ref()
-    if tel is not None and tel._pid == os.getpid():
-        try:
-            tel.shutdown()
-        except Exception:
-            log.exception("flageval: shutdown at exit failed")
+# One atexit and one at-fork hook for the process, over the pipelines still alive:
+# registering them per pipeline kept every pipeline ever built in both lists (neither
+# can be unregistered one by one), growing without bound in code that builds many.
+_live: weakref.WeakValueDictionary[int, Telemetry] = weakref.WeakValueDictionary()
+_next_id = itertools.count()
+_hooks_lock = threading.Lock()
+_hooks_registered = False
 
 
-def _after_fork(ref: weakref.ref[Telemetry]) -> None:
-    tel = ref()
-    if tel is not None:
+def _track(tel: Telemetry) -> None:
+    global _hooks_registered
+    with _hooks_lock:
+        _live[next(_next_id)] = tel
+        if not _hooks_registered:
+            _hooks_registered = True
+            atexit.register(_atexit_shutdown)
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork)
+
+
+def _atexit_shutdown() -> None:
+    # Newest first, the order in which per-pipeline atexit hooks used to run.
+    for key in sorted(_live.keys(), reverse=True):
+        tel = _live.get(key)
+        if tel is not None and tel._pid == os.getpid():
+            try:
+                tel.shutdown()
+            except Exception:
+                log.exception("flageval: shutdown at exit failed")
+
+
+def _after_fork() -> None:
+    global _hooks_lock
+    _hooks_lock = threading.Lock()  # the parent's may have been held at fork time
+    for tel in list(_live.values()):
         tel._reset_after_fork()
 
 

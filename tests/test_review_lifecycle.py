@@ -174,3 +174,22 @@ def test_shutdown_bounds_a_callers_longer_flush_and_still_does_its_final_count(
     assert stats.dropped == {"delivery_unknown": 5, "intake_unavailable": 7}, stats
     assert stats.pending == 0 and stats.conserved
     assert tel._worker.sender._session is None  # the session was closed
+
+
+def test_building_many_pipelines_does_not_grow_the_process_hooks(intake: Intake) -> None:
+    import atexit
+    import gc
+    import weakref
+
+    from flageval import Telemetry
+
+    Telemetry(agent_url=intake.url, service="t")  # the process hooks exist from here
+    before = atexit._ncallbacks()
+    refs = []
+    for _ in range(200):
+        tel = Telemetry(agent_url=intake.url, service="t")
+        refs.append(weakref.ref(tel))
+        del tel
+    gc.collect()
+    assert atexit._ncallbacks() == before  # was one atexit entry per pipeline, forever
+    assert all(ref() is None for ref in refs)  # and the hooks keep none of them alive
