@@ -29,6 +29,11 @@ from ._resolve import FlagEntry, entry_from_item
 
 # A bulk answer beyond this is refused rather than buffered: memory stays bounded.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# Event streams followed at most: each holds a socket and a task for good, and they
+# share the session's 100 connections with the bulk fetches, which a server listing a
+# hundred streams would starve for ever. Servers list one or two; further ones count
+# as invalid entries.
+MAX_EVENT_STREAMS = 8
 # A Retry-After further out than this is treated as this: a typo or a skewed clock on
 # the server must not silence the provider for days.
 MAX_RETRY_AFTER_S = 3600.0
@@ -245,6 +250,9 @@ def parse_bulk(body: bytes, etag: str | None, base_url: URL) -> Fetched | Failed
             if spec is False:
                 invalid_streams += 1
             elif isinstance(spec, StreamSpec) and str(spec.url) not in seen:
+                if len(streams) == MAX_EVENT_STREAMS:
+                    invalid_streams += 1
+                    continue
                 seen.add(str(spec.url))
                 streams.append(spec)
     elif raw_streams is not None:

@@ -75,3 +75,26 @@ def test_sse_retry_field_with_many_digits_is_read_as_a_long_delay() -> None:
     assert parser.retry_ms == 10**15
     parser.feed(b"retry: " + b"0" * 5000 + b"1500\n")
     assert parser.retry_ms == 1500
+
+
+def test_a_server_listing_many_streams_cannot_starve_bulk_fetches(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    from openfeature import api
+
+    from flageval.ofrep._fetch import MAX_EVENT_STREAMS
+
+    server.set_flag("a", 1)
+    # 120 distinct streams: followed, they would hold all 100 of the session's
+    # connections, and no bulk fetch could get one again.
+    server.event_streams = [server.sse_here(query=f"n={i}") for i in range(120)]
+    provider = make_provider(server.url, timeout_ms=2000)
+    api.set_provider_and_wait(provider)
+    wait_until(lambda: server.sse_connected == MAX_EVENT_STREAMS, what="streams")
+    stats = provider.stats()
+    assert stats["stream_entries_invalid"] == 120 - MAX_EVENT_STREAMS
+    server.set_flag("a", 2)
+    server.push(refetch(etag="v2"))
+    wait_until(lambda: provider.resolve_integer_details("a", 0).value == 2, what="refetch")
+    assert provider.stats()["fetch_timeout"] == 0
+    assert server.sse_connected == MAX_EVENT_STREAMS
