@@ -230,9 +230,14 @@ class Telemetry:
         return bool(self._call(self._worker.flush(deadline, own_task=True), timeout_s + 1.0))
 
     async def aflush(self, timeout_s: float = 10.0) -> bool:
-        """:meth:`flush` for code running on the worker's loop (``start_async``)."""
+        """:meth:`flush` for async code: on the worker's loop (``start_async``) it runs
+        here; on any other loop it waits for the worker's own, without blocking this one."""
         if self._worker is None:
             return True
+        if self._loop is not asyncio.get_running_loop():
+            # The tiers, the sender and its session belong to the worker's loop (the
+            # library's thread): flushing them from this loop would race that thread.
+            return await asyncio.to_thread(self.flush, timeout_s)
         return await self._worker.flush(time.monotonic() + timeout_s)
 
     # -- shutdown -------------------------------------------------------------------------
@@ -271,7 +276,14 @@ class Telemetry:
             self._handoff.discard_late()
 
     async def ashutdown(self, timeout_s: float | None = None) -> None:
-        """:meth:`shutdown` for code running on the worker's loop (``start_async``)."""
+        """:meth:`shutdown` for async code: on the worker's loop (``start_async``) it
+        runs here; on any other loop it waits for the worker's own, without blocking
+        this one."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            # Checked before anything is closed: refusing after closing the hand-off
+            # left a pipeline that no later shutdown would drain or flush.
+            await asyncio.to_thread(self.shutdown, timeout_s)
+            return
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         if not self._begin_shutdown():
@@ -279,8 +291,6 @@ class Telemetry:
         if self._worker is None:
             self._finish_unstarted()
             return
-        if self._loop is not asyncio.get_running_loop():
-            raise RuntimeError("flageval: ashutdown() must run on the worker's loop")
         await self._worker.shutdown(deadline)
         if isinstance(self._run_future, asyncio.Task):
             self._run_future.cancel()

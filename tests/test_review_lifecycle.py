@@ -193,3 +193,25 @@ def test_building_many_pipelines_does_not_grow_the_process_hooks(intake: Intake)
     gc.collect()
     assert atexit._ncallbacks() == before  # was one atexit entry per pipeline, forever
     assert all(ref() is None for ref in refs)  # and the hooks keep none of them alive
+
+
+async def test_aflush_and_ashutdown_from_an_app_loop_use_the_workers_own_thread(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    # The default mode (own thread) in an asyncio app: the natural async calls.
+    tel = make_telemetry()
+    client = _client(tel)
+    for _ in range(3):
+        await client.get_boolean_value_async("f", False)
+    assert await tel.aflush(5.0) is True
+    assert intake.evaluations() == 3
+    # The session (and so every post) belongs to the worker's loop, not to this one.
+    session = tel._worker.sender._session
+    assert session is not None and session._loop is tel._loop
+    for _ in range(2):
+        await client.get_boolean_value_async("f", False)
+    await tel.ashutdown(5.0)
+    assert not tel._thread.is_alive()  # really shut down: no second call needed
+    stats = tel.stats()
+    assert intake.evaluations() == 5
+    assert stats.evaluations_posted == 5 and stats.pending == 0 and stats.conserved
