@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -25,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .config import Settings
@@ -77,6 +78,10 @@ class Telemetry:
         self.settings = Settings.from_env(**settings)
         self._autostart = autostart
         self._lock = threading.Lock()
+        # Who holds _lock to start the worker, and a shutdown() that arrived meanwhile
+        # on that same thread (a signal handler): see _locked() and shutdown().
+        self._lock_owner: int | None = None
+        self._deferred_shutdown: tuple[float | None] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: Worker | None = None
@@ -111,7 +116,7 @@ class Telemetry:
         """Called by the hook on first use (any thread): start the own-thread worker."""
         if self._handoff is None:
             return
-        with self._lock:
+        with self._locked():
             if self._handoff.state != NEW or not self._autostart:
                 return
             self._start_thread_locked()
@@ -120,11 +125,29 @@ class Telemetry:
         """Start the worker on the library's own thread now (else: first evaluation)."""
         if self._handoff is None:
             return
-        with self._lock:
+        with self._locked():
             if self._handoff.state == CLOSED_STATE:
                 raise RuntimeError("flageval: this Telemetry was shut down")
             if self._worker is None:
                 self._start_thread_locked()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """``_lock`` for starting the worker, remembering the thread that holds it. A
+        signal handler on that thread that calls shutdown() (SIGTERM during the first
+        evaluation) cannot wait for the lock: it would wait for ever. Its shutdown runs
+        here instead, as soon as the interrupted start lets the lock go."""
+        try:
+            with self._lock:
+                self._lock_owner = threading.get_ident()
+                try:
+                    yield
+                finally:
+                    self._lock_owner = None
+        finally:
+            deferred, self._deferred_shutdown = self._deferred_shutdown, None
+            if deferred is not None:
+                self.shutdown(deferred[0])
 
     def _start_thread_locked(self) -> None:
         assert self._handoff is not None
@@ -176,7 +199,7 @@ class Telemetry:
         """Run the worker as tasks on the running loop (the caller's), not a thread."""
         if self._handoff is None:
             return
-        with self._lock:
+        with self._locked():
             if self._worker is not None:
                 raise RuntimeError("flageval: worker already started")
             if self._handoff.state == CLOSED_STATE:
@@ -250,6 +273,11 @@ class Telemetry:
             # Refused before anything is closed, so that the ashutdown() the message
             # asks for still finds the pipeline open and does the drain and final flush.
             raise RuntimeError(_ON_LOOP_ERROR)
+        if self._lock_owner == threading.get_ident():
+            # A signal handler interrupted this thread while it starts the worker:
+            # deferred to the end of that start (see _locked), not a deadlock.
+            self._deferred_shutdown = (timeout_s,)
+            return
         if not self._begin_shutdown():
             return
         worker, loop = self._worker, self._loop
@@ -385,6 +413,8 @@ class Telemetry:
             return
         _FORK_GRAVEYARD.append((self._loop, self._worker, self._thread, self._run_future))
         self._lock = threading.Lock()
+        self._lock_owner = None
+        self._deferred_shutdown = None
         self._loop = self._worker = self._thread = self._run_future = None
         self._pid = os.getpid()
         was_closed = self._handoff.state == CLOSED_STATE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -215,3 +216,59 @@ async def test_aflush_and_ashutdown_from_an_app_loop_use_the_workers_own_thread(
     stats = tel.stats()
     assert intake.evaluations() == 5
     assert stats.evaluations_posted == 5 and stats.pending == 0 and stats.conserved
+
+
+def test_shutdown_from_a_signal_handler_during_the_first_start_does_not_deadlock(
+    intake: Intake,
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import json, os, signal, time
+        import flageval, flageval.telemetry as tm
+        from openfeature import api
+        from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+        real_init = tm.Worker.__init__
+
+        def slow_init(self, *args, **kwargs):
+            time.sleep(0.5)  # a slow start (a loaded machine): the start lock is held
+            real_init(self, *args, **kwargs)
+
+        tm.Worker.__init__ = slow_init
+        tel = flageval.Telemetry(agent_url=os.environ["INTAKE_URL"], service="t")
+        signal.signal(signal.SIGALRM, lambda *a: tel.shutdown(5.0))  # as on SIGTERM
+        api.set_provider_and_wait(
+            InMemoryProvider({"f": InMemoryFlag("on", {"on": True, "off": False})}))
+        client = api.get_client()
+        client.add_hooks([tel.hook])
+        signal.setitimer(signal.ITIMER_REAL, 0.1)  # fires while the first starts
+        client.get_boolean_value("f", False)
+        s = tel.stats()
+        print(json.dumps({"dropped": s.dropped, "evaluations": s.evaluations,
+                          "conserved": s.conserved, "alive": tel._thread.is_alive()}))
+        """
+    )
+    env = dict(os.environ, INTAKE_URL=intake.url)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The shutdown ran once the interrupted start let the lock go: the worker stopped,
+    # and the evaluation that started it came after the shutdown: "closed".
+    assert result == {
+        "dropped": {"closed": 1},
+        "evaluations": 1,
+        "conserved": True,
+        "alive": False,
+    }
