@@ -52,7 +52,9 @@ class Handoff:
         # ``accepting`` is what the hot path reads: one attribute, True only while OPEN.
         self.accepting = False
         self.state = NEW
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler calling stats() may interrupt count() on this
+        # very thread.
+        self._lock = threading.RLock()
         self._counts = {QUEUE_OVERFLOW: 0, CLOSED: 0, HOOK_ERROR: 0}
 
     def count(self, reason: str, n: int = 1) -> None:
@@ -78,8 +80,17 @@ class Handoff:
         q = self.queue
         pop = q.popleft
         n = min(limit, len(q))
-        # Producers only ever append, so the n items counted above stay available.
-        return [pop() for _ in range(n)]
+        # Producers only ever append, so the n items counted above stay available to a
+        # single consumer; should anything else pop concurrently (a late discard), what
+        # was taken is still returned rather than lost with an IndexError.
+        out: list[Snapshot] = []
+        append = out.append
+        try:
+            for _ in range(n):
+                append(pop())
+        except IndexError:
+            pass
+        return out
 
     def open(self) -> None:
         self.state = OPEN
@@ -111,7 +122,7 @@ class Handoff:
     def reset_after_fork(self) -> None:
         """In a forked child: start empty. The parent owns (and sends) what was queued."""
         self.queue = deque()
-        self._lock = threading.Lock()  # the parent's may have been held at fork time
+        self._lock = threading.RLock()  # the parent's may have been held at fork time
         self._counts = {QUEUE_OVERFLOW: 0, CLOSED: 0, HOOK_ERROR: 0}
         self.state = NEW
         self.accepting = False

@@ -95,3 +95,33 @@ def test_reset_after_fork_starts_empty_and_new() -> None:
     assert not h.queue
     assert h.counts() == {QUEUE_OVERFLOW: 0, CLOSED: 0, "hook_error": 0}
     assert (h.state, h.accepting) == (NEW, False)
+
+
+def test_drain_keeps_what_it_took_when_something_else_pops_concurrently() -> None:
+    from collections import deque
+
+    stolen: list[object] = []
+
+    class RacyDeque(deque):  # type: ignore[type-arg]
+        calls = 0
+
+        def popleft(self) -> object:
+            RacyDeque.calls += 1
+            if RacyDeque.calls == 3:  # another popper (a late discard) takes one first
+                stolen.append(super().popleft())
+            return super().popleft()
+
+    h = Handoff(100)
+    h.open()
+    h.queue = RacyDeque((i,) for i in range(5))
+    taken = h.drain(10)
+    # 5 items: 4 returned, 1 stolen, none lost (the fifth pop found the queue empty).
+    assert taken == [(0,), (1,), (3,), (4,)]
+    assert stolen == [(2,)]
+
+
+def test_counting_is_reentrant_for_signal_handlers() -> None:
+    h = Handoff(1)
+    with h._lock:  # a signal handler interrupting count() on this same thread
+        h.count(CLOSED)
+    assert h.counts()[CLOSED] == 1
