@@ -41,6 +41,9 @@ BUCKET_OVERHEAD_BYTES = 400
 #: Targeting keys longer than this are not kept in the hash cache (4,096 entries).
 _MAX_CACHED_KEY_CHARS = 256
 
+#: Flag key, variant, allocation and error text are cut to this many characters.
+MAX_FIELD_CHARS = 1024
+
 CARDINALITY_CAP = "cardinality_cap"
 MEMORY_BUDGET = "memory_budget"
 PAYLOAD_LIMIT = "payload_limit"
@@ -59,12 +62,15 @@ def hash_targeting_key(targeting_key: str) -> str:
     return "sha256_" + hashlib.sha256(data).hexdigest()
 
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, max_chars: int | None = MAX_FIELD_CHARS) -> str | None:
     """A row field's text: str() of a non-string, lone surrogates replaced by U+FFFD
-    (bodies are UTF-8 JSON: one such code point would fail the whole flush)."""
+    (bodies are UTF-8 JSON: one such code point would fail the whole flush), cut to
+    ``MAX_FIELD_CHARS`` (the degraded tier has no byte budget: its keys must be small)."""
     if value is None:
         return None
     text = value if type(value) is str else str(value)
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars]
     return text if text.isascii() else _clean_text(text)
 
 
@@ -155,16 +161,20 @@ class Tiers:
                         consent = meta_consent
                     if stamp is not None:
                         t_ms = stamp
-                if type(flag) is not str or not flag.isascii():
+                if type(flag) is not str or not flag.isascii() or len(flag) > MAX_FIELD_CHARS:
                     flag = _text(flag)
-                if variant is not None and (type(variant) is not str or not variant.isascii()):
+                if variant is not None and (
+                    type(variant) is not str
+                    or not variant.isascii()
+                    or len(variant) > MAX_FIELD_CHARS
+                ):
                     variant = _text(variant)
                 error = None
                 if code is not None or message is not None:
                     error = self._error_text(code, message, consent)
                 if consent:
                     if tk is not None and (type(tk) is not str or not tk.isascii()):
-                        tk = _text(tk)
+                        tk = _text(tk, None)  # never cut: it is charged to the budget
                     try:
                         ctx = ctx_key(attrs) if attrs else EMPTY
                     except Exception:
@@ -177,7 +187,7 @@ class Tiers:
                 else:
                     ctx = EMPTY
                     if tk is not None:
-                        tk = self._hash(tk if type(tk) is str else _text(tk) or "")
+                        tk = self._hash(tk if type(tk) is str else _text(tk, None) or "")
                 key = (flag, variant, allocation, variant is None, error, tk, ctx)
                 bucket = full_get(key)
                 if bucket is not None:

@@ -234,3 +234,24 @@ def test_unreadable_context_is_counted_and_degraded() -> None:
     assert t.context_errors == 1
     assert t.degraded_by_reason == {"context_error": 1}
     assert t.evaluations_held == 1
+
+
+def test_long_error_variant_and_allocation_text_is_cut_but_targeting_keys_are_not() -> None:
+    """The degraded tier has no byte budget, so the text in its keys is bounded."""
+    t = tiers()
+    long_tk = "u" * 5000 + "é"
+    t.add_batch(
+        [
+            snap(
+                message="e" * 100_000,
+                code=ErrorCode.GENERAL,
+                variant="v" * 5000,
+                meta={"allocationKey": "a" * 5000},
+                tk=long_tk,
+            )
+        ]
+    )
+    ((_flag, variant, allocation, _, error, tk, _),) = t.full
+    assert (len(variant), len(allocation), len(error)) == (1024, 1024, 1024)
+    assert error == "e" * 1024
+    assert tk == long_tk
