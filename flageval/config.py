@@ -36,19 +36,6 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}, got {text!r}")
 
 
-def killswitch_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """True unless ``DD_FLAGGING_EVALUATION_COUNTS_ENABLED`` says false/0/no/off.
-
-    An unreadable value keeps telemetry on: a typo must not silently switch it off,
-    and it is reported by :class:`Settings` validation when a pipeline is built.
-    """
-    env = os.environ if environ is None else environ
-    raw = env.get(KILLSWITCH_ENV)
-    if raw is None:
-        return True
-    return raw.strip().lower() not in _FALSE
-
-
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     """Where bodies are posted: the URL and, for ``unix://`` agents, the socket path."""

@@ -32,7 +32,6 @@ from typing import Any
 from .config import Settings
 from .handoff import CLOSED, CLOSED_STATE, HOOK_ERROR, NEW, QUEUE_OVERFLOW, Handoff
 from .hook import FlagEvalHook
-from .logutil import RateLimitedLog
 from .worker import Worker
 
 log = logging.getLogger("flageval")
@@ -87,7 +86,6 @@ class Telemetry:
         self._worker: Worker | None = None
         self._run_future: concurrent.futures.Future[None] | asyncio.Task[None] | None = None
         self._pid = os.getpid()
-        self._warn = RateLimitedLog(log, interval_s=60.0)
         if not self.settings.enabled:
             # Off means off: no queue, no thread, no task, no socket, no atexit.
             self._handoff: Handoff | None = None
@@ -470,8 +468,10 @@ def _atexit_shutdown() -> None:
 
 
 def _after_fork() -> None:
-    global _hooks_lock
-    _hooks_lock = threading.Lock()  # the parent's may have been held at fork time
+    global _hooks_lock, _default_lock
+    # The parent's locks may have been held at fork time by threads the child lacks.
+    _hooks_lock = threading.Lock()
+    _default_lock = threading.Lock()
     for tel in list(_live.values()):
         tel._reset_after_fork()
 

@@ -242,7 +242,6 @@ class Sender:
                 await self._post(body, deadline)
             except _Retryable as exc:
                 tries += 1
-                body.attempts += 1
                 if exc.wait_s is not None:
                     self.not_before = self._clock() + exc.wait_s
                     delay = exc.wait_s

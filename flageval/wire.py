@@ -62,7 +62,6 @@ class Body:
     data: bytes
     rows: int
     evaluations: int
-    attempts: int = 0
     #: Set when a request with this body was cut off after it may have been sent.
     maybe_sent: bool = False
 

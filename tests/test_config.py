@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flageval.config import INTAKE_PATH, Settings, killswitch_enabled, redact_url
+from flageval.config import INTAKE_PATH, Settings, redact_url
 
 
 def test_defaults_without_environment() -> None:
@@ -115,7 +115,6 @@ def test_unknown_keyword_is_a_type_error() -> None:
 @pytest.mark.parametrize("value", ["false", "FALSE", "0", "no", "No", " off "])
 def test_killswitch_values_turn_it_off(value: str) -> None:
     env = {"DD_FLAGGING_EVALUATION_COUNTS_ENABLED": value}
-    assert killswitch_enabled(env) is False
     assert Settings.from_env(env).enabled is False
 
 
