@@ -27,6 +27,8 @@ STAT_KEYS: tuple[str, ...] = (
     "fetch_malformed",
     "fetch_network_error",
     "fetch_timeout",
+    # an unexpected exception inside the fetch (a bug), handled as a failed fetch
+    "fetch_internal_error",
     "fetch_discarded_old_context",
     # triggers that joined an already queued fetch instead of causing their own
     "fetch_coalesced",

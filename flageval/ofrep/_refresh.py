@@ -13,9 +13,10 @@ request the task waits on the 429 gate.
 Choices where OFREP leaves one (also listed in the README):
 - a stored ETag belongs to one canonical context (the sorted JSON request body); any
   context change drops it, and a 200 that answers an older context is discarded;
-- 400/5xx/other statuses/malformed bodies/network errors keep the last good evaluation
-  and are retried after ``retry_min_s`` doubling to ``retry_max_s`` (with jitter); a
-  429 without a usable ``Retry-After`` waits the same backoff;
+- 400/5xx/other statuses/malformed bodies/network errors (and an unexpected exception
+  inside the fetch) keep the last good evaluation and are retried after
+  ``retry_min_s`` doubling to ``retry_max_s`` (with jitter); a 429 without a usable
+  ``Retry-After`` waits the same backoff;
 - a failed ``initialize`` that is not 401/403 keeps retrying in the background and
   emits READY on its first success; 401/403 stops all requests for good;
 - inactivity pauses all background traffic (streams and polling); the next resolve
@@ -212,7 +213,16 @@ class Refresher:
     async def _fetch(self, request: FetchRequest) -> Outcome:
         assert self._session is not None
         self.stats["fetches"] += 1
-        return await fetch_bulk(self._session, self.config, self._context_body, self._etag, request)
+        try:
+            return await fetch_bulk(
+                self._session, self.config, self._context_body, self._etag, request
+            )
+        except Exception as exc:
+            # A bug (not a network error: fetch_bulk maps those) must not end the fetch
+            # runner: the trigger would be lost and set_context futures never settled.
+            # It counts as a failed fetch, retried with the error backoff.
+            logger.debug("unexpected error in the bulk fetch", exc_info=True)
+            return Failed("fetch_internal_error", f"unexpected {type(exc).__name__}")
 
     def _apply(self, outcome: Outcome, request: FetchRequest, generation: int) -> None:
         if isinstance(outcome, Fetched | NotModified) and generation != self._context_gen:

@@ -26,6 +26,7 @@ def answered(provider: OFREPProvider) -> int:
         + s["fetch_malformed"]
         + s["fetch_network_error"]
         + s["fetch_timeout"]
+        + s["fetch_internal_error"]
         + s["fetch_discarded_old_context"]
     )
 
