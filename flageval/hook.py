@@ -57,38 +57,25 @@ class FlagEvalHook(Hook):
         hints: HookHints,
     ) -> None:
         try:
+            ctx = hook_context.evaluation_context
+            snapshot = (
+                hook_context.flag_key,
+                details.variant,
+                details.error_code,
+                details.error_message,
+                details.flag_metadata,
+                ctx.targeting_key,
+                ctx.attributes,
+                time_ns(),
+            )
             h = self._handoff
             q = h.queue
             if h.accepting and len(q) < h.capacity:
-                ctx = hook_context.evaluation_context
-                q.append(
-                    (
-                        hook_context.flag_key,
-                        details.variant,
-                        details.error_code,
-                        details.error_message,
-                        details.flag_metadata,
-                        ctx.targeting_key,
-                        ctx.attributes,
-                        time_ns(),
-                    )
-                )
+                q.append(snapshot)
                 return
             if h.state == NEW:
                 self._start()  # first use: start the worker (once, under a lock)
-            ctx = hook_context.evaluation_context
-            h.offer(
-                (
-                    hook_context.flag_key,
-                    details.variant,
-                    details.error_code,
-                    details.error_message,
-                    details.flag_metadata,
-                    ctx.targeting_key,
-                    ctx.attributes,
-                    time_ns(),
-                )
-            )
+            h.offer(snapshot)  # full, closed, or just started: queue or count why not
         except Exception:
             with contextlib.suppress(Exception):  # nothing may escape into the SDK
                 self._handoff.count(HOOK_ERROR)
