@@ -120,6 +120,8 @@ class Refresher:
         self._stale_handle: asyncio.TimerHandle | None = None
         self._stale_emitted = False
         self._recovering = False  # initialize failed; the next success emits READY
+        self._abandoned = False  # initialize() stopped waiting for start() and raised
+        self._fatal_status = 0
 
         self._tasks: list[asyncio.Task[None]] = []
         self._resume = asyncio.Event()
@@ -148,6 +150,9 @@ class Refresher:
         self._initialized = True
         self._start_background()
         if isinstance(outcome, Fetched | NotModified):
+            if self._recovering:  # set by initialize_abandoned: initialize() raised
+                self._recovering = False
+                self.emitter.emit_provider_ready(ProviderEventDetails())
             return
         if isinstance(outcome, Fatal):
             raise ProviderFatalError(f"bulk evaluation answered HTTP {outcome.status}")
@@ -156,6 +161,19 @@ class Refresher:
             raise GeneralError("bulk evaluation answered 429 (rate limited)")
         assert isinstance(outcome, Failed)
         raise GeneralError(f"initial bulk evaluation failed: {outcome.detail}")
+
+    def initialize_abandoned(self) -> None:
+        """initialize() timed out waiting for `start` and raised GeneralError: whatever
+        start's outcome, the application hears it as an event, as for any other failed
+        initialize (READY on the first success, ERROR if fatal)."""
+        self._abandoned = True
+        if not self._initialized:
+            self._recovering = True  # start() is still running; its outcome decides
+        elif self.fatal:
+            self._emit_fatal()
+        elif not self._recovering:
+            # start() succeeded after initialize() stopped waiting.
+            self.emitter.emit_provider_ready(ProviderEventDetails())
 
     def _start_background(self) -> None:
         if self.fatal:
@@ -314,6 +332,7 @@ class Refresher:
 
     def _go_fatal(self, status: int) -> None:
         self.fatal = True
+        self._fatal_status = status
         self._pending = None
         if self._retry_handle is not None:
             self._retry_handle.cancel()
@@ -327,13 +346,16 @@ class Refresher:
             "all requests (fatal)",
             status,
         )
-        if self._initialized:
-            self.emitter.emit_provider_error(
-                ProviderEventDetails(
-                    message=f"OFREP server answered HTTP {status}",
-                    error_code=ErrorCode.PROVIDER_FATAL,
-                )
+        if self._initialized or self._abandoned:
+            self._emit_fatal()
+
+    def _emit_fatal(self) -> None:
+        self.emitter.emit_provider_error(
+            ProviderEventDetails(
+                message=f"OFREP server answered HTTP {self._fatal_status}",
+                error_code=ErrorCode.PROVIDER_FATAL,
             )
+        )
 
     # -- triggers --------------------------------------------------------------------
 

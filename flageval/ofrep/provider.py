@@ -44,6 +44,10 @@ from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, resolve
 
 _monotonic = time.monotonic
 
+# initialize() waits for the first fetch this long beyond the request timeout (the loop
+# may be slow to pick it up); after that it raises and lets the fetch carry on.
+_START_GRACE_S = 5.0
+
 ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]
 
 
@@ -131,9 +135,11 @@ class OFREPProvider(AbstractProvider):
             self._thread, self._refresher = thread, refresher
         future = thread.submit(refresher.start(context))
         try:
-            future.result(timeout=self._config.timeout_s + 5.0)
+            future.result(timeout=self._config.timeout_s + _START_GRACE_S)
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            # Like any other failed initialize: the first fetch (then its retries) goes
+            # on in the background and its first success emits READY.
+            thread.call_soon(refresher.initialize_abandoned)
             raise GeneralError("initial bulk evaluation did not finish in time") from None
         except OpenFeatureError:
             if refresher.fatal:

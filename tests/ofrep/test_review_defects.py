@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEvent
+from openfeature.exception import GeneralError
+from openfeature.provider import ProviderStatus
 
 from flageval.ofrep import OFREPProvider, _refresh
+from flageval.ofrep import provider as provider_module
 
+from .conftest import EventLog
 from .helpers import answered
 from .ofrep_server import OFREPTestServer, wait_until
 
@@ -44,3 +50,27 @@ def test_an_unexpected_fetch_exception_counts_as_a_failed_fetch_and_is_retried(
     assert after["fetch_internal_error"] == before["fetch_internal_error"] + 1
     assert after["fetches"] == before["fetches"] + 2
     assert answered(provider) >= 2  # the initial fetch and the retry
+
+
+def test_an_initialize_that_times_out_keeps_going_and_emits_ready(
+    server: OFREPTestServer,
+    make_provider: Callable[..., OFREPProvider],
+    events: EventLog,
+    monkeypatch: Any,
+) -> None:
+    # README: any failed initialize other than 401/403 raises GeneralError, keeps
+    # retrying in the background and emits READY on its first success.
+    server.set_flag("a", 7)
+    # initialize() waits timeout (2 s) + grace: a grace of -1.5 s makes it give up after
+    # 0.5 s while the server still holds the fetch (which has 2 s to answer).
+    monkeypatch.setattr(provider_module, "_START_GRACE_S", -1.5)
+    provider = make_provider(server.url, timeout_ms=2000, change_detection="none")
+    server.hold_fetches()
+    with pytest.raises(GeneralError, match="did not finish in time"):
+        api.set_provider_and_wait(provider)
+    client = api.get_client()
+    assert client.get_provider_status() == ProviderStatus.ERROR
+    server.release_fetches()
+    wait_until(lambda: client.get_provider_status() == ProviderStatus.READY, what="READY")
+    assert client.get_integer_value("a", 0) == 7
+    wait_until(lambda: len(events.of(ProviderEvent.PROVIDER_READY)) == 1, what="READY event")
