@@ -86,6 +86,7 @@ class Telemetry:
         self._worker: Worker | None = None
         self._run_future: concurrent.futures.Future[None] | asyncio.Task[None] | None = None
         self._pid = os.getpid()
+        self._last_stats: Stats | None = None
         if not self.settings.enabled:
             # Off means off: no queue, no thread, no task, no socket, no atexit.
             self._handoff: Handoff | None = None
@@ -295,6 +296,16 @@ class Telemetry:
                         asyncio.get_running_loop().call_soon(loop.stop)
 
             self._call(stop(), max(0.0, deadline - time.monotonic()))
+        elif self._thread is None and not worker.stopped:
+            # start_async()'s loop has ended without ashutdown(): nothing can post any
+            # more; count what was held instead of leaving it pending forever.
+            lost = worker.abandon()
+            if lost:
+                log.warning(
+                    "flageval: the worker's event loop ended before shutdown; "
+                    "%d evaluations counted as intake_unavailable",
+                    lost,
+                )
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         assert self._handoff is not None
@@ -361,7 +372,12 @@ class Telemetry:
 
             result = self._call(snap(), 5.0)
             if result is not None:
+                self._last_stats = result
                 return result  # type: ignore[no-any-return]
+            if loop.is_running() and self._last_stats is not None:
+                # The loop is busy (seconds of work): reading its structures from here
+                # would race it. The last consistent snapshot is the honest answer.
+                return self._last_stats
         return self._stats_now()
 
     def _stats_now(self) -> Stats:

@@ -187,6 +187,23 @@ class Worker:
         finally:
             self._tasks.difference_update(tasks)
 
+    def abandon(self) -> int:
+        """Count everything held as ``intake_unavailable`` without a loop to post it on
+        (the caller's loop of ``start_async`` ended without ``ashutdown``). Only safe
+        when no loop runs this worker any more. Returns the evaluations counted."""
+        self.drain_all()
+        _, _, held = self.tiers.take()
+        self.dropped[INTAKE_UNAVAILABLE] += held
+        sender = self.sender
+        if sender.inflight is not None:  # its task will never resume
+            body, sender.inflight = sender.inflight, None
+            if not body.maybe_sent:
+                sender.outbox.append(body)
+        lost = held + sender.drop_unsent(INTAKE_UNAVAILABLE)
+        self.handoff.discard_late()
+        self.stopped = True
+        return lost
+
     async def shutdown(self, deadline: float) -> None:
         """Stop, drain, final flush before ``deadline``; count what could not go."""
         if self._stopping is not None:

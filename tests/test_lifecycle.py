@@ -450,3 +450,53 @@ def test_a_worker_that_cannot_start_closes_the_pipeline_once(
     assert st.conserved
     assert len([r for r in caplog.records if "could not start" in r.getMessage()]) == 1
     assert intake.received == []
+
+
+def test_start_async_loop_ended_without_ashutdown_counts_what_it_held(
+    make_telemetry: MakeTelemetry, intake: Intake
+) -> None:
+    """The app's loop ran the worker and ended without ashutdown(): shutdown() (as at
+    exit) counts the held evaluations as intake_unavailable instead of leaving them
+    pending forever."""
+    import asyncio
+
+    tel = make_telemetry(autostart=False)
+    client = client_with(tel.hook)
+
+    async def app() -> None:
+        await tel.start_async()
+        for i in range(40):
+            await client.get_boolean_value_async("f", False, EvaluationContext(f"u{i}"))
+        await asyncio.sleep(0.2)  # drained into the tiers; no flush (60 s interval)
+
+    asyncio.run(app())
+    tel.shutdown(1.0)
+    st = tel.stats()
+    assert st.evaluations == 40
+    assert st.dropped == {"intake_unavailable": 40}
+    assert st.pending == 0 and st.conserved
+    assert intake.received == []
+
+
+def test_stats_from_another_thread_never_reads_a_busy_loops_structures(
+    make_telemetry: MakeTelemetry, intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the worker's loop cannot answer in time (busy), stats() returns the last
+    consistent snapshot rather than reading what the loop is mutating."""
+    tel = make_telemetry()
+    client = client_with(tel.hook)
+    evaluate(client, 10)
+    assert tel.flush(5.0)
+    first = tel.stats()
+    assert first.evaluations_posted == 10
+
+    def busy(coro: Any, timeout_s: float) -> None:
+        coro.close()
+
+    monkeypatch.setattr(tel, "_call", busy)
+
+    def must_not_read() -> Any:
+        raise AssertionError("read the loop's structures off the loop")
+
+    monkeypatch.setattr(tel, "_stats_now", must_not_read)
+    assert tel.stats() is first
