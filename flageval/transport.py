@@ -22,7 +22,6 @@ at shutdown what is left is counted under ``intake_unavailable``.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import ssl
@@ -34,6 +33,7 @@ import aiohttp
 
 from .config import Endpoint
 from .logutil import RateLimitedLog
+from .retry_after import parse_retry_after as _parse_retry_after
 from .wire import Body
 
 log = logging.getLogger("flageval")
@@ -47,21 +47,8 @@ _MAX_RETRY_AFTER_S = 300.0
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    # isascii(): str.isdigit() is also true for "²" and other digits float() refuses.
-    if value.isascii() and value.isdigit():
-        return min(float(value), _MAX_RETRY_AFTER_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    now = time.time() if now is None else now
-    return min(max(0.0, when.timestamp() - now), _MAX_RETRY_AFTER_S)
+    """Seconds to wait from a Retry-After header, capped at 300 s."""
+    return _parse_retry_after(value, _MAX_RETRY_AFTER_S, now)
 
 
 class _Retryable(Exception):
