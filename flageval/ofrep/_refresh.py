@@ -18,7 +18,8 @@ Choices where OFREP leaves one (also listed in the README):
   ``retry_min_s`` doubling to ``retry_max_s`` (with jitter); a 429 without a usable
   ``Retry-After`` waits the same backoff;
 - a failed ``initialize`` that is not 401/403 keeps retrying in the background and
-  emits READY on its first success; 401/403 stops all requests for good;
+  emits READY on its first success; 401/403 (from the bulk endpoint or an event
+  stream) stops all requests for good;
 - inactivity pauses all background traffic (streams and polling); the next resolve
   answers from the cache and triggers the unconditional re-fetch;
 - STALE is emitted after ``stale_after_s`` of continuously lost change detection (a
@@ -141,6 +142,7 @@ class Refresher:
             on_connected=self._on_stream_connected,
             on_refetch=self._on_refetch_event,
             on_state=self._health_changed,
+            on_fatal=self._stream_fatal,
         )
         self._context_body = encode_context(context)
         self.shared.last_used = time.monotonic()
@@ -330,7 +332,10 @@ class Refresher:
             self._next_retry_delay(), self.request_fetch, request
         )
 
-    def _go_fatal(self, status: int) -> None:
+    def _stream_fatal(self, status: int) -> None:
+        self._go_fatal(status, "an event stream")
+
+    def _go_fatal(self, status: int, source: str = "bulk evaluation") -> None:
         self.fatal = True
         self._fatal_status = status
         self._pending = None
@@ -342,8 +347,8 @@ class Refresher:
             self._streams.close_all()
         self._settle_waiters(None, False)
         logger.error(
-            "bulk evaluation answered HTTP %d: credentials rejected; the provider stops "
-            "all requests (fatal)",
+            "%s answered HTTP %d: credentials rejected; the provider stops all requests (fatal)",
+            source,
             status,
         )
         if self._initialized or self._abandoned:

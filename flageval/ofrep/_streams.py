@@ -15,6 +15,8 @@ Choices where ADR-0008 leaves one:
 - ``retry:`` raises the first reconnect delay but never lowers it below
   ``reconnect_min_s``; the backoff restarts only after a connection delivered bytes,
   so a server that accepts and drops at once is not hammered;
+- a stream answering 401/403 is fatal, as the bulk endpoint: the provider stops
+  every request for good and emits ERROR (PROVIDER_FATAL);
 - a connection is dead after ``sse_read_timeout_s`` without a byte (keep-alive
   comments count as bytes).
 """
@@ -112,6 +114,12 @@ class _Connection:
                         owner.log.log(
                             logging.WARNING, "sse-429", "event stream %s answered 429", where
                         )
+                    elif response.status in (401, 403):
+                        # Credentials rejected: as for the bulk endpoint, fatal (the
+                        # owner stops every request, this stream included).
+                        owner.stats["sse_connect_failures"] += 1
+                        owner.on_fatal(response.status)
+                        return
                     elif response.status != 200 or response.content_type != "text/event-stream":
                         # W3C: any other type fails the connection. Taken for a stream, a
                         # page (a catch-all route) "delivers bytes" and ends: reconnect at
@@ -199,6 +207,7 @@ class StreamManager:
         on_connected: Callable[[], None],
         on_refetch: OnRefetch,
         on_state: Callable[[], None],
+        on_fatal: Callable[[int], None],
     ) -> None:
         self.session = session
         self.config = config
@@ -208,6 +217,7 @@ class StreamManager:
         self.on_connected = on_connected
         self.on_refetch = on_refetch
         self.on_state = on_state
+        self.on_fatal = on_fatal
         self._connections: dict[str, _Connection] = {}
 
     @property

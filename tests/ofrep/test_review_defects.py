@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent
-from openfeature.exception import GeneralError
+from openfeature.exception import ErrorCode, GeneralError
 from openfeature.provider import ProviderStatus
 
 from flageval.ofrep import OFREPProvider, _refresh
@@ -17,7 +18,7 @@ from flageval.ofrep import provider as provider_module
 
 from .conftest import EventLog
 from .helpers import answered
-from .ofrep_server import OFREPTestServer, wait_until
+from .ofrep_server import OFREPTestServer, Scripted, wait_until
 
 
 def test_an_unexpected_fetch_exception_counts_as_a_failed_fetch_and_is_retried(
@@ -74,3 +75,26 @@ def test_an_initialize_that_times_out_keeps_going_and_emits_ready(
     wait_until(lambda: client.get_provider_status() == ProviderStatus.READY, what="READY")
     assert client.get_integer_value("a", 0) == 7
     wait_until(lambda: len(events.of(ProviderEvent.PROVIDER_READY)) == 1, what="READY event")
+
+
+def test_a_stream_answering_401_is_fatal_and_stops_every_request(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
+) -> None:
+    # OFREP: 401/403 are fatal. A stream that answers them is not retried forever.
+    server.set_flag("a", True)
+    provider = make_provider(server.url, poll_interval_s=0.05)
+    api.set_provider_and_wait(provider)
+    # The stream appears after initialize: an ERROR emitted while the SDK is still in
+    # set_provider_and_wait would be overwritten by its READY status.
+    server.event_streams = [server.sse_here()]
+    server.sse_script.append(Scripted(401))
+    provider.set_context(EvaluationContext("first"))
+    wait_until(lambda: len(events.of(ProviderEvent.PROVIDER_ERROR)) == 1, what="ERROR event")
+    assert events.of(ProviderEvent.PROVIDER_ERROR)[0].error_code == ErrorCode.PROVIDER_FATAL
+    client = api.get_client()
+    wait_until(lambda: client.get_provider_status() == ProviderStatus.FATAL, what="FATAL")
+    count = len(server.all_requests())
+    assert len(server.sse_requests()) == 1
+    provider.set_context(EvaluationContext("second"))
+    time.sleep(0.5)  # ten poll intervals, several reconnect delays (<= 0.2 s)
+    assert len(server.all_requests()) == count
