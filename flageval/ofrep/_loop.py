@@ -21,6 +21,10 @@ T = TypeVar("T")
 
 
 class LoopThread:
+    # A new thread runs its first callback within milliseconds; one that has not after
+    # this long (a starved or broken interpreter) must not block initialize() forever.
+    START_TIMEOUT_S = 10.0
+
     def __init__(self, name: str) -> None:
         self._name = name
         self._loop = asyncio.new_event_loop()
@@ -32,8 +36,12 @@ class LoopThread:
         return self._loop
 
     def start(self) -> None:
+        """Start the thread and wait (bounded) for its loop to run; RuntimeError if it
+        did not within ``START_TIMEOUT_S`` (the loop is then told to stop at once)."""
         self._thread.start()
-        self._started.wait()
+        if not self._started.wait(self.START_TIMEOUT_S):
+            self.call_soon(self._loop.stop)
+            raise RuntimeError(f"the {self._name} loop thread did not start in time")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -130,7 +130,10 @@ class OFREPProvider(AbstractProvider):
             else:
                 context = self._context or EvaluationContext()
             thread = LoopThread("flageval-ofrep")
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                raise GeneralError(str(exc)) from None
             refresher = Refresher(self._config, self._shared, self._stats, self)
             self._thread, self._refresher = thread, refresher
         future = thread.submit(refresher.start(context))
