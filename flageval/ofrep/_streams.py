@@ -13,8 +13,10 @@ Choices where ADR-0008 leaves one:
 - events are routed on the JSON ``type`` in ``data`` whatever the SSE ``event:`` name;
   unknown types and data that is not a JSON object are ignored and counted;
 - ``retry:`` raises the first reconnect delay but never lowers it below
-  ``reconnect_min_s``; the backoff restarts only after a connection delivered bytes,
-  so a server that accepts and drops at once is not hammered;
+  ``reconnect_min_s``; the backoff restarts only after a connection stayed open for
+  at least ``reconnect_max_s`` (30 s by default), the longest delay: a server or
+  proxy that accepts, sends a keep-alive and drops is not hammered with reconnects
+  (each followed by a bulk re-fetch);
 - a stream answering 401/403 is fatal, as the bulk endpoint: the provider stops
   every request for good and emits ERROR (PROVIDER_FATAL);
 - a connection is dead after ``sse_read_timeout_s`` without a byte (keep-alive
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -85,12 +88,7 @@ class _Connection:
         where = safe_url(self.spec.url)
         while True:
             await owner.gate.wait()
-            got_bytes = False
-
-            def saw_bytes() -> None:
-                nonlocal got_bytes
-                got_bytes = True
-
+            connected_at: float | None = None
             headers: dict[str, str] = dict(config.headers) if auth else {}
             headers["Accept"] = "text/event-stream"
             headers["Cache-Control"] = "no-cache"
@@ -135,6 +133,7 @@ class _Connection:
                         )
                     else:
                         self.connected = True
+                        connected_at = time.monotonic()
                         owner.stats["sse_connects"] += 1
                         owner.on_state()
                         owner.on_connected()
@@ -143,7 +142,6 @@ class _Connection:
                             parser,
                             config.sse_read_timeout_s,
                             self._on_event,
-                            saw_bytes,
                         )
             except Exception as exc:
                 # Network errors, read timeouts and the reader's limits are expected; an
@@ -166,7 +164,10 @@ class _Connection:
                     self.connected = False
                     owner.stats["sse_disconnects"] += 1
                     owner.on_state()
-            if got_bytes:
+            if (
+                connected_at is not None
+                and time.monotonic() - connected_at >= config.reconnect_max_s
+            ):
                 attempt = 0
             delay = self._backoff_s(attempt)
             attempt += 1

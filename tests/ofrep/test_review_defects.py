@@ -132,3 +132,28 @@ def test_loop_thread_start_is_bounded(monkeypatch: Any) -> None:
     # The late loop was told to stop: the thread ends instead of running forever.
     thread._thread.join(3.0)
     assert not thread._thread.is_alive()
+
+
+def test_a_stream_that_closes_after_a_keep_alive_still_backs_off(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    # A proxy that sends one keep-alive and closes: bytes arrived, but the connection
+    # was no good. The backoff keeps growing (0.05 s doubling to 1.6 s here) instead of
+    # restarting at the minimum, which reconnected (and re-fetched) every <= 0.05 s.
+    server.set_flag("a", True)
+    server.event_streams = [server.sse_here()]
+    for _ in range(60):
+        server.sse_script.append(
+            Scripted(200, b": keep-alive\n\n", {"Content-Type": "text/event-stream"})
+        )
+    provider = make_provider(server.url, reconnect_min_s=0.05, reconnect_max_s=1.6)
+    api.set_provider_and_wait(provider)
+    wait_until(lambda: len(server.sse_requests()) >= 1, what="first stream request")
+    first = server.sse_requests()[0].t
+    time.sleep(1.6)
+    window = [r for r in server.sse_requests() if r.t - first < 1.5]
+    # Delays after attempts 0..4 are at least 0.025, 0.05, 0.1, 0.2, 0.4 s (the upper
+    # half of 0.05 * 2**n): their sums reach 1.575 s at the sixth, so at most the first
+    # connection and five reconnects fall in 1.5 s.
+    assert len(window) <= 6, len(window)
+    assert len(window) >= 2  # it does reconnect
