@@ -191,7 +191,9 @@ class OFREPProvider(AbstractProvider):
         did: a later change of the global context still takes over."""
         self._switch_context(new_context)
 
-    def _switch_context(self, context: EvaluationContext) -> concurrent.futures.Future[bool]:
+    def _switch_context(
+        self, context: EvaluationContext, from_global: bool = False
+    ) -> concurrent.futures.Future[bool]:
         thread, refresher = self._thread, self._refresher
         if thread is None or refresher is None:
             done: concurrent.futures.Future[bool] = concurrent.futures.Future()
@@ -199,13 +201,17 @@ class OFREPProvider(AbstractProvider):
             return done
 
         async def switch() -> bool:
+            # A resolve that saw the global context change may submit this after a
+            # set_context() that stopped following it: the explicit context wins.
+            if from_global and not self._follow_global:
+                return False
             return await refresher.set_context(context)
 
         return thread.submit(switch())
 
     def _global_context_changed(self, context: EvaluationContext) -> None:
         self._seen_global = context
-        self._switch_context(context)
+        self._switch_context(context, from_global=True)
 
     # -- diagnostics -----------------------------------------------------------------
 

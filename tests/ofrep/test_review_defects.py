@@ -19,7 +19,7 @@ from flageval.ofrep import provider as provider_module
 from flageval.ofrep._loop import LoopThread
 
 from .conftest import EventLog
-from .helpers import answered
+from .helpers import answered, settled
 from .ofrep_server import OFREPTestServer, Scripted, wait_until
 
 
@@ -157,3 +157,22 @@ def test_a_stream_that_closes_after_a_keep_alive_still_backs_off(
     # connection and five reconnects fall in 1.5 s.
     assert len(window) <= 6, len(window)
     assert len(window) >= 2  # it does reconnect
+
+
+def test_set_context_wins_over_a_racing_global_context_switch(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    # A resolve on another thread saw a new global context (while the provider still
+    # followed it) and submits its switch just after set_context() submitted its own.
+    server.flags_for_context = lambda ctx: {
+        "who": {"key": "who", "value": ctx.get("targetingKey", ""), "reason": "STATIC"}
+    }
+    provider = make_provider(server.url, change_detection="none")
+    api.set_provider_and_wait(provider)
+    api.set_evaluation_context(EvaluationContext("global"))
+    explicit = provider.set_context(EvaluationContext("mine"))
+    provider._global_context_changed(api.get_evaluation_context())  # the racing resolve
+    assert explicit.result(timeout=5.0) is True
+    settled(provider, server)
+    assert server.bulk_requests()[-1].json["context"]["targetingKey"] == "mine"
+    assert provider.resolve_string_details("who", "").value == "mine"
