@@ -11,11 +11,8 @@ and the ``eventStreams`` entries of a 200.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +20,8 @@ import aiohttp
 import msgspec
 from openfeature.evaluation_context import EvaluationContext
 from yarl import URL
+
+from flageval.retry_after import parse_retry_after as _parse_retry_after
 
 from ._config import OFREPConfig
 from ._resolve import FlagEntry, entry_from_item
@@ -123,35 +122,9 @@ Outcome = Fetched | NotModified | RateLimited | Fatal | Failed
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait, from delta-seconds, an HTTP-date or an ISO 8601 date-time
-    (the OFREP openapi example: ``2024-02-07T12:00:00Z``). Dates in the past give 0."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isascii() and text.isdigit():
-        # int() refuses strings of over 4,300 digits (ValueError); a value that long is
-        # past the cap anyway.
-        digits = text.lstrip("0") or "0"
-        if len(digits) > 12:
-            return MAX_RETRY_AFTER_S
-        return min(float(int(digits)), MAX_RETRY_AFTER_S)
-    when: datetime | None = None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        when = None
-    if when is None:
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    if when.tzinfo is None:
-        # HTTP-dates are GMT by definition; a zone-less ISO value is read the same way.
-        when = when.replace(tzinfo=UTC)
-    wall_now = time.time() if now is None else now
-    return min(max(0.0, when.timestamp() - wall_now), MAX_RETRY_AFTER_S)
+    """Seconds to wait from a Retry-After header (seconds, HTTP date or ISO 8601),
+    capped at ``MAX_RETRY_AFTER_S``."""
+    return _parse_retry_after(value, MAX_RETRY_AFTER_S, now)
 
 
 def bulk_url(config: OFREPConfig, request: FetchRequest) -> URL:
