@@ -20,6 +20,10 @@ class RateLimitedLog:
 
     def warning(self, key: str, msg: str, *args: Any) -> bool:
         """Log ``msg % args`` unless ``key`` was logged within the interval."""
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def log(self, level: int, key: str, msg: str, *args: Any) -> bool:
+        """Log at ``level`` unless ``key`` was logged within the interval."""
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
@@ -31,5 +35,5 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d similar messages suppressed)"
             args = (*args, suppressed)
-        self._logger.warning(msg, *args)
+        self._logger.log(level, msg, *args)
         return True

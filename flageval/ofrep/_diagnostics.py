@@ -8,9 +8,10 @@ ever seeing it change size mid-copy.
 from __future__ import annotations
 
 import logging
-import time
 
 from yarl import URL
+
+from flageval.logutil import RateLimitedLog as _RateLimitedLog
 
 logger = logging.getLogger("flageval.ofrep")
 
@@ -54,27 +55,12 @@ def new_stats() -> dict[str, int]:
     return dict.fromkeys(STAT_KEYS, 0)
 
 
-class RateLimitedLog:
-    """At most one record per key per interval; the next one says how many were
-    swallowed. Keeps a flapping server from flooding the application's logs."""
+class RateLimitedLog(_RateLimitedLog):
+    """At most one record per key per interval on the provider's logger; the next one
+    says how many were swallowed. Keeps a flapping server from flooding the logs."""
 
     def __init__(self, interval_s: float = 60.0) -> None:
-        self._interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def log(self, level: int, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            msg += " (%d similar messages suppressed)"
-            args = (*args, suppressed)
-        logger.log(level, msg, *args)
+        super().__init__(logger, interval_s)
 
 
 def safe_url(url: URL) -> str:
