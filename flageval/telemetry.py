@@ -238,6 +238,12 @@ class Telemetry:
                     continue
                 if not loop.is_closed():
                     fut.cancel()
+                if not loop.is_running():
+                    # The loop stopped before it ran (or finished) the coroutine, and
+                    # never will: close it here rather than leave it to the collector
+                    # ("coroutine was never awaited").
+                    with contextlib.suppress(Exception):
+                        coro.close()
                 return None
 
     # -- flush ----------------------------------------------------------------------------
