@@ -62,6 +62,19 @@ def hash_targeting_key(targeting_key: str) -> str:
     return "sha256_" + hashlib.sha256(data).hexdigest()
 
 
+def merge_bucket(
+    tier: dict[DegradedKey, list[int]], key: DegradedKey, count: int, first: int, last: int
+) -> None:
+    """Add a whole bucket's counts into ``tier[key]``: counts add, times min/max."""
+    bucket = tier.get(key)
+    if bucket is None:
+        tier[key] = [count, first, last]
+    else:
+        bucket[0] += count
+        bucket[1] = min(bucket[1], first)
+        bucket[2] = max(bucket[2], last)
+
+
 def _text(value: Any, max_chars: int | None = MAX_FIELD_CHARS) -> str | None:
     """A row field's text: str() of a non-string, lone surrogates replaced by U+FFFD
     (bodies are UTF-8 JSON: one such code point would fail the whole flush), cut to
@@ -283,15 +296,8 @@ class Tiers:
         """
         full, degraded = self.full, self.degraded
         for key in [k for k in full if k[5] is None and k[6] == EMPTY]:
-            count, first, last = full.pop(key)
-            bucket = degraded.get(key[:5])
-            if bucket is None:
-                # A merge never needs a new slot past the cap: it reuses its own.
-                degraded[key[:5]] = [count, first, last]
-            else:
-                bucket[0] += count
-                bucket[1] = min(bucket[1], first)
-                bucket[2] = max(bucket[2], last)
+            # A merge never needs a degraded slot past the cap: it reuses its own.
+            merge_bucket(degraded, key[:5], *full.pop(key))
         held = self.evaluations_held
         self.full, self.degraded = {}, {}
         self.per_flag = {}

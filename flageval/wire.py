@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import msgspec
 
-from .tiers import PAYLOAD_LIMIT, DegradedKey, FullKey
+from .tiers import PAYLOAD_LIMIT, DegradedKey, FullKey, merge_bucket
 
 
 class Key(msgspec.Struct, frozen=True, gc=False):
@@ -135,14 +135,7 @@ def _rows(
         if len(row) > room:
             # Too big for any body: keep what fits, the row without its targeting key
             # and context, in the degraded tier it now belongs to.
-            dkey = (flag, variant, allocation, rdu, error)
-            bucket = degraded.get(dkey)
-            if bucket is None:
-                degraded[dkey] = [count, first, last]
-            else:
-                bucket[0] += count
-                bucket[1] = min(bucket[1], first)
-                bucket[2] = max(bucket[2], last)
+            merge_bucket(degraded, (flag, variant, allocation, rdu, error), count, first, last)
             degraded_counts[PAYLOAD_LIMIT] += count
             continue
         yield row, count
