@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator
+from itertools import chain
 
 import msgspec
 
+from .prune import EMPTY
 from .tiers import PAYLOAD_LIMIT, DegradedKey, FullKey, merge_bucket
 
 
@@ -103,7 +105,21 @@ def _rows(
     keys: dict[str | None, Key | None] = {None: None}
     errors: dict[str | None, ErrorInfo | None] = {None: None}
     keys_get, errors_get = keys.get, errors.get
-    for (flag, variant, allocation, rdu, error, tk, ctx), (count, first, last) in full.items():
+
+    # Degraded buckets are rows with no targeting key and no context, so both tiers go
+    # through one loop (after Tiers.take() no full bucket has that shape). The degraded
+    # tier is iterated only once the full one is done, so it includes the oversize full
+    # rows merged into it below; no merge happens while it is being iterated (its rows
+    # have nothing left to take out).
+    def shaped() -> Iterator[tuple[FullKey, list[int]]]:
+        # A generator function, not an expression: an expression would take the dict's
+        # iterator at once, before the merges of the full phase change its size.
+        for key, bucket in degraded.items():
+            yield (*key, None, EMPTY), bucket
+
+    for (flag, variant, allocation, rdu, error, tk, ctx), (count, first, last) in chain(
+        full.items(), shaped()
+    ):
         fk = keys_get(flag)
         if fk is None and flag is not None:
             fk = keys[flag] = Key(flag)
@@ -133,29 +149,14 @@ def _rows(
             )
         )
         if len(row) > room:
-            # Too big for any body: keep what fits, the row without its targeting key
-            # and context, in the degraded tier it now belongs to.
-            merge_bucket(degraded, (flag, variant, allocation, rdu, error), count, first, last)
-            degraded_counts[PAYLOAD_LIMIT] += count
-            continue
-        yield row, count
-
-    for (flag, variant, allocation, rdu, error), (count, first, last) in degraded.items():
-        fk = keys_get(flag)
-        if fk is None and flag is not None:
-            fk = keys[flag] = Key(flag)
-        vk = keys_get(variant)
-        if vk is None and variant is not None:
-            vk = keys[variant] = Key(variant)
-        ak = keys_get(allocation)
-        if ak is None and allocation is not None:
-            ak = keys[allocation] = Key(allocation)
-        ek = errors_get(error)
-        if ek is None and error is not None:
-            ek = errors[error] = ErrorInfo(error)
-        row = encode(Row(timestamp_ms, fk, first, last, count, rdu, None, vk, ak, ek))
-        if len(row) > room:
-            dropped[PAYLOAD_LIMIT] += count
+            if tk is None and not ctx:
+                # Nothing left to take out: the evaluations are lost, and counted.
+                dropped[PAYLOAD_LIMIT] += count
+            else:
+                # Keep what fits, the row without its targeting key and context, in
+                # the degraded tier it now belongs to (its turn comes later).
+                merge_bucket(degraded, (flag, variant, allocation, rdu, error), count, first, last)
+                degraded_counts[PAYLOAD_LIMIT] += count
             continue
         yield row, count
 

@@ -181,3 +181,20 @@ def test_row_too_big_even_without_targeting_key_is_dropped_and_counted() -> None
     )
     assert packed.bodies == []
     assert packed.dropped == {"payload_limit": 4}
+
+
+def test_oversize_row_with_no_degraded_twin_becomes_its_own_degraded_row() -> None:
+    # The merge creates a new degraded bucket while other degraded rows wait their turn.
+    huge = full_key(variant="big", tk="u" * 5000)
+    other = ("f", "on", None, False, None)
+    packed = pack(
+        {huge: [2, T0, T0 + 1]},
+        {other: [5, T0, T0]},
+        timestamp_ms=NOW,
+        prefix=PREFIX,
+        max_body_bytes=2048,
+    )
+    rows = [r for b in packed.bodies for r in json.loads(b.data)["flagEvaluations"]]
+    got = sorted((r["variant"]["key"], r["evaluation_count"], "targeting_key" in r) for r in rows)
+    assert got == [("big", 2, False), ("on", 5, False)]
+    assert packed.degraded == {"payload_limit": 2}
