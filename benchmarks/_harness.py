@@ -282,7 +282,7 @@ def flageval_settle(tel: Any, timeout_s: float = 5.0) -> Callable[[], None]:
 
     def settle() -> None:
         deadline = time.monotonic() + timeout_s
-        worker, queue = tel._worker, tel._handoff.queue
+        worker, queue = tel._worker, tel.handoff.queue
         while time.monotonic() < deadline:
             if not queue and worker.tiers.received == worker.drained:
                 time.sleep(0.0005)  # a drain may sit between popleft and its count

@@ -18,6 +18,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks._harness import context_attrs
 from flageval.config import MAX_BODY_BYTES
+from flageval.losses import Ledger
 from flageval.tiers import Tiers
 from flageval.wire import envelope_prefix, pack
 
@@ -76,16 +77,23 @@ def test_flush_full_tier(
 
     def flush() -> Any:
         f, d, _held = tiers.take()
-        return pack(f, d, timestamp_ms=TIMESTAMP_MS, prefix=prefix, max_body_bytes=MAX_BODY_BYTES)
+        return pack(
+            f,
+            d,
+            timestamp_ms=TIMESTAMP_MS,
+            prefix=prefix,
+            max_body_bytes=MAX_BODY_BYTES,
+            ledger=Ledger(),
+        )
 
     benchmark.group = "5 flush: take + pack of a full tier"
-    packed = benchmark.pedantic(flush, setup=setup, rounds=1 if quick else 7, iterations=1)
-    sizes = [len(b.data) for b in packed.bodies]
+    bodies = benchmark.pedantic(flush, setup=setup, rounds=1 if quick else 7, iterations=1)
+    sizes = [len(b.data) for b in bodies]
     assert max(sizes) <= MAX_BODY_BYTES
-    assert sum(b.rows for b in packed.bodies) == rows
-    assert sum(b.evaluations for b in packed.bodies) == rows
-    first = json.loads(packed.bodies[0].data)
-    assert len(first["flagEvaluations"]) == packed.bodies[0].rows
+    assert sum(b.rows for b in bodies) == rows
+    assert sum(b.evaluations for b in bodies) == rows
+    first = json.loads(bodies[0].data)
+    assert len(first["flagEvaluations"]) == bodies[0].rows
     benchmark.extra_info.update(
         {"rows": rows, "bodies": len(sizes), "largest_body_bytes": max(sizes), "quick": quick}
     )

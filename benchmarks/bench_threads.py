@@ -90,7 +90,7 @@ def test_four_threads_throughput(
                 stop = threading.Event()
                 sampler = None
                 if name == "flageval":
-                    q = telemetry._handoff.queue
+                    q = telemetry.handoff.queue
                     sampler = threading.Thread(
                         target=_sample_depth, args=(q.__len__, stop, deepest), daemon=True
                     )

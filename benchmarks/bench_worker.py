@@ -93,7 +93,7 @@ def test_worker_cpu_per_evaluation(benchmark: BenchmarkFixture, quick: bool, sce
     t = w.tiers
     # Every evaluation is in a bucket or a counter: the figure is for complete work.
     assert t.received == n and w.drained == n
-    assert t.evaluations_held + sum(t.dropped.values()) == n
+    assert t.evaluations_held + sum(t.ledger.dropped.values()) == n
     benchmark.extra_info.update(
         {
             "scenario": scenario,
@@ -102,7 +102,7 @@ def test_worker_cpu_per_evaluation(benchmark: BenchmarkFixture, quick: bool, sce
             "cpu_ns_per_evaluation_min": round(min(cpu_ns), 1),
             "cpu_ns_per_evaluation_all": [round(x, 1) for x in cpu_ns],
             "full_buckets": len(t.full),
-            "degraded_by_reason": dict(t.degraded_by_reason),
+            "degraded_by_reason": dict(t.ledger.degraded),
             "quick": quick,
         }
     )

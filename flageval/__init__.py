@@ -14,8 +14,10 @@ See README.md for settings, guarantees and the OFREP provider (``flageval.ofrep`
 from __future__ import annotations
 
 from .config import Settings
+from .default import default_telemetry, flush, shutdown, stats
 from .hook import FlagEvalHook
-from .telemetry import Stats, Telemetry, default_telemetry, flush, shutdown, stats
+from .stats import Stats
+from .telemetry import Telemetry
 
 __version__ = "0.1.0"
 

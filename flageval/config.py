@@ -9,12 +9,13 @@ at construction time, never later on a background thread.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlsplit, urlunsplit
+
+from ._common import check_number, redact_url
 
 KILLSWITCH_ENV = "DD_FLAGGING_EVALUATION_COUNTS_ENABLED"
 INTAKE_PATH = "/evp_proxy/v2/api/v2/flagevaluation"
@@ -48,19 +49,6 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.display!r}, unix_socket={self.unix_socket!r})"
-
-
-def redact_url(url: str) -> str:
-    """Reduce a URL to scheme://host[:port]/path: no userinfo, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
-    except ValueError:
-        return "<unparseable url>"
 
 
 def _program_name() -> str:
@@ -112,16 +100,19 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **settings: Unpack[SettingsOverrides]
+    ) -> Settings:
         """Settings from keyword overrides, else environment variables, else defaults."""
         env = os.environ if environ is None else environ
+        overrides: dict[str, Any] = dict(settings)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown flageval setting(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
 
         def pick(name: str, var: str | None, parse: Callable[[str], T]) -> None:
-            if name in overrides and overrides[name] is not None:
+            if overrides.get(name) is not None:
                 values[name] = overrides[name]
                 return
             raw = env.get(var) if var else None
@@ -155,30 +146,29 @@ class Settings:
         pick("shutdown_timeout_s", "FLAGEVAL_SHUTDOWN_TIMEOUT_S", float)
         pick("full_data_default", "FLAGEVAL_FULL_DATA_DEFAULT", _parse_bool)
         pick("verify_tls", "FLAGEVAL_VERIFY_TLS", _parse_bool)
-        if "agent_url" in overrides and overrides["agent_url"] is not None:
+        if overrides.get("agent_url") is not None:
             values["agent_url"] = overrides["agent_url"]
         else:
             values["agent_url"] = _agent_url_from_env(env)
         values.setdefault("service", _program_name())
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        result = cls(**values)
+        result.validate()
+        return result
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot be used."""
 
-        def positive(name: str, minimum: float = 0.0, integer: bool = False) -> None:
+        def positive(name: str, minimum: float = 0, inclusive: bool = False) -> None:
+            check_number(getattr(self, name), name, minimum=minimum, inclusive=inclusive)
+
+        def positive_int(name: str, minimum: int = 0, inclusive: bool = False) -> None:
             value = getattr(self, name)
-            kind = int if integer else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value <= minimum:
-                raise ValueError(f"{name} must be > {minimum}, got {value!r}")
+            check_number(value, name, minimum=minimum, inclusive=inclusive, integer=True)
 
         for name in ("flush_interval_s", "drain_interval_s", "request_timeout_s"):
             positive(name)
         for name in ("shutdown_timeout_s", "retry_backoff_s"):
-            positive(name, minimum=-1e-300)  # zero allowed
+            positive(name, inclusive=True)
         for name in (
             "queue_size",
             "max_full_buckets",
@@ -187,10 +177,10 @@ class Settings:
             "memory_budget_bytes",
             "retry_buffer_bytes",
         ):
-            positive(name, integer=True)
-        positive("max_retries", minimum=-1, integer=True)
+            positive_int(name)
+        positive_int("max_retries", inclusive=True)
         # A body must hold at least its envelope and one small row.
-        positive("max_body_bytes", minimum=1023, integer=True)
+        positive_int("max_body_bytes", minimum=1024, inclusive=True)
         if self.retry_buffer_bytes < self.max_body_bytes:
             # Below one body the bound could not hold: a waiting body would exceed it.
             raise ValueError(
@@ -247,6 +237,36 @@ class Settings:
         path = parts.path.rstrip("/") + INTAKE_PATH
         url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
         return Endpoint(url, None, headers, redact_url(url))
+
+
+class SettingsOverrides(TypedDict, total=False):
+    """The keyword arguments of ``Telemetry`` and ``Settings.from_env``: every field of
+    :class:`Settings` (a test keeps the two lists equal). None means "not given"."""
+
+    enabled: bool | None
+    agent_url: str | None
+    agentless: bool | None
+    api_key: str | None
+    site: str | None
+    intake_url: str | None
+    service: str | None
+    env: str | None
+    version: str | None
+    flush_interval_s: float | None
+    drain_interval_s: float | None
+    queue_size: int | None
+    max_full_buckets: int | None
+    max_buckets_per_flag: int | None
+    max_degraded_buckets: int | None
+    memory_budget_bytes: int | None
+    max_body_bytes: int | None
+    request_timeout_s: float | None
+    max_retries: int | None
+    retry_backoff_s: float | None
+    retry_buffer_bytes: int | None
+    shutdown_timeout_s: float | None
+    full_data_default: bool | None
+    verify_tls: bool | None
 
 
 def _check_http_url(name: str, url: str) -> None:

@@ -23,22 +23,39 @@ takes no lock.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
-#: What the hook hands over, one flat tuple per evaluation (see hook.py):
-#: (flag_key, variant, error_code, error_message, flag_metadata,
-#:  targeting_key, context_attributes, time_ns)
-Snapshot = tuple[Any, ...]
+from openfeature.exception import ErrorCode
+from openfeature.flag_evaluation import FlagMetadata
 
-QUEUE_OVERFLOW = "queue_overflow"
-CLOSED = "closed"
-HOOK_ERROR = "hook_error"
+from .losses import CLOSED, PRODUCER_DROPS, QUEUE_OVERFLOW
 
-#: Lifecycle of a hand-off: NEW until the worker starts (the first evaluation starts
-#: it), OPEN while it accepts, CLOSED once shutdown began.
-NEW, OPEN, CLOSED_STATE = 0, 1, 2
+#: What the hook hands over, one flat tuple per evaluation (a tuple: ~160 ns to build,
+#: against ~400 ns for a slots dataclass). The types are the SDK's declared ones; the
+#: worker still guards against any value at run time.
+Snapshot = tuple[
+    str,  # flag key
+    str | None,  # variant
+    ErrorCode | None,  # error code
+    str | None,  # error message
+    FlagMetadata,  # flag metadata (the provider's mapping, read when drained)
+    str | None,  # targeting key
+    Mapping[str, Any],  # context attributes (the SDK's per-evaluation merged dict)
+    int,  # evaluation time, time.time_ns()
+]
+
+
+class State(enum.Enum):
+    """NEW until the worker starts (the first evaluation starts it), OPEN while it
+    accepts, CLOSED once shutdown began."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class Handoff:
@@ -51,11 +68,11 @@ class Handoff:
         self.queue: deque[Snapshot] = deque()
         # ``accepting`` is what the hot path reads: one attribute, True only while OPEN.
         self.accepting = False
-        self.state = NEW
+        self.state = State.NEW
         # Re-entrant: a signal handler calling stats() may interrupt count() on this
         # very thread.
         self._lock = threading.RLock()
-        self._counts = {QUEUE_OVERFLOW: 0, CLOSED: 0, HOOK_ERROR: 0}
+        self._counts = dict.fromkeys(PRODUCER_DROPS, 0)
 
     def count(self, reason: str, n: int = 1) -> None:
         """Count a snapshot that did not enter the queue (thread-safe, exact)."""
@@ -63,6 +80,7 @@ class Handoff:
             self._counts[reason] += n
 
     def counts(self) -> dict[str, int]:
+        """What producers counted, by reason (``losses.PRODUCER_DROPS``)."""
         with self._lock:
             return dict(self._counts)
 
@@ -93,12 +111,12 @@ class Handoff:
         return out
 
     def open(self) -> None:
-        self.state = OPEN
+        self.state = State.OPEN
         self.accepting = True
 
     def close(self) -> None:
         """Refuse new snapshots; those already queued stay for the final drain."""
-        self.state = CLOSED_STATE
+        self.state = State.CLOSED
         self.accepting = False
 
     def discard_late(self) -> int:
@@ -123,6 +141,6 @@ class Handoff:
         """In a forked child: start empty. The parent owns (and sends) what was queued."""
         self.queue = deque()
         self._lock = threading.RLock()  # the parent's may have been held at fork time
-        self._counts = {QUEUE_OVERFLOW: 0, CLOSED: 0, HOOK_ERROR: 0}
-        self.state = NEW
+        self._counts = dict.fromkeys(PRODUCER_DROPS, 0)
+        self.state = State.NEW
         self.accepting = False

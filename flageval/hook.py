@@ -16,17 +16,36 @@ can and cannot do).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from time import time_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openfeature.hook import Hook, HookContext, HookHints
 
-from .handoff import HOOK_ERROR, NEW, Handoff
+from .handoff import Handoff, Snapshot, State
+from .losses import HOOK_ERROR
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from openfeature.flag_evaluation import FlagEvaluationDetails
+
+
+class Pipeline(Protocol):
+    """What the hook needs of a pipeline: where snapshots go (None: switched off) and a
+    way to start the worker on first use."""
+
+    @property
+    def handoff(self) -> Handoff | None: ...
+
+    def ensure_started(self) -> None: ...
+
+
+_default_pipeline: Callable[[], Pipeline] | None = None
+
+
+def set_default_pipeline(factory: Callable[[], Pipeline]) -> None:
+    """Give ``FlagEvalHook()`` its process-wide pipeline (flageval.process does, at import)."""
+    global _default_pipeline
+    _default_pipeline = factory
 
 
 class FlagEvalHook(Hook):
@@ -37,18 +56,16 @@ class FlagEvalHook(Hook):
     With the killswitch set the hook does nothing at all.
     """
 
-    def __init__(self, telemetry: Any = None) -> None:
+    def __init__(self, telemetry: Pipeline | None = None) -> None:
         if telemetry is None:
-            from .telemetry import default_telemetry  # noqa: PLC0415 - import cycle
-
-            telemetry = default_telemetry()
-        self._telemetry = telemetry
-        handoff: Handoff | None = telemetry._handoff
+            assert _default_pipeline is not None  # set when the flageval package loads
+            telemetry = _default_pipeline()
+        handoff = telemetry.handoff
         if handoff is None:  # killswitch: replace the stage with a no-op
             self.finally_after = _noop  # type: ignore[method-assign]
             return
         self._handoff = handoff
-        self._start: Callable[[], None] = telemetry._ensure_started
+        self._start = telemetry.ensure_started
 
     def finally_after(
         self,
@@ -58,7 +75,7 @@ class FlagEvalHook(Hook):
     ) -> None:
         try:
             ctx = hook_context.evaluation_context
-            snapshot = (
+            snapshot: Snapshot = (
                 hook_context.flag_key,
                 details.variant,
                 details.error_code,
@@ -73,7 +90,7 @@ class FlagEvalHook(Hook):
             if h.accepting and len(q) < h.capacity:
                 q.append(snapshot)
                 return
-            if h.state == NEW:
+            if h.state is State.NEW:
                 self._start()  # first use: start the worker (once, under a lock)
             h.offer(snapshot)  # full, closed, or just started: queue or count why not
         except Exception:

@@ -73,7 +73,8 @@ _all_plain = _PLAIN.issuperset
 _find_null = re.compile(b"null").search
 
 
-def _clean_text(text: str) -> str:
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate (not valid UTF-8) replaced by U+FFFD."""
     if text.isascii():  # O(1) for a compact str, and ASCII has no surrogates
         return text
     try:
@@ -96,14 +97,14 @@ def _text_of(value: Any) -> str:
                 raise TypeError
         except Exception:
             text = f"<unprintable {type(value).__name__}>"
-    return _clean_text(text)
+    return clean_text(text)
 
 
 def _leaf(value: Any) -> Any:
     """The JSON-safe form of a scalar, or None to skip it."""
     t = type(value)
     if t is str:
-        return _clean_text(value) if len(value) <= MAX_STRING_CHARS else None
+        return clean_text(value) if len(value) <= MAX_STRING_CHARS else None
     if t is bool:
         return value
     if t is int:
@@ -134,17 +135,17 @@ def _leaf(value: Any) -> Any:
         return _leaf(float(value))
     else:
         text = _text_of(value)
-    text = _clean_text(text)
+    text = clean_text(text)
     return text if len(text) <= MAX_STRING_CHARS else None
 
 
 def _key_text(key: Any) -> str:
     if type(key) is str:
-        return _clean_text(key)
+        return clean_text(key)
     if isinstance(key, str):
         # A str subclass is a string: its value, not its __str__ (as msgspec, and so
         # the fast path, reads it; and as string values are read).
-        return _clean_text(str.__str__(key))
+        return clean_text(str.__str__(key))
     return _text_of(key)
 
 

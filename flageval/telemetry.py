@@ -1,90 +1,69 @@
-"""The pipeline's lifecycle: start, flush, shutdown, stats, atexit, fork, the default.
+"""``Telemetry``: one pipeline's lifecycle (start, flush, shutdown, stats).
 
-A :class:`Telemetry` owns one hand-off, one worker and the thread or loop it runs on.
-By default the worker runs on the library's own daemon thread with its own event loop,
+A pipeline owns one hand-off and one worker, and the loop the worker runs on. By
+default that is the library's own daemon thread (a :class:`~flageval._loop.LoopThread`),
 started by the first evaluation, so sync apps (scripts, Flask, Django) and async apps
 alike never run aggregation on their own loop. ``autostart=False`` plus
 ``await telemetry.start_async()`` runs it on a loop the caller owns instead.
 
 Shutdown runs under one deadline shared by every stage (stop accepting, drain, final
-flush, close the session). It is registered with ``atexit`` (a plain script, or
-SIGTERM handled as SystemExit, loses nothing). After ``os.fork()`` the child starts
-clean: it drops what the parent had queued or aggregated (the parent sends that) and
-starts its own worker on its first evaluation.
+flush, close the session). flageval.process runs it at exit, and after ``os.fork()``
+has the child start clean: it drops what the parent had queued or aggregated (the
+parent sends that) and starts its own worker on its first evaluation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import concurrent.futures
 import contextlib
-import dataclasses
-import itertools
 import logging
 import os
 import threading
 import time
-import weakref
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar, Unpack
 
-from .config import Settings
-from .handoff import CLOSED, CLOSED_STATE, HOOK_ERROR, NEW, QUEUE_OVERFLOW, Handoff
+from . import process
+from ._loop import LoopThread, OnLoopError, call_on, on_loop, park
+from .config import Settings, SettingsOverrides
+from .handoff import Handoff, State
 from .hook import FlagEvalHook
+from .stats import EMPTY_STATS, Stats, assemble
 from .worker import Worker
 
 log = logging.getLogger("flageval")
 
-#: Objects a forked child must not touch (the parent's loop, session, thread) are
-#: parked here instead of being garbage-collected in the child, where their
-#: finalisers would act on state that belongs to the parent.
-_FORK_GRAVEYARD: list[Any] = []
+T = TypeVar("T")
 
-
-@dataclasses.dataclass(frozen=True)
-class Stats:
-    """Counters of one pipeline. Conservation: ``evaluations == posted + sum(dropped)
-    + pending`` holds exactly whenever the worker is idle (after flush or shutdown)."""
-
-    evaluations: int
-    evaluations_posted: int
-    rows_posted: int
-    bodies_posted: int
-    pending: int
-    degraded: Mapping[str, int]
-    dropped: Mapping[str, int]
-    post_attempts: int
-    flushes: int
-    worker_errors: int
-
-    @property
-    def conserved(self) -> bool:
-        return self.evaluations == (
-            self.evaluations_posted + sum(self.dropped.values()) + self.pending
-        )
+_ON_LOOP_ERROR = (
+    "flageval: called from the worker's own event loop; "
+    "use 'await telemetry.flush_async()' / 'await telemetry.shutdown_async()'"
+)
+#: stats() waits this long for the worker's loop before answering from its last snapshot.
+_STATS_WAIT_S = 5.0
 
 
 class Telemetry:
     """One evaluation-telemetry pipeline: hand-off, worker, writer.
 
-    Every setting of :class:`flageval.config.Settings` is a keyword argument; one left
-    out comes from its environment variable, else its default. ``.hook`` is the
-    OpenFeature hook that feeds this pipeline.
+    Every setting of :class:`flageval.Settings` is a keyword argument; one left out
+    comes from its environment variable, else its default. ``.hook`` is the OpenFeature
+    hook that feeds this pipeline.
     """
 
-    def __init__(self, *, autostart: bool = True, **settings: Any) -> None:
+    def __init__(self, *, autostart: bool = True, **settings: Unpack[SettingsOverrides]) -> None:
         self.settings = Settings.from_env(**settings)
         self._autostart = autostart
         self._lock = threading.Lock()
-        # Who holds _lock to start the worker, and a shutdown() that arrived meanwhile
-        # on that same thread (a signal handler): see _locked() and shutdown().
+        # The thread holding _lock to start the worker, and a shutdown() that a signal
+        # handler on that same thread asked for meanwhile (see _locked).
         self._lock_owner: int | None = None
-        self._deferred_shutdown: tuple[float | None] | None = None
-        self._thread: threading.Thread | None = None
+        self._deferred_shutdown = False
+        self._deferred_timeout_s: float | None = None
+        self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: Worker | None = None
-        self._run_future: concurrent.futures.Future[None] | asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the worker on a caller's loop
         self._pid = os.getpid()
         self._last_stats: Stats | None = None
         if not self.settings.enabled:
@@ -96,7 +75,7 @@ class Telemetry:
         if not autostart:
             self._handoff.open()  # queue (bounded) until start()/start_async()
         self.hook = FlagEvalHook(self)
-        _track(self)
+        process.track(self)
 
     def __repr__(self) -> str:
         state = "disabled" if self._handoff is None else ("running" if self.running else "idle")
@@ -110,32 +89,36 @@ class Telemetry:
     def running(self) -> bool:
         return self._worker is not None and self._handoff is not None and self._handoff.accepting
 
+    @property
+    def handoff(self) -> Handoff | None:
+        """Where the hook puts its snapshots; None when the killswitch is set."""
+        return self._handoff
+
     # -- starting -----------------------------------------------------------------------
-    def _ensure_started(self) -> None:
-        """Called by the hook on first use (any thread): start the own-thread worker."""
+    def ensure_started(self) -> None:
+        """Start the own-thread worker if it is not yet (the hook's first use; any thread)."""
         if self._handoff is None:
             return
         with self._locked():
-            if self._handoff.state != NEW or not self._autostart:
-                return
-            self._start_thread_locked()
+            if self._handoff.state is State.NEW and self._autostart:
+                self._start_thread_locked()
 
     def start(self) -> None:
         """Start the worker on the library's own thread now (else: first evaluation)."""
         if self._handoff is None:
             return
         with self._locked():
-            if self._handoff.state == CLOSED_STATE:
+            if self._handoff.state is State.CLOSED:
                 raise RuntimeError("flageval: this Telemetry was shut down")
             if self._worker is None:
                 self._start_thread_locked()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """``_lock`` for starting the worker, remembering the thread that holds it. A
-        signal handler on that thread that calls shutdown() (SIGTERM during the first
-        evaluation) cannot wait for the lock: it would wait for ever. Its shutdown runs
-        here instead, as soon as the interrupted start lets the lock go."""
+        """``_lock`` for starting the worker, remembering the thread that holds it: a
+        signal handler on that thread calling shutdown() (SIGTERM during the first
+        evaluation) would wait for the lock forever, so its shutdown runs here instead,
+        as soon as the interrupted start lets the lock go."""
         try:
             with self._lock:
                 self._lock_owner = threading.get_ident()
@@ -144,54 +127,30 @@ class Telemetry:
                 finally:
                     self._lock_owner = None
         finally:
-            deferred, self._deferred_shutdown = self._deferred_shutdown, None
-            if deferred is not None:
-                self.shutdown(deferred[0])
+            if self._deferred_shutdown:
+                self._deferred_shutdown = False
+                self.shutdown(self._deferred_timeout_s)
 
     def _start_thread_locked(self) -> None:
         assert self._handoff is not None
         try:
             worker = Worker(self.settings, self._handoff)
-            loop = asyncio.new_event_loop()
+            thread = LoopThread("flageval-worker")
         except Exception:
             # Never retried per evaluation: the pipeline closes, and every later
             # evaluation is counted under ``closed``.
             log.exception("flageval: could not start the worker; telemetry is off")
             self._handoff.close()
             return
-        ready = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                self._run_future = loop.create_task(worker.run(), name="flageval-worker")
-                loop.call_soon(ready.set)
-                # Runs until shutdown stops it: the shutdown coroutine itself runs on
-                # this loop, after the worker's tasks have ended.
-                loop.run_forever()
-                rest = asyncio.all_tasks(loop)
-                for task in rest:
-                    task.cancel()
-                if rest:
-                    loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            except BaseException:  # pragma: no cover - the worker guards itself
-                log.exception("flageval: worker thread stopped")
-            finally:
-                loop.close()
-
-        thread = threading.Thread(target=main, name="flageval-worker", daemon=True)
         try:
-            thread.start()
-        except Exception:
+            thread.start(worker.run(), timeout_s=5.0)
+        except RuntimeError:
             # "can't start new thread" (a process or container limit): closed once, as
-            # above; kept as NEW, every evaluation would retry and leak a loop (3 fds).
+            # above; left NEW, every evaluation would try again and leak a loop.
             log.exception("flageval: could not start the worker thread; telemetry is off")
-            loop.close()
             self._handoff.close()
             return
-        self._loop, self._worker, self._thread = loop, worker, thread
-        ready.wait(5.0)
+        self._thread, self._worker = thread, worker
         self._handoff.open()
 
     async def start_async(self) -> None:
@@ -201,50 +160,35 @@ class Telemetry:
         with self._locked():
             if self._worker is not None:
                 raise RuntimeError("flageval: worker already started")
-            if self._handoff.state == CLOSED_STATE:
+            if self._handoff.state is State.CLOSED:
                 raise RuntimeError("flageval: this Telemetry was shut down")
             loop = asyncio.get_running_loop()
             self._worker = Worker(self.settings, self._handoff)
             self._loop = loop
-            self._run_future = loop.create_task(self._worker.run(), name="flageval-worker")
+            self._task = loop.create_task(self._worker.run(), name="flageval-worker")
             self._handoff.open()
         await asyncio.sleep(0)  # let the worker's tasks start
 
-    # -- running a coroutine on the worker's loop ----------------------------------------
-    def _call(self, coro: Any, timeout_s: float) -> Any:
-        """Run ``coro`` on the worker's loop and wait up to ``timeout_s`` for its result;
-        None if it did not finish: timed out, or the loop was stopped meanwhile by a
-        shutdown on another thread (which never runs, or cancels, what came late)."""
-        loop = self._loop
-        assert loop is not None
-        if _on_loop_thread(loop):
-            coro.close()
-            raise RuntimeError(_ON_LOOP_ERROR)
+    # -- the worker's loop -----------------------------------------------------------------
+    def _loop_running(self) -> bool:
+        if self._thread is not None:
+            return self._thread.running
+        return self._loop is not None and self._loop.is_running()
+
+    def _on_worker_loop(self) -> bool:
+        if self._thread is not None:
+            return self._thread.in_loop_thread()
+        return self._loop is not None and on_loop(self._loop)
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T | None:
+        """Run ``coro`` on the worker's loop from another thread (see ``call_on``)."""
         try:
-            fut = asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:  # closed since the caller looked: the shutdown has ended
-            coro.close()
-            return None
-        end = time.monotonic() + timeout_s
-        while True:
-            try:
-                # In slices, so that a loop stopped under us is noticed at once rather
-                # than after the whole timeout.
-                return fut.result(max(0.0, min(0.05, end - time.monotonic())))
-            except concurrent.futures.CancelledError:
-                return None  # cancelled by the loop's teardown after a shutdown
-            except concurrent.futures.TimeoutError:
-                if fut.done() or (loop.is_running() and time.monotonic() < end):
-                    continue
-                if not loop.is_closed():
-                    fut.cancel()
-                if not loop.is_running():
-                    # The loop stopped before it ran (or finished) the coroutine, and
-                    # never will: close it here rather than leave it to the collector
-                    # ("coroutine was never awaited").
-                    with contextlib.suppress(Exception):
-                        coro.close()
-                return None
+            if self._thread is not None:
+                return self._thread.call(coro, timeout_s)
+            assert self._loop is not None
+            return call_on(self._loop, coro, timeout_s)
+        except OnLoopError:
+            raise RuntimeError(_ON_LOOP_ERROR) from None
 
     # -- flush ----------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -252,21 +196,23 @@ class Telemetry:
 
         Returns True when nothing is left pending (False: the intake could not take it
         all before ``timeout_s``; it waits for the next flush, bounded)."""
-        if self._worker is None or self._loop is None or not self._loop.is_running():
+        worker = self._worker
+        if worker is None or not self._loop_running():
             return self._handoff is None or not self._handoff.queue
         deadline = time.monotonic() + timeout_s
-        return bool(self._call(self._worker.flush(deadline, own_task=True), timeout_s + 1.0))
+        return bool(self._call(worker.flush(deadline, own_task=True), timeout_s + 1.0))
 
-    async def aflush(self, timeout_s: float = 10.0) -> bool:
+    async def flush_async(self, timeout_s: float = 10.0) -> bool:
         """:meth:`flush` for async code: on the worker's loop (``start_async``) it runs
         here; on any other loop it waits for the worker's own, without blocking this one."""
-        if self._worker is None:
+        worker = self._worker
+        if worker is None:
             return True
-        if self._loop is not asyncio.get_running_loop():
-            # The tiers, the sender and its session belong to the worker's loop (the
-            # library's thread): flushing them from this loop would race that thread.
+        if not self._on_worker_loop():
+            # The tiers, the sender and its session belong to the worker's loop: flushing
+            # them from this one would race it.
             return await asyncio.to_thread(self.flush, timeout_s)
-        return await self._worker.flush(time.monotonic() + timeout_s)
+        return await worker.flush(time.monotonic() + timeout_s)
 
     # -- shutdown -------------------------------------------------------------------------
     def shutdown(self, timeout_s: float | None = None) -> None:
@@ -274,37 +220,37 @@ class Telemetry:
         all within ``timeout_s`` (default: the ``shutdown_timeout_s`` setting)."""
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
-        if self._loop is not None and _on_loop_thread(self._loop):
-            # Refused before anything is closed, so that the ashutdown() the message
+        if self._on_worker_loop():
+            # Refused before anything is closed, so that the shutdown_async() the message
             # asks for still finds the pipeline open and does the drain and final flush.
             raise RuntimeError(_ON_LOOP_ERROR)
         if self._lock_owner == threading.get_ident():
             # A signal handler interrupted this thread while it starts the worker:
             # deferred to the end of that start (see _locked), not a deadlock.
-            self._deferred_shutdown = (timeout_s,)
+            self._deferred_timeout_s = timeout_s
+            self._deferred_shutdown = True
             return
         if not self._begin_shutdown():
             return
-        worker, loop = self._worker, self._loop
-        if worker is None or loop is None:
-            self._finish_unstarted()
+        worker, thread = self._worker, self._thread
+        if worker is None:
+            self._discard_queued()
             return
-        if loop.is_running():
+        if self._loop_running():
             # Keep a small margin of the deadline for closing the loop and the thread.
             inner = deadline - min(0.25, timeout * 0.1)
-            own_thread = self._thread is not None
 
             async def stop() -> None:
                 try:
                     await worker.shutdown(inner)
                 finally:
-                    if own_thread:
-                        asyncio.get_running_loop().call_soon(loop.stop)
+                    if thread is not None:
+                        thread.stop_soon()
 
             self._call(stop(), max(0.0, deadline - time.monotonic()))
-        elif self._thread is None and not worker.stopped:
-            # start_async()'s loop has ended without ashutdown(): nothing can post any
-            # more; count what was held instead of leaving it pending forever.
+        elif thread is None and not worker.stopped:
+            # start_async()'s loop has ended without shutdown_async(): nothing can post
+            # any more; count what was held instead of leaving it pending forever.
             lost = worker.abandon()
             if lost:
                 log.warning(
@@ -312,19 +258,18 @@ class Telemetry:
                     "%d evaluations counted as intake_unavailable",
                     lost,
                 )
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        assert self._handoff is not None
+        if thread is not None:
+            thread.stop(deadline - time.monotonic())
         if self._drained_for_good():
-            self._handoff.discard_late()
+            self._discard_queued()
 
-    async def ashutdown(self, timeout_s: float | None = None) -> None:
+    async def shutdown_async(self, timeout_s: float | None = None) -> None:
         """:meth:`shutdown` for async code: on the worker's loop (``start_async``) it
         runs here; on any other loop it waits for the worker's own, without blocking
         this one."""
-        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+        if self._worker is not None and not self._on_worker_loop():
             # Checked before anything is closed: refusing after closing the hand-off
-            # left a pipeline that no later shutdown would drain or flush.
+            # would leave a pipeline that no later shutdown drains or flushes.
             await asyncio.to_thread(self.shutdown, timeout_s)
             return
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
@@ -332,19 +277,18 @@ class Telemetry:
         if not self._begin_shutdown():
             return
         if self._worker is None:
-            self._finish_unstarted()
+            self._discard_queued()
             return
         await self._worker.shutdown(deadline)
-        if isinstance(self._run_future, asyncio.Task):
-            self._run_future.cancel()
-        assert self._handoff is not None
-        self._handoff.discard_late()
+        if self._task is not None:
+            self._task.cancel()
+        self._discard_queued()
 
     def _begin_shutdown(self) -> bool:
         if self._handoff is None:
             return False
         with self._lock:
-            if self._handoff.state == CLOSED_STATE:
+            if self._handoff.state is State.CLOSED:
                 return False
             self._handoff.close()
             return True
@@ -357,30 +301,26 @@ class Telemetry:
         worker = self._worker
         if worker is None or worker.stopped:
             return True
-        loop, thread = self._loop, self._thread
-        return not (loop is not None and loop.is_running()) and not (
-            thread is not None and thread.is_alive()
-        )
+        thread = self._thread
+        return not self._loop_running() and not (thread is not None and thread.alive)
 
-    def _finish_unstarted(self) -> None:
-        # Never started (autostart=False and no start): what was queued cannot go.
+    def _discard_queued(self) -> None:
         assert self._handoff is not None
         self._handoff.discard_late()
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> Stats:
         """A consistent snapshot of the counters (taken on the worker's loop)."""
-        loop = self._loop
-        if loop is not None and loop.is_running() and not _on_loop_thread(loop):
+        if self._loop_running() and not self._on_worker_loop():
 
             async def snap() -> Stats:
                 return self._stats_now()
 
-            result = self._call(snap(), 5.0)
+            result = self._call(snap(), _STATS_WAIT_S)
             if result is not None:
                 self._last_stats = result
-                return result  # type: ignore[no-any-return]
-            if loop.is_running() and self._last_stats is not None:
+                return result
+            if self._loop_running() and self._last_stats is not None:
                 # The loop is busy (seconds of work): reading its structures from here
                 # would race it. The last consistent snapshot is the honest answer.
                 return self._last_stats
@@ -389,143 +329,31 @@ class Telemetry:
     def _stats_now(self) -> Stats:
         h = self._handoff
         if h is None:
-            return Stats(0, 0, 0, 0, 0, {}, {}, 0, 0, 0)
-        if h.state == CLOSED_STATE and self._drained_for_good():
+            return EMPTY_STATS
+        if h.state is State.CLOSED and self._drained_for_good():
             h.discard_late()
-        counts = h.counts()
-        queued = len(h.queue)
-        dropped: dict[str, int] = {}
-        for reason in (QUEUE_OVERFLOW, CLOSED, HOOK_ERROR):
-            if counts[reason]:
-                dropped[reason] = counts[reason]
-        w = self._worker
-        if w is None:
-            seen = queued + sum(dropped.values())
-            return Stats(seen, 0, 0, 0, queued, {}, dropped, 0, 0, 0)
-        for source in (w.tiers.dropped, w.dropped, w.sender.dropped):
-            for reason, n in source.items():
-                if n:
-                    dropped[reason] = dropped.get(reason, 0) + n
-        degraded: dict[str, int] = {}
-        for source in (w.tiers.degraded_by_reason, w.degraded):
-            for reason, n in source.items():
-                if n:
-                    degraded[reason] = degraded.get(reason, 0) + n
-        pending = queued + w.tiers.evaluations_held + w.sender.pending_evaluations
-        seen = w.drained + queued + counts[QUEUE_OVERFLOW] + counts[CLOSED] + counts[HOOK_ERROR]
-        s = w.sender
-        return Stats(
-            evaluations=seen,
-            evaluations_posted=s.evaluations_posted,
-            rows_posted=s.rows_posted,
-            bodies_posted=s.bodies_posted,
-            pending=pending,
-            degraded=degraded,
-            dropped=dropped,
-            post_attempts=s.attempts,
-            flushes=w.flushes,
-            worker_errors=w.errors,
-        )
+        worker = self._worker
+        return assemble(h.counts(), len(h.queue), None if worker is None else worker.report())
 
-    # -- fork -------------------------------------------------------------------------------
-    def _reset_after_fork(self) -> None:
+    # -- process life (flageval.process) ----------------------------------------------------
+    def at_exit(self) -> None:
+        if self._pid == os.getpid():
+            self.shutdown()
+
+    def after_fork_in_child(self) -> None:
         if self._handoff is None:
             return
-        _FORK_GRAVEYARD.append((self._loop, self._worker, self._thread, self._run_future))
+        if self._thread is not None:
+            self._thread.forget()
+        park(self._worker, self._task)
         self._lock = threading.Lock()
         self._lock_owner = None
-        self._deferred_shutdown = None
-        self._loop = self._worker = self._thread = self._run_future = None
+        self._deferred_shutdown = False
+        self._loop = self._thread = self._worker = self._task = None
         self._pid = os.getpid()
-        was_closed = self._handoff.state == CLOSED_STATE
+        was_closed = self._handoff.state is State.CLOSED
         self._handoff.reset_after_fork()
         if was_closed:
             self._handoff.close()
         elif not self._autostart:
             self._handoff.open()
-
-
-_ON_LOOP_ERROR = (
-    "flageval: called from the worker's own event loop; "
-    "use 'await telemetry.aflush()' / 'await telemetry.ashutdown()'"
-)
-
-
-def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
-
-
-# One atexit and one at-fork hook for the process, over the pipelines still alive:
-# registering them per pipeline kept every pipeline ever built in both lists (neither
-# can be unregistered one by one), growing without bound in code that builds many.
-_live: weakref.WeakValueDictionary[int, Telemetry] = weakref.WeakValueDictionary()
-_next_id = itertools.count()
-_hooks_lock = threading.Lock()
-_hooks_registered = False
-
-
-def _track(tel: Telemetry) -> None:
-    global _hooks_registered
-    with _hooks_lock:
-        _live[next(_next_id)] = tel
-        if not _hooks_registered:
-            _hooks_registered = True
-            atexit.register(_atexit_shutdown)
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_after_fork)
-
-
-def _atexit_shutdown() -> None:
-    # Newest first, the order in which per-pipeline atexit hooks used to run.
-    for key in sorted(_live.keys(), reverse=True):
-        tel = _live.get(key)
-        if tel is not None and tel._pid == os.getpid():
-            try:
-                tel.shutdown()
-            except Exception:
-                log.exception("flageval: shutdown at exit failed")
-
-
-def _after_fork() -> None:
-    global _hooks_lock, _default_lock
-    # The parent's locks may have been held at fork time by threads the child lacks.
-    _hooks_lock = threading.Lock()
-    _default_lock = threading.Lock()
-    for tel in list(_live.values()):
-        tel._reset_after_fork()
-
-
-# -- the process-wide default -------------------------------------------------------------
-_default: Telemetry | None = None
-_default_lock = threading.Lock()
-
-
-def default_telemetry() -> Telemetry:
-    """The process-wide pipeline behind ``FlagEvalHook()``, built from env on first use."""
-    global _default
-    tel = _default
-    if tel is None:
-        with _default_lock:
-            if _default is None:
-                _default = Telemetry()
-            tel = _default
-    return tel
-
-
-def shutdown(timeout_s: float | None = None) -> None:
-    """Shut down the default pipeline (if one was built)."""
-    if _default is not None:
-        _default.shutdown(timeout_s)
-
-
-def stats() -> Stats:
-    """Counters of the default pipeline (building it from env if needed)."""
-    return default_telemetry().stats()
-
-
-def flush(timeout_s: float = 10.0) -> bool:
-    """Flush the default pipeline (if one was built)."""
-    return True if _default is None else _default.flush(timeout_s)

@@ -17,12 +17,19 @@ This class runs on the worker's event loop only: it is never shared across threa
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from .handoff import Snapshot
-from .prune import EMPTY, MEMO_MAX_BYTES, ContextKeys, _clean_text
+from .losses import (
+    CARDINALITY_CAP,
+    CONTEXT_ERROR,
+    DEGRADED_CAP,
+    MEMORY_BUDGET,
+    WORKER_ERROR,
+    Ledger,
+)
+from .prune import EMPTY, MEMO_MAX_BYTES, ContextKeys, clean_text
 
 # Metadata spellings used by providers (INTAKE.md).
 _ALLOCATION_KEYS = ("allocationKey", "allocation_key", "dd.allocation.key")
@@ -43,14 +50,6 @@ _MAX_CACHED_KEY_CHARS = 256
 
 #: Flag key, variant, allocation and error text are cut to this many characters.
 MAX_FIELD_CHARS = 1024
-
-CARDINALITY_CAP = "cardinality_cap"
-MEMORY_BUDGET = "memory_budget"
-PAYLOAD_LIMIT = "payload_limit"
-DEGRADED_CAP = "degraded_cap"
-CONTEXT_ERROR = "context_error"
-#: Drop reason of a snapshot that cannot be aggregated at all (the worker's reason).
-SNAPSHOT_ERROR = "worker_error"
 
 FullKey = tuple[str, str | None, str | None, bool, str | None, str | None, bytes]
 DegradedKey = tuple[str, str | None, str | None, bool, str | None]
@@ -84,7 +83,7 @@ def _text(value: Any, max_chars: int | None = MAX_FIELD_CHARS) -> str | None:
     text = value if type(value) is str else str(value)
     if max_chars is not None and len(text) > max_chars:
         text = text[:max_chars]
-    return text if text.isascii() else _clean_text(text)
+    return text if text.isascii() else clean_text(text)
 
 
 def _read_meta(meta: Mapping[str, Any]) -> tuple[str | None, bool | None, int | None]:
@@ -122,7 +121,9 @@ class Tiers:
         max_degraded_buckets: int,
         memory_budget_bytes: int,
         full_data_default: bool,
+        ledger: Ledger | None = None,
     ) -> None:
+        self.ledger = Ledger() if ledger is None else ledger
         self.max_full = max_full_buckets
         self.max_per_flag = max_buckets_per_flag
         self.max_degraded = max_degraded_buckets
@@ -134,8 +135,6 @@ class Tiers:
         self.bytes_held = 0
         self.evaluations_held = 0
         self.received = 0
-        self.degraded_by_reason: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
         self.context_errors = 0
         # The key memo sits outside the budget; with a small budget it stays small too.
         self.keys = ContextKeys(memo_max_bytes=min(MEMO_MAX_BYTES, memory_budget_bytes // 16))
@@ -144,6 +143,12 @@ class Tiers:
     # -- intake of snapshots -------------------------------------------------------
     def add_batch(self, batch: list[Snapshot]) -> None:
         """Aggregate drained snapshots. Never raises for a bad snapshot."""
+        try:
+            self._add(batch)
+        finally:
+            self.received += len(batch)  # once done with them, whatever happened
+
+    def _add(self, batch: list[Snapshot]) -> None:
         full_get = self.full.get
         ctx_key = self.keys.key
         default_consent = self.full_data_default
@@ -175,7 +180,7 @@ class Tiers:
                     if stamp is not None:
                         t_ms = stamp
                 if type(flag) is not str or not flag.isascii() or len(flag) > MAX_FIELD_CHARS:
-                    flag = _text(flag)
+                    flag = _text(flag) or ""  # a None key prints as an empty one
                 if variant is not None and (
                     type(variant) is not str
                     or not variant.isascii()
@@ -217,9 +222,8 @@ class Tiers:
                 # or metadata value whose __str__ raises). Buckets are only touched
                 # last, so nothing of this snapshot was applied: count it once and go
                 # on with the rest of the batch.
-                self.dropped[SNAPSHOT_ERROR] += 1
+                self.ledger.drop(WORKER_ERROR)
         self.evaluations_held += held
-        self.received += len(batch)
 
     @staticmethod
     def _error_text(code: Any, message: Any, consent: bool) -> str:
@@ -272,7 +276,7 @@ class Tiers:
         bucket = self.degraded.get(key)
         if bucket is None:
             if len(self.degraded) >= self.max_degraded:
-                self.dropped[DEGRADED_CAP] += 1
+                self.ledger.drop(DEGRADED_CAP)
                 return 0
             self.degraded[key] = [1, t_ms, t_ms]
         else:
@@ -281,7 +285,7 @@ class Tiers:
                 bucket[1] = t_ms
             elif t_ms > bucket[2]:
                 bucket[2] = t_ms
-        self.degraded_by_reason[reason] += 1
+        self.ledger.degrade(reason)
         return 1
 
     # -- hand-over to the writer ---------------------------------------------------

@@ -22,33 +22,42 @@ at shutdown what is left is counted under ``intake_unavailable``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import random
 import ssl
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 
 import aiohttp
 
+from ._common import RateLimitedLog, backoff_s, parse_retry_after
 from .config import Endpoint
-from .logutil import RateLimitedLog
-from .retry_after import parse_retry_after as _parse_retry_after
+from .losses import (
+    DELIVERY_UNKNOWN,
+    INTAKE_REJECTED,
+    INTAKE_UNAVAILABLE,
+    RETRY_BUFFER_FULL,
+    Ledger,
+)
 from .wire import Body
 
 log = logging.getLogger("flageval")
 
-DELIVERY_UNKNOWN = "delivery_unknown"
-INTAKE_REJECTED = "intake_rejected"
-INTAKE_UNAVAILABLE = "intake_unavailable"
-RETRY_BUFFER_FULL = "retry_buffer_full"
-_MAX_BACKOFF_S = 30.0
-_MAX_RETRY_AFTER_S = 300.0
+MAX_BACKOFF_S = 30.0
+#: The longest wait a Retry-After can impose (a longer one is read as this).
+RETRY_AFTER_CAP_S = 300.0
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header, capped at 300 s."""
-    return _parse_retry_after(value, _MAX_RETRY_AFTER_S, now)
+@dataclasses.dataclass(frozen=True)
+class SenderReport:
+    """What the sender has done and holds, for ``Telemetry.stats()``."""
+
+    evaluations_posted: int
+    rows_posted: int
+    bodies_posted: int
+    attempts: int
+    pending_evaluations: int
 
 
 class _Retryable(Exception):
@@ -70,8 +79,10 @@ class Sender:
         retry_backoff_s: float,
         retry_buffer_bytes: int,
         verify_tls: bool,
+        ledger: Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.ledger = Ledger() if ledger is None else ledger
         self.endpoint = endpoint
         self.request_timeout_s = request_timeout_s
         self.max_retries = max_retries
@@ -93,7 +104,6 @@ class Sender:
         self.evaluations_posted = 0
         self.bodies_posted = 0
         self.attempts = 0
-        self.dropped: Counter[str] = Counter()
         self._warn = RateLimitedLog(log, interval_s=60.0)
 
     # -- session ----------------------------------------------------------------------
@@ -127,8 +137,17 @@ class Sender:
         n = sum(b.evaluations for b in self.outbox) + sum(b.evaluations for b in self.fresh)
         return n + (self.inflight.evaluations if self.inflight is not None else 0)
 
+    def report(self) -> SenderReport:
+        return SenderReport(
+            self.evaluations_posted,
+            self.rows_posted,
+            self.bodies_posted,
+            self.attempts,
+            self.pending_evaluations,
+        )
+
     def _drop(self, body: Body, reason: str) -> None:
-        self.dropped[reason] += body.evaluations
+        self.ledger.drop(reason, body.evaluations)
 
     def _enqueue(self, body: Body) -> None:
         """Queue a body, evicting the oldest while the bytes held pass the bound."""
@@ -153,6 +172,20 @@ class Sender:
             n += body.evaluations
         self.outbox_bytes = 0
         return n
+
+    def abandon(self, reason: str = INTAKE_UNAVAILABLE) -> int:
+        """Count everything held as lost when no loop will ever run this sender again
+        (a body in flight whose task will not resume included, unless it may have been
+        sent: that one is already counted). Returns the evaluations counted."""
+        body, self.inflight = self.inflight, None
+        if body is not None and not body.maybe_sent:
+            self.outbox.append(body)
+            self.outbox_bytes += len(body.data)
+        while self.fresh:
+            body = self.fresh.popleft()
+            self.outbox.append(body)
+            self.outbox_bytes += len(body.data)
+        return self.drop_unsent(reason)
 
     # -- sending ----------------------------------------------------------------------
     async def send_all(self, bodies: list[Body], deadline: float) -> bool:
@@ -233,8 +266,7 @@ class Sender:
                     self.not_before = self._clock() + exc.wait_s
                     delay = exc.wait_s
                 else:
-                    cap = min(_MAX_BACKOFF_S, self.retry_backoff_s * (2 ** (tries - 1)))
-                    delay = random.uniform(0, cap)  # full jitter
+                    delay = backoff_s(tries - 1, self.retry_backoff_s, MAX_BACKOFF_S)
                 self._warn.warning(
                     exc.why,
                     "flageval: intake %s unavailable (%s); will retry",
@@ -296,7 +328,9 @@ class Sender:
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
-            wait = parse_retry_after(retry_after) if status in (429, 503) else None
+            wait = (
+                parse_retry_after(retry_after, RETRY_AFTER_CAP_S) if status in (429, 503) else None
+            )
             raise _Retryable(f"status_{status}", wait)
         raise _Rejected(INTAKE_REJECTED, status)
 

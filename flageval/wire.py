@@ -15,14 +15,14 @@ counted as degraded for ``payload_limit``); if even that does not fit, its
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Iterator
 from itertools import chain
 
 import msgspec
 
+from .losses import PAYLOAD_LIMIT, Ledger
 from .prune import EMPTY
-from .tiers import PAYLOAD_LIMIT, DegradedKey, FullKey, merge_bucket
+from .tiers import DegradedKey, FullKey, merge_bucket
 
 
 class Key(msgspec.Struct, frozen=True, gc=False):
@@ -68,13 +68,6 @@ class Body:
     maybe_sent: bool = False
 
 
-@dataclasses.dataclass
-class Packed:
-    bodies: list[Body]
-    degraded: Counter[str]
-    dropped: Counter[str]
-
-
 _encode = msgspec.json.Encoder().encode
 
 
@@ -91,8 +84,7 @@ def _rows(
     degraded: dict[DegradedKey, list[int]],
     timestamp_ms: int,
     room: int,
-    degraded_counts: Counter[str],
-    dropped: Counter[str],
+    ledger: Ledger,
 ) -> Iterator[tuple[bytes, int]]:
     """Every bucket's encoded row with its evaluation count: full tier, then degraded.
 
@@ -151,12 +143,12 @@ def _rows(
         if len(row) > room:
             if tk is None and not ctx:
                 # Nothing left to take out: the evaluations are lost, and counted.
-                dropped[PAYLOAD_LIMIT] += count
+                ledger.drop(PAYLOAD_LIMIT, count)
             else:
                 # Keep what fits, the row without its targeting key and context, in
                 # the degraded tier it now belongs to (its turn comes later).
                 merge_bucket(degraded, (flag, variant, allocation, rdu, error), count, first, last)
-                degraded_counts[PAYLOAD_LIMIT] += count
+                ledger.degrade(PAYLOAD_LIMIT, count)
             continue
         yield row, count
 
@@ -168,18 +160,18 @@ def pack(
     timestamp_ms: int,
     prefix: bytes,
     max_body_bytes: int,
-) -> Packed:
-    """Encode every bucket as a row and split the rows into bodies."""
+    ledger: Ledger,
+) -> list[Body]:
+    """Encode every bucket as a row and split the rows into bodies; what the oversize
+    rule degrades or drops is recorded in ``ledger``."""
     room = max_body_bytes - len(prefix) - len(_SUFFIX)
     bodies: list[Body] = []
-    degraded_counts: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()
     # Greedy: a row joins the current body if it fits with its comma, else the body
     # is closed and the row starts the next one (every row fits an empty body).
     parts: list[bytes] = []
     size = 0  # bytes of the current body's rows and commas
     evals = 0
-    for row, count in _rows(full, degraded, timestamp_ms, room, degraded_counts, dropped):
+    for row, count in _rows(full, degraded, timestamp_ms, room, ledger):
         if not parts:
             parts.append(row)
             size = len(row)
@@ -197,4 +189,4 @@ def pack(
             evals += count
     if parts:
         bodies.append(Body(prefix + b",".join(parts) + _SUFFIX, len(parts), evals))
-    return Packed(bodies, degraded_counts, dropped)
+    return bodies

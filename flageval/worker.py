@@ -15,33 +15,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections import Counter
+from collections.abc import Mapping
 
+from ._common import RateLimitedLog
 from .config import Settings
 from .handoff import Handoff
-from .logutil import RateLimitedLog
+from .losses import INTAKE_UNAVAILABLE, WORKER_ERROR, Ledger
 from .tiers import Tiers
-from .transport import INTAKE_UNAVAILABLE, Sender
+from .transport import Sender, SenderReport
 from .wire import envelope_prefix, pack
 
 log = logging.getLogger("flageval")
 
 BATCH = 4096
-WORKER_ERROR = "worker_error"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerReport:
+    """The worker's counters and what its stages hold, read on its loop."""
+
+    drained: int
+    held: int
+    flushes: int
+    errors: int
+    dropped: Mapping[str, int]
+    degraded: Mapping[str, int]
+    sender: SenderReport
 
 
 class Worker:
     def __init__(self, settings: Settings, handoff: Handoff) -> None:
         self.settings = settings
         self.handoff = handoff
+        self.ledger = Ledger()
         self.tiers = Tiers(
             max_full_buckets=settings.max_full_buckets,
             max_buckets_per_flag=settings.max_buckets_per_flag,
             max_degraded_buckets=settings.max_degraded_buckets,
             memory_budget_bytes=settings.memory_budget_bytes,
             full_data_default=settings.full_data_default,
+            ledger=self.ledger,
         )
         self.sender = Sender(
             settings.endpoint(),
@@ -50,10 +66,9 @@ class Worker:
             retry_backoff_s=settings.retry_backoff_s,
             retry_buffer_bytes=settings.retry_buffer_bytes,
             verify_tls=settings.verify_tls,
+            ledger=self.ledger,
         )
         self.prefix = envelope_prefix(settings.service, settings.env, settings.version)
-        self.dropped: Counter[str] = Counter()
-        self.degraded: Counter[str] = Counter()
         self.drained = 0
         self.flushes = 0
         self.errors = 0
@@ -78,10 +93,22 @@ class Worker:
             # add_batch guards each snapshot, so this is a bug of ours: count the whole
             # batch (add_batch applies nothing before raising in that case) and go on.
             self.errors += 1
-            self.dropped[WORKER_ERROR] += len(batch)
-            self.tiers.received += len(batch)
+            self.ledger.drop(WORKER_ERROR, len(batch))
             log.exception("flageval: worker failed on a batch of %d evaluations", len(batch))
         return len(batch)
+
+    def report(self) -> WorkerReport:
+        """Counters of every stage (call on the worker's loop, or once it stopped)."""
+        sender = self.sender.report()
+        return WorkerReport(
+            drained=self.drained,
+            held=self.tiers.evaluations_held,
+            flushes=self.flushes,
+            errors=self.errors,
+            dropped=dict(self.ledger.dropped),
+            degraded=dict(self.ledger.degraded),
+            sender=sender,
+        )
 
     def drain_all(self) -> None:
         while self.drain_once() == BATCH:
@@ -114,10 +141,8 @@ class Worker:
         """Drain, pack and send everything counted so far. True if nothing is left.
 
         ``own_task``: the task running this call exists only for it (a caller's
-        ``Telemetry.flush()``), so shutdown waits for it and cancels it at its deadline
-        as it does its own tasks. Else a flush holding the lock past that deadline kept
-        the final flush, the count of what could not go and the session close from
-        running (shutdown is cancelled at its deadline)."""
+        ``Telemetry.flush()``), so shutdown waits for it, and cancels it at its deadline,
+        as it does its own tasks: its lock must not keep the final flush waiting."""
         task = asyncio.current_task() if own_task else None
         if task is None:
             return await self._flush(deadline)
@@ -134,24 +159,25 @@ class Worker:
             self.drain_all()
             full, degraded, held = self.tiers.take()
             try:
-                packed = pack(
+                bodies = pack(
                     full,
                     degraded,
                     timestamp_ms=time.time_ns() // 1_000_000,
                     prefix=self.prefix,
                     max_body_bytes=self.settings.max_body_bytes,
+                    ledger=self.ledger,
                 )
             except Exception:
                 # A bug of ours (as for a failed batch): the tiers were already swapped
                 # out, so without this their evaluations would be in no counter at all.
+                # The tiers were already swapped out: without this count their
+                # evaluations would be in no counter at all.
                 self.errors += 1
-                self.dropped[WORKER_ERROR] += held
+                self.ledger.drop(WORKER_ERROR, held)
                 log.exception("flageval: could not pack %d evaluations", held)
                 return not self.sender.outbox
-            self.degraded.update(packed.degraded)
-            self.dropped.update(packed.dropped)
             self.flushes += 1
-            return await self.sender.send_all(packed.bodies, deadline)
+            return await self.sender.send_all(bodies, deadline)
 
     async def _flush_loop(self) -> None:
         assert self._stopping is not None
@@ -189,17 +215,12 @@ class Worker:
 
     def abandon(self) -> int:
         """Count everything held as ``intake_unavailable`` without a loop to post it on
-        (the caller's loop of ``start_async`` ended without ``ashutdown``). Only safe
+        (the caller's loop of ``start_async`` ended without ``shutdown_async``). Only safe
         when no loop runs this worker any more. Returns the evaluations counted."""
         self.drain_all()
         _, _, held = self.tiers.take()
-        self.dropped[INTAKE_UNAVAILABLE] += held
-        sender = self.sender
-        if sender.inflight is not None:  # its task will never resume
-            body, sender.inflight = sender.inflight, None
-            if not body.maybe_sent:
-                sender.outbox.append(body)
-        lost = held + sender.drop_unsent(INTAKE_UNAVAILABLE)
+        self.ledger.drop(INTAKE_UNAVAILABLE, held)
+        lost = held + self.sender.abandon(INTAKE_UNAVAILABLE)
         self.handoff.discard_late()
         self.stopped = True
         return lost

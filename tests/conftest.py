@@ -9,7 +9,7 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 
-import flageval.telemetry as telemetry_module
+import flageval.default as default_module
 from tests.intake import Intake
 
 
@@ -24,9 +24,9 @@ def _clean_openfeature() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _no_default_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Tests never share the process-wide default pipeline.
-    monkeypatch.setattr(telemetry_module, "_default", None)
+    monkeypatch.setattr(default_module, "_default", None)
     yield
-    tel = telemetry_module._default
+    tel = default_module._default
     if tel is not None:
         tel.shutdown(2.0)
 

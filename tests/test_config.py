@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flageval.config import INTAKE_PATH, Settings, redact_url
+from flageval._common import redact_url
+from flageval.config import INTAKE_PATH, Settings
 
 
 def test_defaults_without_environment() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from flageval.handoff import CLOSED, NEW, OPEN, QUEUE_OVERFLOW, Handoff
+from flageval.handoff import Handoff, State
+from flageval.losses import CLOSED, QUEUE_OVERFLOW
 
 
 def _produce(h: Handoff, threads: int, per_thread: int) -> None:
@@ -25,9 +26,9 @@ def _produce(h: Handoff, threads: int, per_thread: int) -> None:
 
 def test_starts_closed_to_the_fast_path_until_opened() -> None:
     h = Handoff(10)
-    assert (h.state, h.accepting) == (NEW, False)
+    assert (h.state, h.accepting) == (State.NEW, False)
     h.open()
-    assert (h.state, h.accepting) == (OPEN, True)
+    assert (h.state, h.accepting) == (State.OPEN, True)
 
 
 def test_every_offer_is_queued_or_counted_from_many_threads() -> None:
@@ -94,7 +95,7 @@ def test_reset_after_fork_starts_empty_and_new() -> None:
     h.reset_after_fork()
     assert not h.queue
     assert h.counts() == {QUEUE_OVERFLOW: 0, CLOSED: 0, "hook_error": 0}
-    assert (h.state, h.accepting) == (NEW, False)
+    assert (h.state, h.accepting) == (State.NEW, False)
 
 
 def test_drain_keeps_what_it_took_when_something_else_pops_concurrently() -> None:

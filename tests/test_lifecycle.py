@@ -266,7 +266,7 @@ async def test_worker_on_the_callers_loop(make_telemetry: MakeTelemetry, intake:
     for _ in range(20):
         await client.get_boolean_value_async("f", False, EvaluationContext("late"))
     evaluate(client, 4, who="sync")  # sync evaluation on the loop's thread counts too
-    assert await tel.aflush(10.0)
+    assert await tel.flush_async(10.0)
     assert flageval_threads() == []  # the worker ran here, on this loop
     with pytest.raises(RuntimeError):
         tel.flush(1.0)  # blocking on the loop that must do the work would deadlock
@@ -276,7 +276,7 @@ async def test_worker_on_the_callers_loop(make_telemetry: MakeTelemetry, intake:
     assert counts == {"early": 5, "late": 20, "sync": 4}
     for _ in range(3):
         await client.get_boolean_value_async("f", False, EvaluationContext("last"))
-    await tel.ashutdown(5.0)
+    await tel.shutdown_async(5.0)
     assert intake.evaluations() == 32
     await client.get_boolean_value_async("f", False)
     stats = tel.stats()
@@ -455,7 +455,7 @@ def test_a_worker_that_cannot_start_closes_the_pipeline_once(
 def test_start_async_loop_ended_without_ashutdown_counts_what_it_held(
     make_telemetry: MakeTelemetry, intake: Intake
 ) -> None:
-    """The app's loop ran the worker and ended without ashutdown(): shutdown() (as at
+    """The app's loop ran the worker and ended without shutdown_async(): shutdown() (as at
     exit) counts the held evaluations as intake_unavailable instead of leaving them
     pending forever."""
     import asyncio

@@ -11,7 +11,7 @@ import pytest
 from openfeature import api
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from flageval.handoff import CLOSED_STATE
+from flageval.handoff import State
 from tests.intake import Behaviour, Intake
 
 
@@ -51,7 +51,7 @@ def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
     stopper = threading.Thread(target=tel.shutdown, args=(10.0,))
     stopper.start()
     # Shutdown began (it then waits for the flush lock); the 7 are still queued.
-    wait_for(lambda: tel._handoff.state == CLOSED_STATE)
+    wait_for(lambda: tel.handoff.state is State.CLOSED)
     during = tel.stats()  # a monitoring thread looks at the counters
     flusher.join(10)
     stopper.join(10)
@@ -67,7 +67,7 @@ async def test_sync_shutdown_on_the_workers_loop_leaves_ashutdown_working(
     make_telemetry: Any, intake: Intake
 ) -> None:
     # start_async runs the worker on this loop; the sync shutdown() cannot wait on it
-    # and says so. That mistake must not leave the pipeline half shut: ashutdown()
+    # and says so. That mistake must not leave the pipeline half shut: shutdown_async()
     # afterwards still drains and posts what was counted.
     tel = make_telemetry(autostart=False)
     client = _client(tel)
@@ -76,7 +76,7 @@ async def test_sync_shutdown_on_the_workers_loop_leaves_ashutdown_working(
         await client.get_boolean_value_async("f", False)
     with pytest.raises(RuntimeError):
         tel.shutdown(5.0)
-    await tel.ashutdown(5.0)
+    await tel.shutdown_async(5.0)
     after = tel.stats()
     assert intake.evaluations() == 4, after
     assert after.evaluations_posted == 4 and after.pending == 0 and after.conserved
@@ -204,15 +204,15 @@ async def test_aflush_and_ashutdown_from_an_app_loop_use_the_workers_own_thread(
     client = _client(tel)
     for _ in range(3):
         await client.get_boolean_value_async("f", False)
-    assert await tel.aflush(5.0) is True
+    assert await tel.flush_async(5.0) is True
     assert intake.evaluations() == 3
     # The session (and so every post) belongs to the worker's loop, not to this one.
     session = tel._worker.sender._session
-    assert session is not None and session._loop is tel._loop
+    assert session is not None and session._loop is tel._thread._loop
     for _ in range(2):
         await client.get_boolean_value_async("f", False)
-    await tel.ashutdown(5.0)
-    assert not tel._thread.is_alive()  # really shut down: no second call needed
+    await tel.shutdown_async(5.0)
+    assert not tel._thread.alive  # really shut down: no second call needed
     stats = tel.stats()
     assert intake.evaluations() == 5
     assert stats.evaluations_posted == 5 and stats.pending == 0 and stats.conserved
@@ -250,7 +250,7 @@ def test_shutdown_from_a_signal_handler_during_the_first_start_does_not_deadlock
         client.get_boolean_value("f", False)
         s = tel.stats()
         print(json.dumps({"dropped": s.dropped, "evaluations": s.evaluations,
-                          "conserved": s.conserved, "alive": tel._thread.is_alive()}))
+                          "conserved": s.conserved, "alive": tel._thread.alive}))
         """
     )
     env = dict(os.environ, INTAKE_URL=intake.url)

@@ -1,10 +1,10 @@
-"""Retry-After parsing (flageval/retry_after.py), each accepted form checked by hand."""
+"""Retry-After parsing (flageval/_common.py), each accepted form checked by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from flageval.retry_after import parse_retry_after
+from flageval._common import parse_retry_after
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

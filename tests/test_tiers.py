@@ -166,7 +166,7 @@ def test_per_flag_cap_degrades_only_that_flags_new_buckets() -> None:
         ("g", "u9", 1),
     ]
     assert t.degraded == {("f", "on", None, False, None): [3, T0, T0]}
-    assert t.degraded_by_reason == {"cardinality_cap": 3}
+    assert t.ledger.degraded == {"cardinality_cap": 3}
     assert t.evaluations_held == 7
 
 
@@ -178,7 +178,7 @@ def test_total_full_cap_then_degraded_cap_then_counted_drop() -> None:
     )
     assert len(t.full) == 2
     assert t.degraded == {("f", "on", None, False, None): [2, T0, T0]}
-    assert t.dropped == {"degraded_cap": 1}
+    assert t.ledger.dropped == {"degraded_cap": 1}
     assert t.evaluations_held == 4
     assert t.received == 5
 
@@ -189,7 +189,7 @@ def test_memory_budget_degrades_new_full_buckets() -> None:
     t = tiers(memory_budget_bytes=2 * one + one // 2)
     t.add_batch([snap(tk=f"u{i}", attrs={"a": "x" * 200}) for i in range(4)])
     assert len(t.full) == 2
-    assert t.degraded_by_reason == {"memory_budget": 2}
+    assert t.ledger.degraded == {"memory_budget": 2}
     assert t.bytes_held == 2 * one
 
 
@@ -232,7 +232,7 @@ def test_unreadable_context_is_counted_and_degraded() -> None:
     t = tiers()
     t.add_batch([snap(attrs=Exploding(a=1))])
     assert t.context_errors == 1
-    assert t.degraded_by_reason == {"context_error": 1}
+    assert t.ledger.degraded == {"context_error": 1}
     assert t.evaluations_held == 1
 
 

@@ -7,15 +7,18 @@ from typing import Any
 from openfeature import api
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from flageval.transport import parse_retry_after
+from flageval._common import parse_retry_after
+from flageval.transport import RETRY_AFTER_CAP_S
 from tests.intake import Behaviour, Intake
 
 
 def test_retry_after_that_is_a_digit_but_not_a_number_is_unreadable() -> None:
     # str.isdigit() is true for superscripts, which float() and int() refuse.
-    assert parse_retry_after("\u00b2") is None
-    assert parse_retry_after("\u0661\u0662") is None  # Arabic-Indic "12": not HTTP
-    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after("\u00b2", RETRY_AFTER_CAP_S) is None
+    assert (
+        parse_retry_after("\u0661\u0662", RETRY_AFTER_CAP_S) is None
+    )  # Arabic-Indic "12": not HTTP
+    assert parse_retry_after("12", RETRY_AFTER_CAP_S) == 12.0
 
 
 def test_429_with_an_unreadable_retry_after_is_retried_not_a_failed_flush(

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import Counter
 from typing import Any
 
+from flageval import wire
 from flageval.config import MAX_BODY_BYTES
-from flageval.wire import envelope_prefix, pack
+from flageval.losses import Ledger
+from flageval.wire import Body, envelope_prefix
 from tests.schema_util import validate_body
 
 T0 = 1_790_000_000_000
 NOW = T0 + 10_000
 PREFIX = envelope_prefix("svc", None, None)
+
+
+@dataclasses.dataclass
+class Packed:
+    bodies: list[Body]
+    degraded: Counter[str]
+    dropped: Counter[str]
+
+
+def pack(full: Any, degraded: Any, **kwargs: Any) -> Packed:
+    """``wire.pack`` with the ledger it records into, for the assertions."""
+    ledger = Ledger()
+    bodies = wire.pack(full, degraded, ledger=ledger, **kwargs)
+    return Packed(bodies, ledger.degraded, ledger.dropped)
 
 
 def full_key(

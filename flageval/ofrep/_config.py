@@ -6,7 +6,6 @@ an invalid setting raises ``ValueError`` naming the setting (or environment vari
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from typing import Literal
 from urllib.parse import unquote
 
 from yarl import URL
+
+from flageval._common import check_number
 
 ChangeDetection = Literal["sse", "polling", "none"]
 CHANGE_DETECTIONS: tuple[ChangeDetection, ...] = ("sse", "polling", "none")
@@ -90,13 +91,7 @@ def _check_header(name: str, value: str, setting: str) -> None:
 
 
 def _positive_number(value: object, setting: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{setting} must be a number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{setting} must be a finite number {bound}, got {value!r}")
-    return number
+    return float(check_number(value, setting, inclusive=allow_zero))
 
 
 def _base_url(raw: str | None) -> URL:

@@ -1,4 +1,4 @@
-"""Counters, rate-limited warnings and log-safe URLs.
+"""The provider's logger and counters.
 
 Counters live in one dict whose keys are all created up front: the loop thread only
 increments existing keys, so another thread can copy the dict (``stats()``) without
@@ -8,10 +8,6 @@ ever seeing it change size mid-copy.
 from __future__ import annotations
 
 import logging
-
-from yarl import URL
-
-from flageval.logutil import RateLimitedLog as _RateLimitedLog
 
 logger = logging.getLogger("flageval.ofrep")
 
@@ -53,18 +49,3 @@ STAT_KEYS: tuple[str, ...] = (
 
 def new_stats() -> dict[str, int]:
     return dict.fromkeys(STAT_KEYS, 0)
-
-
-class RateLimitedLog(_RateLimitedLog):
-    """At most one record per key per interval on the provider's logger; the next one
-    says how many were swallowed. Keeps a flapping server from flooding the logs."""
-
-    def __init__(self, interval_s: float = 60.0) -> None:
-        super().__init__(logger, interval_s)
-
-
-def safe_url(url: URL) -> str:
-    """scheme://host[:port]/path: stream URLs may carry tokens in the query string or
-    in user info, neither of which may reach a log."""
-    port = f":{url.explicit_port}" if url.explicit_port is not None else ""
-    return f"{url.scheme}://{url.host}{port}{url.path}"

@@ -21,7 +21,7 @@ import msgspec
 from openfeature.evaluation_context import EvaluationContext
 from yarl import URL
 
-from flageval.retry_after import parse_retry_after as _parse_retry_after
+from flageval._common import parse_retry_after
 
 from ._config import OFREPConfig
 from ._resolve import FlagEntry, entry_from_item
@@ -119,12 +119,6 @@ class Failed:
 
 
 Outcome = Fetched | NotModified | RateLimited | Fatal | Failed
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds, HTTP date or ISO 8601),
-    capped at ``MAX_RETRY_AFTER_S``."""
-    return _parse_retry_after(value, MAX_RETRY_AFTER_S, now)
 
 
 def bulk_url(config: OFREPConfig, request: FetchRequest) -> URL:
@@ -284,7 +278,8 @@ async def fetch_bulk(
             if status == 304:
                 return NotModified()
             if status == 429:
-                return RateLimited(parse_retry_after(response.headers.get("Retry-After")))
+                retry_after = response.headers.get("Retry-After")
+                return RateLimited(parse_retry_after(retry_after, MAX_RETRY_AFTER_S))
             if status in (401, 403):
                 return Fatal(status)
             if status == 400:

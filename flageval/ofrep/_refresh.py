@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -41,8 +40,10 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode, GeneralError, ProviderFatalError
 
+from flageval._common import RateLimitedLog, backoff_s
+
 from ._config import DEFAULT_INACTIVITY_DELAY_S, OFREPConfig
-from ._diagnostics import RateLimitedLog, logger
+from ._diagnostics import logger
 from ._fetch import (
     Failed,
     Fatal,
@@ -96,7 +97,7 @@ class Refresher:
         self.shared = shared
         self.stats = stats
         self.emitter = emitter
-        self.log = RateLimitedLog()
+        self.log = RateLimitedLog(logger)
         self.gate = RateGate()
         self.fatal = False
         self.closed = False
@@ -319,11 +320,8 @@ class Refresher:
 
     def _next_retry_delay(self) -> float:
         self._error_streak += 1
-        ceiling = min(
-            self.config.retry_max_s,
-            self.config.retry_min_s * 2.0 ** min(self._error_streak - 1, 30),
-        )
-        return random.uniform(ceiling / 2.0, ceiling)
+        config = self.config
+        return backoff_s(self._error_streak - 1, config.retry_min_s, config.retry_max_s, 0.5)
 
     def _schedule_retry(self, request: FetchRequest) -> None:
         if self._retry_handle is not None:

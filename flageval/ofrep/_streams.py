@@ -1,6 +1,7 @@
 """Event-stream connections: one task per ``sse`` entry of the latest 200.
 
-Each connection reconnects by itself with exponential backoff and full jitter, sends
+Each connection reconnects by itself with exponential backoff (jittered over the upper
+half of each step), sends
 ``Last-Event-ID`` when it has one, and reports three things to its owner: it connected
 (the owner re-fetches at once, closing the gap while it was down), a
 ``refetchEvaluation`` event arrived (with its etag/lastModified, verbatim), or its
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,9 +35,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from flageval._common import RateLimitedLog, backoff_s, parse_retry_after, redact_url
+
 from ._config import OFREPConfig
-from ._diagnostics import RateLimitedLog, safe_url
-from ._fetch import StreamSpec, parse_retry_after, same_origin
+from ._fetch import MAX_RETRY_AFTER_S, StreamSpec, same_origin
 from ._ratelimit import RateGate
 from ._sse import SSEEvent, SSEParser, pump
 
@@ -68,7 +69,7 @@ class _Connection:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"ofrep-sse {safe_url(self.spec.url)}"
+            self._run(), name=f"ofrep-sse {redact_url(self.spec.url)}"
         )
 
     def _backoff_s(self, attempt: int) -> float:
@@ -76,16 +77,15 @@ class _Connection:
         base = config.reconnect_min_s
         if self.retry_ms is not None:
             base = max(base, self.retry_ms / 1000.0)
-        ceiling = min(config.reconnect_max_s, base * (2.0 ** min(attempt, 30)))
-        # Full jitter over the upper half: spreads a fleet reconnecting after an outage.
-        return random.uniform(ceiling / 2.0, ceiling)
+        # Jittered over the upper half: spreads a fleet reconnecting after an outage.
+        return backoff_s(attempt, base, config.reconnect_max_s, spread=0.5)
 
     async def _run(self) -> None:
         owner = self.owner
         config = owner.config
         attempt = 0
         auth = same_origin(self.spec.url, config.base_url)
-        where = safe_url(self.spec.url)
+        where = redact_url(self.spec.url)
         while True:
             await owner.gate.wait()
             connected_at: float | None = None
@@ -107,7 +107,8 @@ class _Connection:
                     if response.status == 429:
                         owner.stats["sse_connect_failures"] += 1
                         owner.stats["fetch_rate_limited"] += 1
-                        wait = parse_retry_after(response.headers.get("Retry-After"))
+                        retry_after = response.headers.get("Retry-After")
+                        wait = parse_retry_after(retry_after, MAX_RETRY_AFTER_S)
                         owner.gate.block(wait if wait is not None else self._backoff_s(attempt))
                         owner.log.log(
                             logging.WARNING, "sse-429", "event stream %s answered 429", where

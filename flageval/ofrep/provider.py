@@ -26,6 +26,8 @@ from openfeature.exception import GeneralError, OpenFeatureError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 
+from flageval._loop import LoopThread
+
 from ._config import (
     DEFAULT_RECONNECT_MAX_S,
     DEFAULT_RECONNECT_MIN_S,
@@ -38,7 +40,6 @@ from ._config import (
     load_config,
 )
 from ._diagnostics import logger, new_stats
-from ._loop import LoopThread
 from ._refresh import Refresher, Shared
 from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, resolve
 
@@ -131,12 +132,17 @@ class OFREPProvider(AbstractProvider):
                 context = self._context or EvaluationContext()
             thread = LoopThread("flageval-ofrep")
             try:
-                thread.start()
+                started = thread.start()
             except RuntimeError as exc:
-                raise GeneralError(str(exc)) from None
+                raise GeneralError(f"could not start the provider's thread: {exc}") from None
+            if not started:
+                thread.stop(0)  # a starved interpreter: the late loop stops at once
+                raise GeneralError("the provider's loop thread did not start in time")
             refresher = Refresher(self._config, self._shared, self._stats, self)
             self._thread, self._refresher = thread, refresher
         future = thread.submit(refresher.start(context))
+        if future is None:  # shut down by another thread meanwhile
+            raise GeneralError("the provider was shut down during initialize")
         try:
             future.result(timeout=self._config.timeout_s + _START_GRACE_S)
         except concurrent.futures.TimeoutError:
@@ -159,11 +165,15 @@ class OFREPProvider(AbstractProvider):
             return
         if thread.in_loop_thread():
             # Called from an event handler on our own loop: cannot wait for ourselves.
-            thread.submit(refresher.close()).add_done_callback(lambda _: thread.stop(0))
+            closing = thread.submit(refresher.close())
+            if closing is not None:
+                closing.add_done_callback(lambda _: thread.stop(0))
             return
         deadline = _monotonic() + self._config.shutdown_timeout_s
+        closing = thread.submit(refresher.close())
         try:
-            thread.submit(refresher.close()).result(timeout=self._config.shutdown_timeout_s)
+            if closing is not None:
+                closing.result(timeout=self._config.shutdown_timeout_s)
         except Exception:
             logger.warning("provider shutdown did not complete cleanly", exc_info=True)
         if not thread.stop(max(0.1, deadline - _monotonic())):
@@ -195,10 +205,10 @@ class OFREPProvider(AbstractProvider):
         self, context: EvaluationContext, from_global: bool = False
     ) -> concurrent.futures.Future[bool]:
         thread, refresher = self._thread, self._refresher
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        done.set_result(False)
         if thread is None or refresher is None:
-            done: concurrent.futures.Future[bool] = concurrent.futures.Future()
-            done.set_result(False)  # not started: initialize() will use this context
-            return done
+            return done  # not started: initialize() will use this context
 
         async def switch() -> bool:
             # A resolve that saw the global context change may submit this after a
@@ -207,7 +217,7 @@ class OFREPProvider(AbstractProvider):
                 return False
             return await refresher.set_context(context)
 
-        return thread.submit(switch())
+        return thread.submit(switch()) or done  # None: the loop is closed
 
     def _global_context_changed(self, context: EvaluationContext) -> None:
         self._seen_global = context

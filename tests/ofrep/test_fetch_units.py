@@ -11,6 +11,7 @@ import pytest
 from openfeature.evaluation_context import EvaluationContext
 from yarl import URL
 
+from flageval._common import parse_retry_after
 from flageval.ofrep._config import load_config
 from flageval.ofrep._fetch import (
     MAX_RETRY_AFTER_S,
@@ -20,7 +21,6 @@ from flageval.ofrep._fetch import (
     bulk_url,
     encode_context,
     parse_bulk,
-    parse_retry_after,
     same_origin,
 )
 
@@ -47,30 +47,33 @@ def _config(base: str = "http://127.0.0.1:8080/base"):  # type: ignore[no-untype
 
 
 def test_retry_after_delta_seconds() -> None:
-    assert parse_retry_after("7", NOW) == 7.0
-    assert parse_retry_after(" 0 ", NOW) == 0.0
+    assert parse_retry_after("7", MAX_RETRY_AFTER_S, NOW) == 7.0
+    assert parse_retry_after(" 0 ", MAX_RETRY_AFTER_S, NOW) == 0.0
 
 
 def test_retry_after_http_date() -> None:
     header = email.utils.formatdate(NOW + 30, usegmt=True)
-    assert parse_retry_after(header, NOW) == pytest.approx(30.0)
+    assert parse_retry_after(header, MAX_RETRY_AFTER_S, NOW) == pytest.approx(30.0)
 
 
 def test_retry_after_iso8601_like_the_ofrep_example() -> None:
     when = datetime.fromtimestamp(NOW + 12, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert parse_retry_after(when, NOW) == pytest.approx(12.0)
+    assert parse_retry_after(when, MAX_RETRY_AFTER_S, NOW) == pytest.approx(12.0)
     with_offset = datetime.fromtimestamp(NOW + 12, tz=UTC).isoformat()
-    assert parse_retry_after(with_offset, NOW) == pytest.approx(12.0)
+    assert parse_retry_after(with_offset, MAX_RETRY_AFTER_S, NOW) == pytest.approx(12.0)
 
 
 def test_retry_after_in_the_past_is_zero_and_far_future_is_capped() -> None:
-    assert parse_retry_after(email.utils.formatdate(NOW - 100, usegmt=True), NOW) == 0.0
-    assert parse_retry_after("999999", NOW) == MAX_RETRY_AFTER_S
+    assert (
+        parse_retry_after(email.utils.formatdate(NOW - 100, usegmt=True), MAX_RETRY_AFTER_S, NOW)
+        == 0.0
+    )
+    assert parse_retry_after("999999", MAX_RETRY_AFTER_S, NOW) == MAX_RETRY_AFTER_S
 
 
 @pytest.mark.parametrize("bad", [None, "", "soon", "-3", "1.5", "2024-13-45T00:00:00Z"])
 def test_retry_after_unreadable(bad: str | None) -> None:
-    assert parse_retry_after(bad, NOW) is None
+    assert parse_retry_after(bad, MAX_RETRY_AFTER_S, NOW) is None
 
 
 def test_flag_config_params_are_encoded_and_decode_verbatim() -> None:

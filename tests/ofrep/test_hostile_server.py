@@ -8,8 +8,9 @@ import pytest
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import GeneralError
 
+from flageval._common import parse_retry_after
 from flageval.ofrep import OFREPProvider
-from flageval.ofrep._fetch import parse_retry_after
+from flageval.ofrep._fetch import MAX_RETRY_AFTER_S
 from flageval.ofrep._sse import SSEParser
 
 from .helpers import settled, start_with_stream
@@ -65,8 +66,8 @@ def test_deeply_nested_bulk_body_is_a_failed_fetch_and_is_retried(
 
 
 def test_retry_after_with_many_digits_is_capped_not_an_error() -> None:
-    assert parse_retry_after("9" * 5000) == 3600.0
-    assert parse_retry_after("0" * 5000 + "7") == 7.0
+    assert parse_retry_after("9" * 5000, MAX_RETRY_AFTER_S) == 3600.0
+    assert parse_retry_after("0" * 5000 + "7", MAX_RETRY_AFTER_S) == 7.0
 
 
 def test_sse_retry_field_with_many_digits_is_read_as_a_long_delay() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,6 @@ from openfeature.provider import ProviderStatus
 
 from flageval.ofrep import OFREPProvider, _refresh
 from flageval.ofrep import provider as provider_module
-from flageval.ofrep._loop import LoopThread
 
 from .conftest import EventLog
 from .helpers import answered, settled
@@ -100,38 +98,6 @@ def test_a_stream_answering_401_is_fatal_and_stops_every_request(
     provider.set_context(EvaluationContext("second"))
     time.sleep(0.5)  # ten poll intervals, several reconnect delays (<= 0.2 s)
     assert len(server.all_requests()) == count
-
-
-def test_loop_thread_start_is_bounded(monkeypatch: Any) -> None:
-    # A loop thread that never gets to run its loop must not block start() forever.
-    release = threading.Event()
-
-    class Stuck(LoopThread):
-        def _run(self) -> None:
-            release.wait(5.0)
-            super()._run()
-
-    monkeypatch.setattr(LoopThread, "START_TIMEOUT_S", 0.2, raising=False)
-    thread = Stuck("ofrep-test-stuck")
-    outcome: list[BaseException | None] = []
-
-    def start() -> None:
-        try:
-            thread.start()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    caller = threading.Thread(target=start, daemon=True)
-    caller.start()
-    caller.join(3.0)
-    stuck = caller.is_alive()
-    release.set()
-    assert not stuck, "start() did not return"
-    assert isinstance(outcome[0], RuntimeError)
-    # The late loop was told to stop: the thread ends instead of running forever.
-    thread._thread.join(3.0)
-    assert not thread._thread.is_alive()
 
 
 def test_a_stream_that_closes_after_a_keep_alive_still_backs_off(
