@@ -15,10 +15,6 @@ class RateGate:
     def __init__(self) -> None:
         self._until = 0.0
 
-    @property
-    def blocked_for_s(self) -> float:
-        return max(0.0, self._until - time.monotonic())
-
     def block(self, seconds: float) -> None:
         # A later Retry-After never shortens an earlier, longer one.
         self._until = max(self._until, time.monotonic() + max(0.0, seconds))
