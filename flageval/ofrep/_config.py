@@ -90,10 +90,6 @@ def _check_header(name: str, value: str, setting: str) -> None:
         raise ValueError(f"{setting}: the value of header {name!r} contains a line break")
 
 
-def _positive_number(value: object, setting: str, *, allow_zero: bool = False) -> float:
-    return float(check_number(value, setting, inclusive=allow_zero))
-
-
 def _base_url(raw: str | None) -> URL:
     if raw is None or not raw.strip():
         raise ValueError(f"base_url is required (argument or {ENV_ENDPOINT})")
@@ -151,9 +147,9 @@ def load_config(
                 timeout = float(int(raw_timeout.strip()))
             except ValueError:
                 raise ValueError(f"{ENV_TIMEOUT_MS} must be an integer number of ms") from None
-            timeout = _positive_number(timeout, ENV_TIMEOUT_MS)
+            timeout = float(check_number(timeout, ENV_TIMEOUT_MS))
     else:
-        timeout = _positive_number(timeout_ms, "timeout_ms")
+        timeout = float(check_number(timeout_ms, "timeout_ms"))
 
     if change_detection not in CHANGE_DETECTIONS:
         raise ValueError(
@@ -161,21 +157,21 @@ def load_config(
             f"got {change_detection!r}"
         )
     mode: ChangeDetection = change_detection
-    poll = _positive_number(poll_interval_s, "poll_interval_s", allow_zero=True)
+    poll = float(check_number(poll_interval_s, "poll_interval_s", inclusive=True))
     if mode == "polling" and poll == 0:
         raise ValueError('poll_interval_s must be > 0 when change_detection="polling"')
 
     inactivity = (
         None
         if inactivity_delay_s is None
-        else _positive_number(inactivity_delay_s, "inactivity_delay_s")
+        else float(check_number(inactivity_delay_s, "inactivity_delay_s"))
     )
-    rmin = _positive_number(reconnect_min_s, "reconnect_min_s")
-    rmax = _positive_number(reconnect_max_s, "reconnect_max_s")
+    rmin = float(check_number(reconnect_min_s, "reconnect_min_s"))
+    rmax = float(check_number(reconnect_max_s, "reconnect_max_s"))
     if rmax < rmin:
         raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-    emin = _positive_number(retry_min_s, "retry_min_s")
-    emax = _positive_number(retry_max_s, "retry_max_s")
+    emin = float(check_number(retry_min_s, "retry_min_s"))
+    emax = float(check_number(retry_max_s, "retry_max_s"))
     if emax < emin:
         raise ValueError("retry_max_s must be >= retry_min_s")
 
@@ -186,11 +182,11 @@ def load_config(
         change_detection=mode,
         poll_interval_s=poll,
         inactivity_delay_s=inactivity,
-        sse_read_timeout_s=_positive_number(sse_read_timeout_s, "sse_read_timeout_s"),
+        sse_read_timeout_s=float(check_number(sse_read_timeout_s, "sse_read_timeout_s")),
         reconnect_min_s=rmin,
         reconnect_max_s=rmax,
         retry_min_s=emin,
         retry_max_s=emax,
-        stale_after_s=_positive_number(stale_after_s, "stale_after_s"),
-        shutdown_timeout_s=_positive_number(shutdown_timeout_s, "shutdown_timeout_s"),
+        stale_after_s=float(check_number(stale_after_s, "stale_after_s")),
+        shutdown_timeout_s=float(check_number(shutdown_timeout_s, "shutdown_timeout_s")),
     )
