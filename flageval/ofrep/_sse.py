@@ -162,7 +162,6 @@ async def pump(
     parser: SSEParser,
     read_timeout_s: float,
     on_event: Callable[[SSEEvent], None],
-    on_bytes: Callable[[], None] | None = None,
 ) -> None:
     """Read until end of stream. Raises ``TimeoutError`` when no byte (not even a
     keep-alive comment) arrives for ``read_timeout_s``: the peer is gone."""
@@ -171,7 +170,5 @@ async def pump(
             chunk = await source.readany()
         if not chunk:
             return
-        if on_bytes is not None:
-            on_bytes()
         for event in parser.feed(chunk):
             on_event(event)
