@@ -33,7 +33,6 @@ _EMPTY: Mapping[str, bool | int | float | str] = {}
 
 @dataclass(frozen=True, slots=True)
 class FlagEntry:
-    key: str
     value: Any  # _MISSING when the server sent no value
     variant: str | None
     reason: str | None
@@ -53,13 +52,12 @@ def _metadata(raw: object) -> Mapping[str, bool | int | float | str]:
 
 
 def entry_from_item(item: Mapping[str, Any]) -> FlagEntry:
-    """``item`` is a decoded JSON object known to have a string ``key``."""
+    """``item`` is one decoded object of a bulk answer's ``flags`` array."""
     metadata = _metadata(item.get("metadata"))
     raw_code = item.get("errorCode")
     if raw_code is not None:
         details = item.get("errorDetails")
         return FlagEntry(
-            key=item["key"],
             value=_MISSING,
             variant=None,
             reason=Reason.ERROR,
@@ -72,7 +70,6 @@ def entry_from_item(item: Mapping[str, Any]) -> FlagEntry:
     reason = item.get("reason")
     variant = item.get("variant")
     return FlagEntry(
-        key=item["key"],
         value=item.get("value", _MISSING),
         variant=variant if isinstance(variant, str) else None,
         reason=reason if isinstance(reason, str) else None,
