@@ -1,0 +1,126 @@
+"""The provider's status: one explicit state, the transitions it may take, and the events
+that report them to the OpenFeature SDK.
+
+`Status` has a member for each OpenFeature provider status the provider can be in, plus
+CLOSED. `Lifecycle` holds the current one and takes only the transitions listed in
+`TRANSITIONS`; any other is refused (``move`` returns False and nothing happens), so a
+fatal provider cannot become ready again, a closed one cannot emit, and so on.
+
+    from                 to      event emitted                    when
+    NOT_READY            READY   none: initialize() returns       the first fetch succeeded
+    NOT_READY            ERROR   none: initialize() raises        it failed (not 401/403), or
+                                 GeneralError                     initialize() stopped waiting
+    NOT_READY            FATAL   none: initialize() raises        401/403
+                                 ProviderFatalError
+    READY                STALE   PROVIDER_STALE                   change detection lost for
+                                                                  ``stale_after_s``
+    STALE                READY   PROVIDER_READY                   change detection back, or idle
+    ERROR                READY   PROVIDER_READY                   a fetch succeeded
+    READY, STALE, ERROR  FATAL   PROVIDER_ERROR (PROVIDER_FATAL)  401/403 from the bulk endpoint
+                                                                  or from a stream
+    all but CLOSED       CLOSED  none                             shutdown
+
+Refused, among others: FATAL to anything but CLOSED; anything out of CLOSED; ERROR to STALE
+(ERROR already says the values are not current, and the SDK would read STALE as better);
+READY to ERROR (after a good fetch, failures keep serving the last good values, at worst
+STALE); NOT_READY to STALE.
+
+Transitions out of NOT_READY are silent because initialize() reports them itself. When
+initialize() stops waiting and raises GeneralError, the SDK shows ERROR whatever the real
+status is; `Lifecycle.initialize_raised` either takes the silent move to ERROR (start's
+outcome is then reported by events) or reports the current status again.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from openfeature.event import ProviderEvent, ProviderEventDetails
+from openfeature.provider import ProviderStatus
+
+
+class Emitter(Protocol):
+    """Where provider events go (`AbstractProvider.emit`)."""
+
+    def emit(self, event: ProviderEvent, details: ProviderEventDetails) -> None: ...
+
+
+class Status(enum.Enum):
+    NOT_READY = "NOT_READY"  # initialize() is waiting for the first fetch
+    READY = "READY"
+    STALE = "STALE"
+    ERROR = "ERROR"  # initialize() failed, not fatally: retrying in the background
+    FATAL = "FATAL"  # credentials rejected: no request ever again
+    CLOSED = "CLOSED"  # shut down
+
+    @property
+    def provider_status(self) -> ProviderStatus:
+        """What the SDK reports for a provider in this status."""
+        if self is Status.CLOSED:
+            return ProviderStatus.NOT_READY  # as for any provider that was shut down
+        return ProviderStatus(self.value)
+
+    @property
+    def live(self) -> bool:
+        """Whether requests may still be made (neither FATAL nor CLOSED)."""
+        return self is not Status.FATAL and self is not Status.CLOSED
+
+
+_S = Status
+_E = ProviderEvent
+
+#: from -> {to: the event that reports the move, None when it is silent}.
+TRANSITIONS: dict[Status, dict[Status, ProviderEvent | None]] = {
+    _S.NOT_READY: {_S.READY: None, _S.ERROR: None, _S.FATAL: None, _S.CLOSED: None},
+    _S.READY: {_S.STALE: _E.PROVIDER_STALE, _S.FATAL: _E.PROVIDER_ERROR, _S.CLOSED: None},
+    _S.STALE: {_S.READY: _E.PROVIDER_READY, _S.FATAL: _E.PROVIDER_ERROR, _S.CLOSED: None},
+    _S.ERROR: {_S.READY: _E.PROVIDER_READY, _S.FATAL: _E.PROVIDER_ERROR, _S.CLOSED: None},
+    _S.FATAL: {_S.CLOSED: None},
+    _S.CLOSED: {},
+}
+
+# The event that brings an SDK showing ERROR back to each status (ERROR needs none).
+_REPORTS: dict[Status, ProviderEvent] = {
+    _S.READY: _E.PROVIDER_READY,
+    _S.STALE: _E.PROVIDER_STALE,
+    _S.FATAL: _E.PROVIDER_ERROR,
+}
+
+
+class Lifecycle:
+    """Owns the current `Status` and the events that report its changes. Loop only."""
+
+    __slots__ = ("_details", "_emitter", "_status")
+
+    def __init__(self, emitter: Emitter) -> None:
+        self._emitter = emitter
+        self._status = Status.NOT_READY
+        self._details = ProviderEventDetails()
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    def move(self, to: Status, details: ProviderEventDetails | None = None) -> bool:
+        """Take the transition to ``to`` and emit its event, with ``details``; False (and
+        no effect) when `TRANSITIONS` has no such transition from the current status."""
+        allowed = TRANSITIONS[self._status]
+        if to not in allowed:
+            return False
+        self._status = to
+        self._details = details if details is not None else ProviderEventDetails()
+        event = allowed[to]
+        if event is not None:
+            self._emitter.emit(event, self._details)
+        return True
+
+    def initialize_raised(self) -> None:
+        """initialize() raised GeneralError without waiting for the first fetch's outcome,
+        so the SDK shows ERROR now."""
+        if self._status is Status.NOT_READY:
+            self.move(Status.ERROR)
+            return
+        event = _REPORTS.get(self._status)
+        if event is not None:
+            self._emitter.emit(event, self._details)
