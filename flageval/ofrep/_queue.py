@@ -1,0 +1,111 @@
+"""When bulk fetches run. Everything here runs on the provider's loop.
+
+`FetchQueue` owns:
+
+- the pending trigger: what the next fetch is for. A trigger that arrives while one is
+  pending, or while a fetch is in flight, merges into it (`FetchRequest.merge`: an
+  unconditional trigger wins, the newest event metadata is kept) and counts as
+  ``fetch_coalesced``;
+- the runner: one task that waits on the 429 gate, takes the pending trigger and awaits
+  ``run`` with it, until nothing is pending; so fetches never overlap;
+- the error backoff: a failed fetch's trigger is queued again after ``retry_min_s``
+  doubling to ``retry_max_s`` (drawn from the upper half of each step); a 429 without a
+  usable Retry-After closes the gate for the same backoff; any success resets it;
+- ``failing``: whether the latest answered fetch failed, which staleness reads.
+
+What a fetch sends and what its answer means belong to ``run`` (the coordinator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from flageval._common import backoff_s
+
+from ._fetch import FetchRequest
+from ._ratelimit import RateGate
+
+# Jittered over the upper half: a retry never comes much sooner than the backoff says.
+_SPREAD = 0.5
+
+
+class FetchQueue:
+    def __init__(
+        self,
+        run: Callable[[FetchRequest], Awaitable[None]],
+        gate: RateGate,
+        stats: dict[str, int],
+        retry_min_s: float,
+        retry_max_s: float,
+    ) -> None:
+        self._run = run
+        self._gate = gate
+        self._stats = stats
+        self._retry_min_s = retry_min_s
+        self._retry_max_s = retry_max_s
+        self._pending: FetchRequest | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._streak = 0  # consecutive failures: the backoff's exponent
+        self._stopped = False
+        self.failing = False
+
+    def request(self, request: FetchRequest) -> None:
+        """Ask for a fetch: the next one the runner makes covers ``request``."""
+        if self._stopped:
+            return
+        if self._pending is None:
+            self._pending = request
+        else:
+            self._pending = self._pending.merge(request)
+            self._stats["fetch_coalesced"] += 1
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._drain(), name="ofrep-fetch")
+
+    async def _drain(self) -> None:
+        while self._pending is not None and not self._stopped:
+            await self._gate.wait()
+            if self._pending is None or self._stopped:
+                return
+            request, self._pending = self._pending, None
+            await self._run(request)
+
+    def succeeded(self) -> None:
+        self._streak = 0
+        self.failing = False
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def failed(self, request: FetchRequest) -> float:
+        """Queue ``request`` again after the next backoff step; returns that delay."""
+        self.failing = True
+        delay = self._next_backoff_s()
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(delay, self.request, request)
+        return delay
+
+    def rate_limited(self, request: FetchRequest, retry_after_s: float | None) -> float:
+        """Close the gate for ``retry_after_s`` (the next backoff step when the server gave
+        none) and queue ``request`` for when it opens; returns the wait."""
+        self.failing = True
+        wait = retry_after_s if retry_after_s is not None else self._next_backoff_s()
+        self._gate.block(wait)
+        self.request(request)
+        return wait
+
+    def _next_backoff_s(self) -> float:
+        self._streak += 1
+        return backoff_s(self._streak - 1, self._retry_min_s, self._retry_max_s, _SPREAD)
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """Drop what is pending and any scheduled retry; refuse later requests. Returns the
+        runner, whose fetch in flight (if any) still completes unless the caller cancels it."""
+        self._stopped = True
+        self._pending = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        return self._runner

@@ -1,0 +1,154 @@
+"""The fetch queue: one fetch at a time, triggers merged, the error backoff, the 429 gate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from flageval.ofrep._diagnostics import new_stats
+from flageval.ofrep._fetch import FetchRequest
+from flageval.ofrep._queue import FetchQueue
+from flageval.ofrep._ratelimit import RateGate
+
+POLL = FetchRequest(conditional=True)
+FULL = FetchRequest(conditional=False)
+
+
+def event(etag: str) -> FetchRequest:
+    return FetchRequest(conditional=True, flag_config_etag=etag)
+
+
+class Runs:
+    """A ``run`` that records each request with its start time; ``hold`` blocks it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[FetchRequest, float]] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def __call__(self, request: FetchRequest) -> None:
+        self.seen.append((request, time.monotonic()))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.hold.wait()
+        finally:
+            self.in_flight -= 1
+
+    @property
+    def requests(self) -> list[FetchRequest]:
+        return [r for r, _ in self.seen]
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.002)
+
+
+def make(
+    runs: Runs, retry_min_s: float = 0.04, retry_max_s: float = 0.1
+) -> tuple[FetchQueue, dict[str, int], RateGate]:
+    stats = new_stats()
+    gate = RateGate()
+    return FetchQueue(runs, gate, stats, retry_min_s, retry_max_s), stats, gate
+
+
+async def test_triggers_during_a_fetch_merge_into_one_follow_up_with_the_newest_metadata() -> None:
+    runs = Runs()
+    queue, stats, _ = make(runs)
+    runs.hold.clear()
+    queue.request(POLL)
+    await until(lambda: runs.in_flight == 1)
+    queue.request(event("e1"))  # pending
+    queue.request(POLL)  # merges: keeps e1
+    queue.request(event("e2"))  # merges: the newest metadata
+    runs.hold.set()
+    await until(lambda: len(runs.seen) == 2 and runs.in_flight == 0)
+    await asyncio.sleep(0.02)
+    assert runs.requests == [POLL, event("e2")]
+    assert stats["fetch_coalesced"] == 2
+    assert runs.most_in_flight == 1
+
+
+async def test_an_unconditional_trigger_wins_the_merge_whatever_comes_after() -> None:
+    runs = Runs()
+    queue, stats, _ = make(runs)
+    runs.hold.clear()
+    queue.request(POLL)
+    await until(lambda: runs.in_flight == 1)
+    for request in (event("e1"), FULL, event("e2"), POLL):
+        queue.request(request)
+    runs.hold.set()
+    await until(lambda: len(runs.seen) == 2 and runs.in_flight == 0)
+    assert runs.requests == [POLL, FULL]
+    assert stats["fetch_coalesced"] == 3
+
+
+async def test_a_failed_fetch_is_retried_after_a_doubling_backoff_that_success_resets() -> None:
+    runs = Runs()
+    queue, _, _ = make(runs, retry_min_s=0.04, retry_max_s=0.1)
+    assert queue.failing is False
+    # Upper half of 0.04 * 2**n, capped at 0.1: [0.02, 0.04], [0.04, 0.08], [0.05, 0.1].
+    delays = [queue.failed(POLL) for _ in range(3)]
+    assert queue.failing is True
+    assert 0.02 <= delays[0] <= 0.04
+    assert 0.04 <= delays[1] <= 0.08
+    assert 0.05 <= delays[2] <= 0.1
+    # Each failure replaced the previous retry: one retry runs, after the last delay.
+    started = time.monotonic()
+    await until(lambda: len(runs.seen) == 1)
+    await asyncio.sleep(0.15)
+    assert runs.requests == [POLL]
+    assert runs.seen[0][1] - started >= delays[2] - 0.01
+
+    queue.succeeded()
+    assert queue.failing is False
+    assert 0.02 <= queue.failed(event("e1")) <= 0.04  # the streak starts again
+
+
+async def test_success_cancels_a_scheduled_retry() -> None:
+    runs = Runs()
+    queue, _, _ = make(runs, retry_min_s=0.04, retry_max_s=0.04)
+    queue.failed(event("e1"))
+    queue.succeeded()
+    await asyncio.sleep(0.1)
+    assert runs.seen == []
+
+
+async def test_rate_limited_closes_the_gate_and_runs_the_trigger_once_it_opens() -> None:
+    runs = Runs()
+    queue, _, gate = make(runs)
+    blocked_at = time.monotonic()
+    assert queue.rate_limited(event("e1"), 0.1) == 0.1
+    assert queue.failing is True
+    queue.request(POLL)  # waits on the same gate, merged into the same fetch
+    await until(lambda: len(runs.seen) == 1)
+    assert runs.requests == [event("e1")]
+    assert runs.seen[0][1] - blocked_at >= 0.1 - 0.005
+    # Without a usable Retry-After the gate closes for the next backoff step.
+    wait = queue.rate_limited(POLL, None)
+    assert 0.02 <= wait <= 0.04
+    await until(lambda: len(runs.seen) == 2)
+    await gate.wait()
+
+
+async def test_stop_drops_what_is_pending_and_refuses_later_triggers() -> None:
+    runs = Runs()
+    queue, _, _ = make(runs)
+    runs.hold.clear()
+    queue.request(POLL)
+    await until(lambda: runs.in_flight == 1)
+    queue.request(event("e1"))
+    queue.failed(FULL)  # a retry is scheduled too
+    runner = queue.stop()
+    assert runner is not None and not runner.done()  # the fetch in flight is not cancelled
+    queue.request(FULL)
+    runs.hold.set()
+    await asyncio.wait_for(runner, 1.0)
+    await asyncio.sleep(0.1)  # past the retry's delay
+    assert runs.requests == [POLL]
