@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
@@ -89,6 +89,7 @@ class StreamSpec:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
+    stat: ClassVar[str] = "fetch_ok"
     etag: str | None
     items: dict[str, Any]  # raw decoded items, for change detection
     entries: dict[str, FlagEntry]
@@ -99,16 +100,18 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class NotModified:
-    pass
+    stat: ClassVar[str] = "fetch_not_modified"
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimited:
+    stat: ClassVar[str] = "fetch_rate_limited"
     retry_after_s: float | None  # None: header missing or unreadable
 
 
 @dataclass(frozen=True, slots=True)
 class Fatal:
+    stat: ClassVar[str] = "fetch_unauthorized"
     status: int
 
 
@@ -118,6 +121,7 @@ class Failed:
     detail: str  # safe to log: no URL query, no header value
 
 
+#: What one bulk request came to; ``stat`` names the counter it increments.
 Outcome = Fetched | NotModified | RateLimited | Fatal | Failed
 
 

@@ -1,48 +1,52 @@
-"""Keeps the bulk evaluation fresh. Everything in this module runs on the provider's loop.
+"""Keeps the bulk evaluation fresh: the coordinator. Everything here runs on the loop.
 
-State that callers of ``resolve`` see lives in `Shared`: the loop thread replaces
-``entries`` with a new dict in one assignment, and the resolve path reads it without a
-lock. Everything else (ETag, context, streams, timers) belongs to `Refresher`.
+`Refresher` makes the decisions; the mechanisms are small units of their own:
+`_status.Lifecycle` (the status, its transition table and events), `_queue.FetchQueue`
+(when fetches run: one at a time, triggers merged, error backoff, 429 gate),
+`_staleness.StaleClock` (how long change detection has been lost), `_inactivity`
+(idle or active), `_context.CurrentContext` (the context, its generation and ETag) and
+`_streams.StreamManager` (the event streams). Every trigger (poll tick, stream connected,
+refetchEvaluation, context change, inactivity resume, error retry) becomes a
+`FetchRequest` handed to the queue.
 
-Fetch scheduling: every trigger (poll tick, stream connected, refetchEvaluation,
-context change, inactivity resume, error retry) calls `Refresher.request_fetch`. One
-task runs fetches one at a time; triggers that arrive while a fetch is queued or in
-flight merge into a single follow-up request (`FetchRequest.merge`). Before each
-request the task waits on the 429 gate.
+Three facts are kept apart because they vary independently: the status; idleness (a
+READY and an ERROR provider can both idle); and whether change detection works, which is
+derived, not stored (`_detection_lost`: the latest fetch failed, or an advertised stream
+is down and no polling stands in). A loss runs the stale clock only while the status is
+READY or STALE, the two statuses it moves between.
 
 Choices where OFREP leaves one (also listed in the README):
 - a stored ETag belongs to one canonical context (the sorted JSON request body); any
   context change drops it, and a 200 that answers an older context is discarded;
 - 400/5xx/other statuses/malformed bodies/network errors (and an unexpected exception
-  inside the fetch) keep the last good evaluation and are retried after
-  ``retry_min_s`` doubling to ``retry_max_s`` (with jitter); a 429 without a usable
-  ``Retry-After`` waits the same backoff;
-- a failed ``initialize`` that is not 401/403 keeps retrying in the background and
-  emits READY on its first success; 401/403 (from the bulk endpoint or an event
-  stream) stops all requests for good;
+  inside the fetch) keep the last good evaluation and are retried after ``retry_min_s``
+  doubling to ``retry_max_s`` (with jitter); a 429 without a usable ``Retry-After``
+  waits the same backoff;
+- a failed ``initialize`` that is not 401/403 keeps retrying in the background and emits
+  READY on its first success; 401/403 (from the bulk endpoint or an event stream) stops
+  all requests for good;
 - inactivity pauses all background traffic (streams and polling); the next resolve
   answers from the cache and triggers the unconditional re-fetch;
-- STALE is emitted after ``stale_after_s`` of continuously lost change detection (a
-  stream the server advertised is down and no polling stands in, or the latest fetch
-  failed); READY follows when it is back. Mode ``none`` never goes stale.
+- STALE is emitted after ``stale_after_s`` of continuously lost change detection; READY
+  follows when it is back. Mode ``none`` never goes stale.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import ProviderEventDetails
+from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import ErrorCode, GeneralError, ProviderFatalError
 
-from flageval._common import RateLimitedLog, backoff_s
+from flageval._common import RateLimitedLog
 
 from ._config import DEFAULT_INACTIVITY_DELAY_S, OFREPConfig
+from ._context import CurrentContext
 from ._diagnostics import logger
 from ._fetch import (
     Failed,
@@ -56,28 +60,18 @@ from ._fetch import (
     encode_context,
     fetch_bulk,
 )
+from ._inactivity import Inactivity
+from ._queue import FetchQueue
 from ._ratelimit import RateGate
-from ._resolve import FlagEntry
+from ._shared import Shared
+from ._staleness import StaleClock
+from ._status import Emitter, Lifecycle, Status
 from ._streams import StreamManager
 
-
-class Shared:
-    """Read by resolving threads, written by the loop (``last_used``: the reverse)."""
-
-    __slots__ = ("entries", "idle", "last_used", "wake_requested")
-
-    def __init__(self) -> None:
-        self.entries: Mapping[str, FlagEntry] | None = None
-        self.idle = False
-        self.wake_requested = False
-        self.last_used = time.monotonic()
-
-
-class Emitter(Protocol):
-    def emit_provider_ready(self, details: ProviderEventDetails) -> None: ...
-    def emit_provider_configuration_changed(self, details: ProviderEventDetails) -> None: ...
-    def emit_provider_error(self, details: ProviderEventDetails) -> None: ...
-    def emit_provider_stale(self, details: ProviderEventDetails) -> None: ...
+#: How one bulk request is made (`fetch_bulk`; tests script outcomes through it).
+BulkFetch = Callable[
+    [aiohttp.ClientSession, OFREPConfig, bytes, str | None, FetchRequest], Awaitable[Outcome]
+]
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -92,42 +86,40 @@ class Refresher:
         shared: Shared,
         stats: dict[str, int],
         emitter: Emitter,
+        fetch: BulkFetch = fetch_bulk,
     ) -> None:
         self.config = config
         self.shared = shared
         self.stats = stats
-        self.emitter = emitter
-        self.log = RateLimitedLog(logger)
-        self.gate = RateGate()
-        self.fatal = False
-        self.closed = False
+        self._emitter = emitter
+        self._fetch_bulk = fetch
+        self._log = RateLimitedLog(logger)
+        self._gate = RateGate()
+        self._lifecycle = Lifecycle(emitter)
+        self._queue = FetchQueue(
+            self._fetch_and_apply, self._gate, stats, config.retry_min_s, config.retry_max_s
+        )
+        self._clock = StaleClock(config.stale_after_s, self._on_stale)
+        self._inactivity = Inactivity(
+            shared,
+            stats,
+            delay_s=self._inactivity_delay_s,
+            may_idle=self._has_background_traffic,
+            on_idle=self._on_idle,
+            on_resume=self._on_resume,
+        )
 
         self._session: aiohttp.ClientSession | None = None
         self._streams: StreamManager | None = None
-        self._context_body = b""
-        self._context_gen = 0
-        self._etag: str | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._context = CurrentContext()
         self._items: dict[str, Any] = {}
         self._specs: tuple[StreamSpec, ...] = ()
-        self._idle = False
-        self._initialized = False
-
-        self._pending: FetchRequest | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._retry_handle: asyncio.TimerHandle | None = None
-        self._error_streak = 0
-        self._last_fetch_ok = True
-
-        self._unhealthy_since: float | None = None
-        self._stale_handle: asyncio.TimerHandle | None = None
-        self._stale_emitted = False
-        self._recovering = False  # initialize failed; the next success emits READY
-        self._abandoned = False  # initialize() stopped waiting for start() and raised
         self._fatal_status = 0
 
-        self._tasks: list[asyncio.Task[None]] = []
-        self._resume = asyncio.Event()
-        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
+    @property
+    def status(self) -> Status:
+        return self._lifecycle.status
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -137,238 +129,182 @@ class Refresher:
         self._streams = StreamManager(
             session=self._session,
             config=self.config,
-            gate=self.gate,
+            gate=self._gate,
             stats=self.stats,
-            log=self.log,
+            log=self._log,
             on_connected=self._on_stream_connected,
             on_refetch=self._on_refetch_event,
             on_state=self._health_changed,
             on_fatal=self._stream_fatal,
         )
-        self._context_body = encode_context(context)
+        self._context.body = encode_context(context)
         self.shared.last_used = time.monotonic()
         request = FetchRequest(conditional=False)
         outcome = await self._fetch(request)
-        self._apply(outcome, request, self._context_gen)
-        self._initialized = True
+        # The current generation: a set_context() racing this fetch does not discard it.
+        self._apply(outcome, request, self._context.generation)
+        status = self._lifecycle.status
+        if status is Status.FATAL:
+            raise ProviderFatalError(f"bulk evaluation answered HTTP {self._fatal_status}")
+        if status is Status.CLOSED:
+            raise GeneralError("the provider was shut down during initialize")
         self._start_background()
         if isinstance(outcome, Fetched | NotModified):
-            if self._recovering:  # set by initialize_abandoned: initialize() raised
-                self._recovering = False
-                self.emitter.emit_provider_ready(ProviderEventDetails())
+            # From NOT_READY, silent: initialize() returns. After initialize_abandoned the
+            # success already moved ERROR to READY, and this is refused.
+            self._lifecycle.move(Status.READY)
+            self._health_changed()
             return
-        if isinstance(outcome, Fatal):
-            raise ProviderFatalError(f"bulk evaluation answered HTTP {outcome.status}")
-        self._recovering = True
+        self._lifecycle.move(Status.ERROR)
         if isinstance(outcome, RateLimited):
             raise GeneralError("bulk evaluation answered 429 (rate limited)")
         assert isinstance(outcome, Failed)
         raise GeneralError(f"initial bulk evaluation failed: {outcome.detail}")
 
     def initialize_abandoned(self) -> None:
-        """initialize() timed out waiting for `start` and raised GeneralError: whatever
-        start's outcome, the application hears it as an event, as for any other failed
-        initialize (READY on the first success, ERROR if fatal)."""
-        self._abandoned = True
-        if not self._initialized:
-            self._recovering = True  # start() is still running; its outcome decides
-        elif self.fatal:
-            self._emit_fatal()
-        elif not self._recovering:
-            # start() succeeded after initialize() stopped waiting.
-            self.emitter.emit_provider_ready(ProviderEventDetails())
+        """initialize() stopped waiting for `start` and raised GeneralError: from now on
+        start's outcome is reported by events, as after any failed initialize."""
+        self._lifecycle.initialize_raised()
 
     def _start_background(self) -> None:
-        if self.fatal:
+        if self.config.change_detection == "none":
             return
-        loop = asyncio.get_running_loop()
-        if self.config.poll_interval_s > 0 and self.config.change_detection != "none":
-            self._tasks.append(loop.create_task(self._poll_loop(), name="ofrep-poll"))
-        if self.config.change_detection != "none":
-            self._tasks.append(loop.create_task(self._idle_loop(), name="ofrep-inactivity"))
+        if self.config.poll_interval_s > 0:
+            loop = asyncio.get_running_loop()
+            self._poll_task = loop.create_task(self._poll_loop(), name="ofrep-poll")
+        self._inactivity.start()
 
-    async def close(self) -> None:
-        self.closed = True
-        self._pending = None
-        for handle in (self._retry_handle, self._stale_handle):
-            if handle is not None:
-                handle.cancel()
-        tasks = list(self._tasks)
-        if self._runner is not None:
-            tasks.append(self._runner)
+    def _stop_background(self) -> list[asyncio.Task[None]]:
+        """Streams, polling and inactivity stop; the queue refuses new requests. Returns
+        the tasks; the fetch runner is last, not cancelled here."""
+        tasks = [t for t in (self._poll_task, self._inactivity.stop()) if t is not None]
+        for task in tasks:
+            task.cancel()
         if self._streams is not None:
             tasks.extend(self._streams.close_all())
+        self._clock.cancel()
+        runner = self._queue.stop()
+        if runner is not None:
+            tasks.append(runner)
+        return tasks
+
+    async def close(self) -> None:
+        self._lifecycle.move(Status.CLOSED)
+        tasks = self._stop_background()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_s / 2)
-        self._settle_waiters(None, False)
+        self._context.settle(None, False)
         if self._session is not None:
             await self._session.close()
 
     # -- fetching --------------------------------------------------------------------
 
-    def request_fetch(self, request: FetchRequest) -> None:
-        if self.fatal or self.closed:
-            return
-        if self._pending is None:
-            self._pending = request
-        else:
-            self._pending = self._pending.merge(request)
-            self.stats["fetch_coalesced"] += 1
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.get_running_loop().create_task(
-                self._run_pending(), name="ofrep-fetch"
-            )
-
-    async def _run_pending(self) -> None:
-        while self._pending is not None and not (self.fatal or self.closed):
-            await self.gate.wait()
-            if self._pending is None or self.fatal or self.closed:
-                return
-            request, self._pending = self._pending, None
-            generation = self._context_gen
-            outcome = await self._fetch(request)
-            self._apply(outcome, request, generation)
+    async def _fetch_and_apply(self, request: FetchRequest) -> None:
+        generation = self._context.generation
+        outcome = await self._fetch(request)
+        self._apply(outcome, request, generation)
 
     async def _fetch(self, request: FetchRequest) -> Outcome:
         assert self._session is not None
         self.stats["fetches"] += 1
+        context = self._context
         try:
-            return await fetch_bulk(
-                self._session, self.config, self._context_body, self._etag, request
+            return await self._fetch_bulk(
+                self._session, self.config, context.body, context.etag, request
             )
         except Exception as exc:
-            # A bug (not a network error: fetch_bulk maps those) must not end the fetch
-            # runner: the trigger would be lost and set_context futures never settled.
-            # It counts as a failed fetch, retried with the error backoff.
+            # A bug, not a network error (fetch_bulk maps those): a failed fetch, retried.
             logger.debug("unexpected error in the bulk fetch", exc_info=True)
             return Failed("fetch_internal_error", f"unexpected {type(exc).__name__}")
 
     def _apply(self, outcome: Outcome, request: FetchRequest, generation: int) -> None:
-        if isinstance(outcome, Fetched | NotModified) and generation != self._context_gen:
+        stats = self.stats
+        if isinstance(outcome, Fetched | NotModified) and generation != self._context.generation:
             # Answered for a context that is no longer current; its follow-up is queued.
-            self.stats["fetch_discarded_old_context"] += 1
+            stats["fetch_discarded_old_context"] += 1
             return
+        stats[outcome.stat] += 1
+        if isinstance(outcome, Fetched):
+            stats["items_invalid"] += outcome.invalid_items
+            stats["stream_entries_invalid"] += outcome.invalid_streams
+        if not self._lifecycle.status.live:
+            return  # an answer that was in flight when the provider went fatal or closed
+
         if isinstance(outcome, Fetched):
             self._on_fetched(outcome)
         elif isinstance(outcome, NotModified):
-            self.stats["fetch_not_modified"] += 1
             self._on_success()
         elif isinstance(outcome, RateLimited):
-            self.stats["fetch_rate_limited"] += 1
-            wait = outcome.retry_after_s
-            if wait is None:
-                wait = self._next_retry_delay()
-            self.gate.block(wait)
-            self.log.log(
-                logging.WARNING,
-                "fetch-429",
-                "bulk evaluation rate limited: no request for %.1f s",
-                wait,
-            )
-            self._last_fetch_ok = False
-            self._health_changed()
             # The trigger is still unanswered: it goes out once the gate opens.
-            self.request_fetch(request)
+            wait = self._queue.rate_limited(request, outcome.retry_after_s)
+            self._log.warning(
+                "fetch-429", "bulk evaluation rate limited: no request for %.1f s", wait
+            )
+            self._health_changed()
         elif isinstance(outcome, Fatal):
-            self.stats["fetch_unauthorized"] += 1
             self._go_fatal(outcome.status)
         else:
-            self.stats[outcome.stat] += 1
-            self.log.log(
-                logging.WARNING,
+            self._log.warning(
                 f"fetch-{outcome.stat}",
                 "bulk evaluation failed (%s); serving the last good evaluation",
                 outcome.detail,
             )
-            self._last_fetch_ok = False
+            self._queue.failed(request)
             self._health_changed()
-            self._settle_waiters(generation, False)
-            self._schedule_retry(request)
+            self._context.settle(generation, False)
 
     def _on_fetched(self, outcome: Fetched) -> None:
-        self.stats["fetch_ok"] += 1
-        self.stats["items_invalid"] += outcome.invalid_items
-        self.stats["stream_entries_invalid"] += outcome.invalid_streams
         had_snapshot = self.shared.entries is not None
         changed = changed_keys(self._items, outcome.items) if had_snapshot else []
         self._items = outcome.items
-        self._etag = outcome.etag
+        self._context.etag = outcome.etag
         self.shared.entries = outcome.entries
         self._specs = outcome.streams
-        if self.config.change_detection == "sse" and not self._idle and self._streams:
+        if self.config.change_detection == "sse" and not self._inactivity.idle and self._streams:
             self._streams.update(self._specs)
         self._on_success()
         if changed:
             self.stats["config_changes"] += 1
-            self.emitter.emit_provider_configuration_changed(
-                ProviderEventDetails(flags_changed=changed)
+            self._emitter.emit(
+                ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
+                ProviderEventDetails(flags_changed=changed),
             )
 
     def _on_success(self) -> None:
-        self._error_streak = 0
-        if self._retry_handle is not None:
-            self._retry_handle.cancel()
-            self._retry_handle = None
-        self._last_fetch_ok = True
-        self._settle_waiters(self._context_gen, True)
-        if self._recovering and self._initialized:
-            self._recovering = False
-            self.emitter.emit_provider_ready(ProviderEventDetails())
+        self._queue.succeeded()
+        self._context.settle(self._context.generation, True)
+        if self._lifecycle.status is Status.ERROR:  # NOT_READY is left by start() alone
+            self._lifecycle.move(Status.READY)
         self._health_changed()
-
-    def _next_retry_delay(self) -> float:
-        self._error_streak += 1
-        config = self.config
-        return backoff_s(self._error_streak - 1, config.retry_min_s, config.retry_max_s, 0.5)
-
-    def _schedule_retry(self, request: FetchRequest) -> None:
-        if self._retry_handle is not None:
-            self._retry_handle.cancel()
-        self._retry_handle = asyncio.get_running_loop().call_later(
-            self._next_retry_delay(), self.request_fetch, request
-        )
 
     def _stream_fatal(self, status: int) -> None:
         self._go_fatal(status, "an event stream")
 
     def _go_fatal(self, status: int, source: str = "bulk evaluation") -> None:
-        self.fatal = True
+        details = ProviderEventDetails(
+            message=f"OFREP server answered HTTP {status}", error_code=ErrorCode.PROVIDER_FATAL
+        )
+        if not self._lifecycle.move(Status.FATAL, details):
+            return  # already fatal, or closed
         self._fatal_status = status
-        self._pending = None
-        if self._retry_handle is not None:
-            self._retry_handle.cancel()
-        for task in self._tasks:
-            task.cancel()
-        if self._streams is not None:
-            self._streams.close_all()
-        self._settle_waiters(None, False)
+        self._stop_background()
+        self._context.settle(None, False)
         logger.error(
             "%s answered HTTP %d: credentials rejected; the provider stops all requests (fatal)",
             source,
             status,
         )
-        if self._initialized or self._abandoned:
-            self._emit_fatal()
-
-    def _emit_fatal(self) -> None:
-        self.emitter.emit_provider_error(
-            ProviderEventDetails(
-                message=f"OFREP server answered HTTP {self._fatal_status}",
-                error_code=ErrorCode.PROVIDER_FATAL,
-            )
-        )
 
     # -- triggers --------------------------------------------------------------------
 
     def _on_stream_connected(self) -> None:
-        # ADR-0008: re-fetch after every (re)connect; changes made while the stream was
-        # down (or before it first came up) would otherwise be missed.
-        self.request_fetch(FetchRequest(conditional=True))
+        # ADR-0008: changes made while the stream was down (or not yet up) are fetched now.
+        self._queue.request(FetchRequest(conditional=True))
 
     def _on_refetch_event(self, etag: str | None, last_modified: str | None) -> None:
-        self.request_fetch(
+        self._queue.request(
             FetchRequest(
                 conditional=True, flag_config_etag=etag, flag_config_last_modified=last_modified
             )
@@ -376,37 +312,23 @@ class Refresher:
 
     def set_context(self, context: EvaluationContext) -> asyncio.Future[bool]:
         """Switch to a new context; the future tells whether its evaluation arrived."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         body = encode_context(context)
-        if body == self._context_body:
-            future.set_result(not self.fatal and self.shared.entries is not None)
+        same = body == self._context.body
+        status = self._lifecycle.status
+        if not same and status.live:
+            self.stats["context_changes"] += 1
+            future = self._context.switch(body)
+            self._queue.request(FetchRequest(conditional=False))
             return future
-        if self.fatal or self.closed:
-            future.set_result(False)
-            return future
-        self.stats["context_changes"] += 1
-        self._context_body = body
-        self._context_gen += 1
-        self._etag = None  # the ETag belonged to the previous context
-        self._settle_waiters(None, False)  # older requests are superseded
-        self._waiters.append((self._context_gen, future))
-        self.request_fetch(FetchRequest(conditional=False))
-        return future
-
-    def _settle_waiters(self, generation: int | None, result: bool) -> None:
-        keep: list[tuple[int, asyncio.Future[bool]]] = []
-        for gen, future in self._waiters:
-            if generation is None or gen == generation:
-                if not future.done():
-                    future.set_result(result)
-            else:
-                keep.append((gen, future))
-        self._waiters = keep
+        # The same context is answered at once; so is a switch refused (fatal or closed).
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result(same and status is not Status.FATAL and self.shared.entries is not None)
+        return done
 
     # -- polling ---------------------------------------------------------------------
 
     def _polling_active(self) -> bool:
-        if self._idle or self.fatal:
+        if self._inactivity.idle:
             return False
         if self.config.change_detection == "polling":
             return True
@@ -420,11 +342,11 @@ class Refresher:
             await asyncio.sleep(interval)
             if self._polling_active():
                 self.stats["polls"] += 1
-                self.request_fetch(FetchRequest(conditional=True))
+                self._queue.request(FetchRequest(conditional=True))
 
     # -- inactivity ------------------------------------------------------------------
 
-    def inactivity_delay_s(self) -> float:
+    def _inactivity_delay_s(self) -> float:
         if self.config.inactivity_delay_s is not None:
             return self.config.inactivity_delay_s
         server = [s.inactivity_delay_s for s in self._specs if s.inactivity_delay_s]
@@ -435,82 +357,50 @@ class Refresher:
             return True
         return bool(self._specs) or self.config.poll_interval_s > 0
 
-    async def _idle_loop(self) -> None:
-        while True:
-            delay = self.inactivity_delay_s()
-            idle_for = time.monotonic() - self.shared.last_used
-            if idle_for < delay:
-                await asyncio.sleep(delay - idle_for)
-                continue
-            if not self._has_background_traffic() or self.fatal:
-                await asyncio.sleep(delay)
-                continue
-            self._go_idle()
-            self._resume.clear()
-            await self._resume.wait()
-
-    def _go_idle(self) -> None:
-        self._idle = True
-        self.shared.wake_requested = False
-        self.shared.idle = True
-        self.stats["inactivity_closes"] += 1
+    def _on_idle(self) -> None:
         if self._streams is not None:
             self._streams.close_all()
-        logger.debug("no flag resolved for %.1f s: event streams closed", self.inactivity_delay_s())
+        logger.debug(
+            "no flag resolved for %.1f s: event streams closed", self._inactivity_delay_s()
+        )
         self._health_changed()
 
     def resume(self) -> None:
         """Called (via the loop) by the first resolve after an idle period."""
-        self.shared.wake_requested = False
-        if not self._idle or self.fatal or self.closed:
-            return
-        self._idle = False
-        self.shared.idle = False
-        self.stats["inactivity_resumes"] += 1
+        self._inactivity.resume()
+
+    def _on_resume(self) -> None:
         # Unknown time has passed: no If-None-Match, no flagConfig* parameters.
-        self.request_fetch(FetchRequest(conditional=False))
+        self._queue.request(FetchRequest(conditional=False))
         if self.config.change_detection == "sse" and self._streams is not None:
             self._streams.update(self._specs)
-        self._resume.set()
 
     # -- staleness -------------------------------------------------------------------
 
-    def _healthy(self) -> bool:
+    def _detection_lost(self) -> bool:
+        """Whether a change made on the server could now go unseen."""
         mode = self.config.change_detection
-        if self.fatal or self.closed or self._idle or mode == "none":
-            return True
-        if not self._last_fetch_ok:
+        if mode == "none" or self._inactivity.idle:
             return False
-        if mode == "polling" or self.config.poll_interval_s > 0:
+        if self._queue.failing:
             return True
+        if mode == "polling" or self.config.poll_interval_s > 0:
+            return False
         streams = self._streams
-        return streams is None or streams.all_connected
+        return streams is not None and not streams.all_connected
 
     def _health_changed(self) -> None:
-        if self._healthy():
-            self._unhealthy_since = None
-            if self._stale_handle is not None:
-                self._stale_handle.cancel()
-                self._stale_handle = None
-            if self._stale_emitted and not (self.fatal or self.closed):
-                self._stale_emitted = False
-                self.emitter.emit_provider_ready(ProviderEventDetails())
-            return
-        if self._unhealthy_since is None:
-            self._unhealthy_since = time.monotonic()
-            self._stale_handle = asyncio.get_running_loop().call_later(
-                self.config.stale_after_s, self._check_stale
-            )
+        lost = self._detection_lost()
+        status = self._lifecycle.status
+        if status is Status.STALE and not lost:
+            self._lifecycle.move(Status.READY)
+            status = Status.READY
+        self._clock.update(lost and status in (Status.READY, Status.STALE))
 
-    def _check_stale(self) -> None:
-        self._stale_handle = None
-        if self._healthy() or self._stale_emitted or self.fatal or self.closed:
-            return
-        self._stale_emitted = True
-        logger.warning(
-            "change detection lost for %.0f s: flag values may be stale",
-            self.config.stale_after_s,
-        )
-        self.emitter.emit_provider_stale(
-            ProviderEventDetails(message="change detection lost; serving cached evaluations")
-        )
+    def _on_stale(self) -> None:
+        stale = ProviderEventDetails(message="change detection lost; serving cached evaluations")
+        if self._detection_lost() and self._lifecycle.move(Status.STALE, stale):
+            logger.warning(
+                "change detection lost for %.0f s: flag values may be stale",
+                self.config.stale_after_s,
+            )

@@ -40,8 +40,10 @@ from ._config import (
     load_config,
 )
 from ._diagnostics import logger, new_stats
-from ._refresh import Refresher, Shared
+from ._refresh import Refresher
 from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, resolve
+from ._shared import Shared
+from ._status import Status
 
 _monotonic = time.monotonic
 
@@ -151,7 +153,7 @@ class OFREPProvider(AbstractProvider):
             thread.call_soon(refresher.initialize_abandoned)
             raise GeneralError("initial bulk evaluation did not finish in time") from None
         except OpenFeatureError:
-            if refresher.fatal:
+            if refresher.status is Status.FATAL:
                 self.shutdown()
             raise
 

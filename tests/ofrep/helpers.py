@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from openfeature import api
@@ -12,9 +12,10 @@ from flageval.ofrep import OFREPProvider
 from .ofrep_server import OFREPTestServer, wait_until
 
 
-def answered(provider: OFREPProvider) -> int:
-    """Bulk fetches whose answer the provider has applied (any outcome)."""
-    s = provider.stats()
+def answered(provider: OFREPProvider | Mapping[str, int]) -> int:
+    """Bulk fetches whose answer the provider has applied (any outcome); a provider or
+    its counters."""
+    s = provider.stats() if isinstance(provider, OFREPProvider) else provider
     return (
         s["fetch_ok"]
         + s["fetch_not_modified"]

@@ -4,53 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from openfeature import api
-from openfeature.evaluation_context import EvaluationContext
+from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
 from openfeature.event import ProviderEvent
 from openfeature.exception import ErrorCode, GeneralError
 from openfeature.provider import ProviderStatus
 
-from flageval.ofrep import OFREPProvider, _refresh
+from flageval.ofrep import OFREPProvider
 from flageval.ofrep import provider as provider_module
 
 from .conftest import EventLog
-from .helpers import answered, settled
-from .ofrep_server import OFREPTestServer, Scripted, wait_until
-
-
-def test_an_unexpected_fetch_exception_counts_as_a_failed_fetch_and_is_retried(
-    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], monkeypatch: Any
-) -> None:
-    # A bug inside the fetch (not a network error) must not end the fetch runner: the
-    # trigger is retried with the error backoff and the set_context future settles.
-    server.flags_for_context = lambda ctx: {
-        "who": {"key": "who", "value": ctx.get("targetingKey", ""), "reason": "STATIC"}
-    }
-    provider = make_provider(server.url, change_detection="none")
-    api.set_provider_and_wait(provider)
-    real = _refresh.fetch_bulk
-    calls = {"n": 0}
-
-    async def buggy_once(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("bug")
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(_refresh, "fetch_bulk", buggy_once)
-    before = provider.stats()
-    future = provider.set_context(EvaluationContext("ann"))
-    assert future.result(timeout=5.0) is False  # its fetch failed: settled, not hung
-    client = api.get_client()
-    # The retry (error backoff <= 0.2 s) fetches for "ann".
-    wait_until(lambda: client.get_string_value("who", "") == "ann", what="retried fetch")
-    after = provider.stats()
-    assert after["fetch_internal_error"] == before["fetch_internal_error"] + 1
-    assert after["fetches"] == before["fetches"] + 2
-    assert answered(provider) >= 2  # the initial fetch and the retry
+from .helpers import answered, settled, start_with_stream
+from .ofrep_server import OFREPTestServer, Scripted, refetch, wait_until
 
 
 def test_an_initialize_that_times_out_keeps_going_and_emits_ready(
@@ -126,7 +95,7 @@ def test_a_stream_that_closes_after_a_keep_alive_still_backs_off(
 
 
 def test_set_context_wins_over_a_racing_global_context_switch(
-    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], monkeypatch: Any
 ) -> None:
     # A resolve on another thread saw a new global context (while the provider still
     # followed it) and submits its switch just after set_context() submitted its own.
@@ -136,9 +105,65 @@ def test_set_context_wins_over_a_racing_global_context_switch(
     provider = make_provider(server.url, change_detection="none")
     api.set_provider_and_wait(provider)
     api.set_evaluation_context(EvaluationContext("global"))
-    explicit = provider.set_context(EvaluationContext("mine"))
-    provider._global_context_changed(api.get_evaluation_context())  # the racing resolve
-    assert explicit.result(timeout=5.0) is True
+    explicit: list[Future[bool]] = []
+    real = get_evaluation_context
+
+    def racing() -> EvaluationContext:
+        # The resolve has found the provider following the global context; set_context()
+        # lands now, before that resolve submits its switch.
+        if not explicit:
+            explicit.append(provider.set_context(EvaluationContext("mine")))
+        return real()
+
+    monkeypatch.setattr(provider_module, "get_evaluation_context", racing)
+    provider.resolve_string_details("who", "")  # the racing resolve
+    monkeypatch.setattr(provider_module, "get_evaluation_context", real)
+    assert len(explicit) == 1
+    assert explicit[0].result(timeout=5.0) is True
     settled(provider, server)
     assert server.bulk_requests()[-1].json["context"]["targetingKey"] == "mine"
     assert provider.resolve_string_details("who", "").value == "mine"
+
+
+def test_an_answer_in_flight_when_a_stream_goes_fatal_reopens_no_stream(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
+) -> None:
+    # FATAL is terminal: a bulk answer that arrives after a stream's 401 is counted but
+    # changes nothing (it used to reconnect the streams it lists).
+    server.set_flag("a", True)
+    provider, client = start_with_stream(server, make_provider)
+    server.hold_fetches()
+    server.push(refetch(etag="e1"))
+    wait_until(lambda: server.in_flight == 1, what="a fetch in flight")
+    server.sse_script.extend([Scripted(401), Scripted(401)])
+    server.drop_streams()
+    wait_until(lambda: len(events.of(ProviderEvent.PROVIDER_ERROR)) == 1, what="ERROR event")
+    streams_seen = len(server.sse_requests())
+    server.set_flag("a", False)  # the late answer is a 200 listing the stream
+    server.release_fetches()
+    wait_until(lambda: answered(provider) == len(server.bulk_requests()), what="answer applied")
+    time.sleep(0.3)  # several reconnect delays (<= 0.2 s)
+    assert len(server.sse_requests()) == streams_seen
+    assert len(events.of(ProviderEvent.PROVIDER_ERROR)) == 1
+    assert client.get_provider_status() == ProviderStatus.FATAL
+    assert provider.stats()["fetch_ok"] == 2  # the start's and the one that came late
+
+
+def test_a_provider_in_error_after_initialize_does_not_go_stale(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
+) -> None:
+    # ERROR already says the values are not current; STALE would read as an improvement
+    # (and its READY came on top of the recovery's READY: two in a row).
+    server.set_flag("a", 1)
+    server.script.extend([Scripted(500)] * 8)
+    provider = make_provider(
+        server.url, change_detection="polling", poll_interval_s=0.03, stale_after_s=0.05
+    )
+    with pytest.raises(GeneralError):
+        api.set_provider_and_wait(provider)
+    client = api.get_client()
+    wait_until(lambda: client.get_provider_status() == ProviderStatus.READY, what="READY")
+    assert provider.stats()["fetch_status_5xx"] == 8  # failing for well over 0.05 s
+    time.sleep(0.2)
+    assert events.of(ProviderEvent.PROVIDER_STALE) == []
+    assert len(events.of(ProviderEvent.PROVIDER_READY)) == 1
