@@ -188,3 +188,24 @@ async def test_a_failed_start_raises_and_retries_in_error_until_the_first_succes
     await refresher.close()
     assert refresher.status is Status.CLOSED
     assert refresher.set_context(EvaluationContext("late")).result() is False
+
+
+async def test_a_fatal_answer_to_a_set_context_racing_the_first_fetch_fails_initialize() -> None:
+    first = Held(fetched(a=1))
+    calls: list[bytes] = []
+
+    async def fetch(session: Any, cfg: Any, body: bytes, etag: Any, req: Any) -> Outcome:
+        calls.append(body)
+        return await first() if len(calls) == 1 else Fatal(401)
+
+    refresher, _, _, recorder = make(config("http://127.0.0.1:9"), fetch)
+    start = asyncio.create_task(refresher.start(EvaluationContext()))
+    await until(lambda: len(calls) == 1)
+    refresher.set_context(EvaluationContext("bob"))  # its fetch answers 401 at once
+    await until(lambda: len(calls) == 2)
+    first.release.set()  # then the first fetch's 200 arrives
+    with pytest.raises(ProviderFatalError, match="HTTP 401"):
+        await start
+    assert refresher.status is Status.FATAL
+    assert recorder.events == []  # initialize() reports it by raising
+    await refresher.close()
