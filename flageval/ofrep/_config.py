@@ -33,8 +33,8 @@ DEFAULT_RECONNECT_MIN_S = 0.5
 DEFAULT_RECONNECT_MAX_S = 30.0
 DEFAULT_RETRY_MIN_S = 1.0
 DEFAULT_RETRY_MAX_S = 60.0
-# Long enough for the first five reconnect attempts (0.5+1+2+4+8+16 s with the default
-# backoff) to have failed, short enough that a handler hears about a dead stream.
+# At the default backoff (delays of at most 0.5, 1, 2, 4, 8 s) five reconnects fail first,
+# and a handler still hears of a dead stream within half a minute.
 DEFAULT_STALE_AFTER_S = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
 

@@ -28,13 +28,10 @@ from ._resolve import FlagEntry, entry_from_item
 
 # A bulk answer beyond this is refused rather than buffered: memory stays bounded.
 MAX_BODY_BYTES = 32 * 1024 * 1024
-# Event streams followed at most: each holds a socket and a task for good, and they
-# share the session's 100 connections with the bulk fetches, which a server listing a
-# hundred streams would starve for ever. Servers list one or two; further ones count
-# as invalid entries.
+# Each stream holds one of the session's 100 connections for good: more would starve the
+# bulk fetches. Servers list one or two; entries past this count as invalid.
 MAX_EVENT_STREAMS = 8
-# A Retry-After further out than this is treated as this: a typo or a skewed clock on
-# the server must not silence the provider for days.
+# A typo or a skewed server clock in Retry-After must not silence the provider for days.
 MAX_RETRY_AFTER_S = 3600.0
 
 _json_decoder = msgspec.json.Decoder()
@@ -45,8 +42,7 @@ def _enc_hook(obj: Any) -> Any:
         return dict(obj)
     if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
         return list(obj)
-    # Context attributes are typed by the SDK; anything else still reaches the server
-    # as its string form rather than failing the provider.
+    # Anything the SDK's types do not cover reaches the server as its string form.
     return str(obj)
 
 
@@ -127,8 +123,7 @@ Outcome = Fetched | NotModified | RateLimited | Fatal | Failed
 
 def bulk_url(config: OFREPConfig, request: FetchRequest) -> URL:
     params: list[str] = []
-    # quote(safe="") percent-encodes every reserved character, so the server decodes
-    # exactly the string the event carried (yarl would leave '+', '/' etc. ambiguous).
+    # Every reserved character encoded: the server decodes exactly what the event carried.
     if request.flag_config_etag is not None:
         params.append("flagConfigEtag=" + quote(request.flag_config_etag, safe=""))
     if request.flag_config_last_modified is not None:
@@ -268,9 +263,8 @@ async def fetch_bulk(
             data=context_body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=config.timeout_s),
-            # A redirect would replay the configured headers (credentials) at wherever it
-            # points: aiohttp drops only Authorization across origins, not X-API-Key and
-            # the like. With headers, a 3xx is a failed fetch, as for event streams.
+            # aiohttp drops only Authorization across origins: with configured headers
+            # (X-API-Key...), a redirect is a failed fetch rather than a leaked credential.
             allow_redirects=not config.headers,
         ) as response:
             status = response.status

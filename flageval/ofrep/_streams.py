@@ -1,11 +1,11 @@
 """Event-stream connections: one task per ``sse`` entry of the latest 200.
 
 Each connection reconnects by itself with exponential backoff (jittered over the upper
-half of each step), sends
-``Last-Event-ID`` when it has one, and reports three things to its owner: it connected
-(the owner re-fetches at once, closing the gap while it was down), a
-``refetchEvaluation`` event arrived (with its etag/lastModified, verbatim), or its
-state changed (the owner recomputes polling fallback and staleness).
+half of each step), sends ``Last-Event-ID`` when it has one, and reports four things to
+its owner: it connected (the owner re-fetches at once, closing the gap while it was
+down), a ``refetchEvaluation`` event arrived (with its etag/lastModified, verbatim), its
+state changed (the owner recomputes polling fallback and staleness), or it was answered
+401/403 (the owner goes fatal).
 
 Choices where ADR-0008 leaves one:
 - the configured headers (credentials) go to a stream only when its origin (scheme,
@@ -114,15 +114,13 @@ class _Connection:
                             logging.WARNING, "sse-429", "event stream %s answered 429", where
                         )
                     elif response.status in (401, 403):
-                        # Credentials rejected: as for the bulk endpoint, fatal (the
-                        # owner stops every request, this stream included).
+                        # Credentials rejected: fatal, as for the bulk endpoint.
                         owner.stats["sse_connect_failures"] += 1
                         owner.on_fatal(response.status)
                         return
                     elif response.status != 200 or response.content_type != "text/event-stream":
-                        # W3C: any other type fails the connection. Taken for a stream, a
-                        # page (a catch-all route) "delivers bytes" and ends: reconnect at
-                        # the minimum delay and re-fetch the bulk evaluation each time.
+                        # W3C: any other type fails the connection (else a catch-all page
+                        # would pass for a stream that ends at once, and be re-fetched).
                         owner.stats["sse_connect_failures"] += 1
                         owner.log.log(
                             logging.WARNING,
@@ -145,9 +143,8 @@ class _Connection:
                             self._on_event,
                         )
             except Exception as exc:
-                # Network errors, read timeouts and the reader's limits are expected; an
-                # unexpected one must not end this task for good either: nothing would
-                # ever reconnect the stream.
+                # Expected (network, read timeout, reader limits) or not: nothing else
+                # would ever reconnect this stream.
                 if not self.connected:
                     owner.stats["sse_connect_failures"] += 1
                 owner.log.log(

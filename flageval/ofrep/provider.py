@@ -47,8 +47,7 @@ from ._status import Status
 
 _monotonic = time.monotonic
 
-# initialize() waits for the first fetch this long beyond the request timeout (the loop
-# may be slow to pick it up); after that it raises and lets the fetch carry on.
+# How long initialize() waits beyond the request timeout (a busy loop starts the fetch late).
 _START_GRACE_S = 5.0
 
 ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]
@@ -148,8 +147,7 @@ class OFREPProvider(AbstractProvider):
         try:
             future.result(timeout=self._config.timeout_s + _START_GRACE_S)
         except concurrent.futures.TimeoutError:
-            # Like any other failed initialize: the first fetch (then its retries) goes
-            # on in the background and its first success emits READY.
+            # As after any failed initialize, the fetch and its retries go on; READY follows.
             thread.call_soon(refresher.initialize_abandoned)
             raise GeneralError("initial bulk evaluation did not finish in time") from None
         except OpenFeatureError:
@@ -213,8 +211,7 @@ class OFREPProvider(AbstractProvider):
             return done  # not started: initialize() will use this context
 
         async def switch() -> bool:
-            # A resolve that saw the global context change may submit this after a
-            # set_context() that stopped following it: the explicit context wins.
+            # Submitted by a resolve that raced a set_context(): the explicit context wins.
             if from_global and not self._follow_global:
                 return False
             return await refresher.set_context(context)
