@@ -88,9 +88,9 @@ class Refresher:
         emitter: Emitter,
         fetch: BulkFetch = fetch_bulk,
     ) -> None:
-        self.config = config
-        self.shared = shared
-        self.stats = stats
+        self._config = config
+        self._shared = shared
+        self._stats = stats
         self._emitter = emitter
         self._fetch_bulk = fetch
         self._log = RateLimitedLog(logger)
@@ -128,9 +128,9 @@ class Refresher:
         self._session = aiohttp.ClientSession()
         self._streams = StreamManager(
             session=self._session,
-            config=self.config,
+            config=self._config,
             gate=self._gate,
-            stats=self.stats,
+            stats=self._stats,
             log=self._log,
             on_connected=self._on_stream_connected,
             on_refetch=self._on_refetch_event,
@@ -138,7 +138,7 @@ class Refresher:
             on_fatal=self._stream_fatal,
         )
         self._context.body = encode_context(context)
-        self.shared.last_used = time.monotonic()
+        self._shared.last_used = time.monotonic()
         request = FetchRequest(conditional=False)
         outcome = await self._fetch(request)
         # The current generation: a set_context() racing this fetch does not discard it.
@@ -167,9 +167,9 @@ class Refresher:
         self._lifecycle.initialize_raised()
 
     def _start_background(self) -> None:
-        if self.config.change_detection == "none":
+        if self._config.change_detection == "none":
             return
-        if self.config.poll_interval_s > 0:
+        if self._config.poll_interval_s > 0:
             loop = asyncio.get_running_loop()
             self._poll_task = loop.create_task(self._poll_loop(), name="ofrep-poll")
         self._inactivity.start()
@@ -194,7 +194,7 @@ class Refresher:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_s / 2)
+            await asyncio.wait(tasks, timeout=self._config.shutdown_timeout_s / 2)
         self._context.settle(None, False)
         if self._session is not None:
             await self._session.close()
@@ -208,11 +208,11 @@ class Refresher:
 
     async def _fetch(self, request: FetchRequest) -> Outcome:
         assert self._session is not None
-        self.stats["fetches"] += 1
+        self._stats["fetches"] += 1
         context = self._context
         try:
             return await self._fetch_bulk(
-                self._session, self.config, context.body, context.etag, request
+                self._session, self._config, context.body, context.etag, request
             )
         except Exception as exc:
             # A bug, not a network error (fetch_bulk maps those): a failed fetch, retried.
@@ -220,7 +220,7 @@ class Refresher:
             return Failed("fetch_internal_error", f"unexpected {type(exc).__name__}")
 
     def _apply(self, outcome: Outcome, request: FetchRequest, generation: int) -> None:
-        stats = self.stats
+        stats = self._stats
         if isinstance(outcome, Fetched | NotModified) and generation != self._context.generation:
             # Answered for a context that is no longer current; its follow-up is queued.
             stats["fetch_discarded_old_context"] += 1
@@ -256,17 +256,17 @@ class Refresher:
             self._context.settle(generation, False)
 
     def _on_fetched(self, outcome: Fetched) -> None:
-        had_snapshot = self.shared.entries is not None
+        had_snapshot = self._shared.entries is not None
         changed = changed_keys(self._items, outcome.items) if had_snapshot else []
         self._items = outcome.items
         self._context.etag = outcome.etag
-        self.shared.entries = outcome.entries
+        self._shared.entries = outcome.entries
         self._specs = outcome.streams
-        if self.config.change_detection == "sse" and not self._inactivity.idle and self._streams:
+        if self._config.change_detection == "sse" and not self._inactivity.idle and self._streams:
             self._streams.update(self._specs)
         self._on_success()
         if changed:
-            self.stats["config_changes"] += 1
+            self._stats["config_changes"] += 1
             self._emitter.emit(
                 ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
                 ProviderEventDetails(flags_changed=changed),
@@ -316,13 +316,13 @@ class Refresher:
         same = body == self._context.body
         status = self._lifecycle.status
         if not same and status.live:
-            self.stats["context_changes"] += 1
+            self._stats["context_changes"] += 1
             future = self._context.switch(body)
             self._queue.request(FetchRequest(conditional=False))
             return future
         # The same context is answered at once; so is a switch refused (fatal or closed).
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        done.set_result(same and status is not Status.FATAL and self.shared.entries is not None)
+        done.set_result(same and status is not Status.FATAL and self._shared.entries is not None)
         return done
 
     # -- polling ---------------------------------------------------------------------
@@ -330,32 +330,32 @@ class Refresher:
     def _polling_active(self) -> bool:
         if self._inactivity.idle:
             return False
-        if self.config.change_detection == "polling":
+        if self._config.change_detection == "polling":
             return True
         # sse: poll while the streams cannot be held (or the server offers none).
         streams = self._streams
         return streams is None or streams.count == 0 or not streams.all_connected
 
     async def _poll_loop(self) -> None:
-        interval = self.config.poll_interval_s
+        interval = self._config.poll_interval_s
         while True:
             await asyncio.sleep(interval)
             if self._polling_active():
-                self.stats["polls"] += 1
+                self._stats["polls"] += 1
                 self._queue.request(FetchRequest(conditional=True))
 
     # -- inactivity ------------------------------------------------------------------
 
     def _inactivity_delay_s(self) -> float:
-        if self.config.inactivity_delay_s is not None:
-            return self.config.inactivity_delay_s
+        if self._config.inactivity_delay_s is not None:
+            return self._config.inactivity_delay_s
         server = [s.inactivity_delay_s for s in self._specs if s.inactivity_delay_s]
         return min(server) if server else DEFAULT_INACTIVITY_DELAY_S
 
     def _has_background_traffic(self) -> bool:
-        if self.config.change_detection == "polling":
+        if self._config.change_detection == "polling":
             return True
-        return bool(self._specs) or self.config.poll_interval_s > 0
+        return bool(self._specs) or self._config.poll_interval_s > 0
 
     def _on_idle(self) -> None:
         if self._streams is not None:
@@ -372,19 +372,19 @@ class Refresher:
     def _on_resume(self) -> None:
         # Unknown time has passed: no If-None-Match, no flagConfig* parameters.
         self._queue.request(FetchRequest(conditional=False))
-        if self.config.change_detection == "sse" and self._streams is not None:
+        if self._config.change_detection == "sse" and self._streams is not None:
             self._streams.update(self._specs)
 
     # -- staleness -------------------------------------------------------------------
 
     def _detection_lost(self) -> bool:
         """Whether a change made on the server could now go unseen."""
-        mode = self.config.change_detection
+        mode = self._config.change_detection
         if mode == "none" or self._inactivity.idle:
             return False
         if self._queue.failing:
             return True
-        if mode == "polling" or self.config.poll_interval_s > 0:
+        if mode == "polling" or self._config.poll_interval_s > 0:
             return False
         streams = self._streams
         return streams is not None and not streams.all_connected
@@ -402,5 +402,5 @@ class Refresher:
         if self._detection_lost() and self._lifecycle.move(Status.STALE, stale):
             logger.warning(
                 "change detection lost for %.0f s: flag values may be stale",
-                self.config.stale_after_s,
+                self._config.stale_after_s,
             )
