@@ -32,7 +32,7 @@ class TinyIntake:
         self._lock = threading.Lock()
         app = web.Application()
         app.router.add_post(INTAKE_PATH, self._receive)
-        self._server = ServerThread(app)
+        self.server = ServerThread(app)
 
     async def _receive(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -58,16 +58,14 @@ class TinyIntake:
 @pytest.fixture
 def intake() -> Iterator[TinyIntake]:
     srv = TinyIntake()
-    srv._server.start()
+    srv.server.start()
     yield srv
-    srv._server.stop()
+    srv.server.stop()
 
 
 @pytest.fixture
 def telemetry(intake: TinyIntake) -> Iterator[flageval.Telemetry]:
-    tel = flageval.Telemetry(
-        agent_url=intake._server.url, flush_interval_s=0.2, service="ofrep-e2e"
-    )
+    tel = flageval.Telemetry(agent_url=intake.server.url, flush_interval_s=0.2, service="ofrep-e2e")
     yield tel
     tel.shutdown(5.0)
 
