@@ -52,8 +52,9 @@ def discard(resp: aiohttp.ClientResponse) -> None:
         resp.close()
 
 
-async def snippet(resp: aiohttp.ClientResponse, wait_s: float) -> str:
-    """At most SNIPPET_BYTES of an error answer, as one printable line (may be empty)."""
+async def snippet(resp: aiohttp.ClientResponse, wait_s: float, secret: str | None) -> str:
+    """At most SNIPPET_BYTES of an error answer, as one printable line (may be empty),
+    never with ``secret`` (our API key, should an intake echo it) in it."""
     data = b""
     if not resp.headers.get("Content-Encoding"):
         try:
@@ -63,4 +64,6 @@ async def snippet(resp: aiohttp.ClientResponse, wait_s: float) -> str:
     if not resp.content.at_eof():
         resp.close()
     text = data.decode("utf-8", "replace")
+    if secret:
+        text = text.replace(secret, "<redacted>")
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:SNIPPET_CHARS]

@@ -257,8 +257,8 @@ class Routes:
                 V4,
                 V2,
             )
-        elif after.url is not None and before.url is None:
-            log.warning("flageval: the agent now lists an EVP proxy; posting to %s", after.display)
+        elif after.url is not None and before.url is None and after.discovered:
+            log.info("flageval: the agent now lists an EVP proxy; posting to %s", after.display)
         elif after.url != before.url:
             log.debug("flageval: posting to %s", after.display)
 

@@ -147,7 +147,10 @@ class Sender:
 
     def start(self) -> None:
         """Ask the agent for its route now (on the worker's loop, at its start)."""
-        self.routes.start(self._get_session())
+        try:
+            self.routes.start(self._get_session())
+        except Exception:  # the first flush asks instead; the worker must start
+            log.exception("flageval: could not start agent discovery")
 
     async def close(self) -> None:
         await self.routes.close()
@@ -361,7 +364,7 @@ class Sender:
                     discard(resp)
                 else:
                     wait = min(SNIPPET_WAIT_S, max(0.0, deadline - self._clock()))
-                    text = self._scrub(await snippet(resp, wait))
+                    text = await snippet(resp, wait, self.endpoint.headers.get("DD-API-KEY"))
         except asyncio.CancelledError:
             if attempt.sent:
                 # Cancelled mid-request: the intake may have the body. Never resend it.
@@ -396,19 +399,13 @@ class Sender:
         if self._told_untrusted:
             return
         self._told_untrusted = True
-        why = getattr(exc.certificate_error, "verify_message", None) or "verification failed"
         log.error(
             "flageval: the TLS certificate of %s is not trusted (%s): nothing is sent "
             "there until it is. Make its CA trusted, or set verify_tls=False "
             "(FLAGEVAL_VERIFY_TLS=false) only for an agent you trust.",
             route.display,
-            self._scrub(str(why)),
+            getattr(exc.certificate_error, "verify_message", None) or "verification failed",
         )
-
-    def _scrub(self, text: str) -> str:
-        """An answer's text as it may be logged: never with our API key in it."""
-        secret = self.endpoint.headers.get("DD-API-KEY")
-        return text.replace(secret, "<redacted>") if secret else text
 
 
 class _Rejected(Exception):
