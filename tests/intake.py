@@ -113,6 +113,8 @@ class Behaviour:
     #: "reset_mid_body": abort after reading only the first bytes of the body;
     #: "garbage": write non-HTTP bytes; "hang": never answer (until the server stops).
     action: str | None = None
+    #: The answer's body (default ``{}``).
+    text: str = "{}"
 
 
 @dataclasses.dataclass
@@ -307,7 +309,7 @@ class Intake:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
-        resp = web.Response(status=behaviour.status, headers=behaviour.headers, text="{}")
+        resp = web.Response(status=behaviour.status, headers=behaviour.headers, text=behaviour.text)
         try:
             # Answer first, validate after: validation costs ~0.2 ms a row, and a busy
             # test process must not turn it into client timeouts.

@@ -131,12 +131,17 @@ def test_info_that_hangs_is_bounded_by_the_request_timeout(
     tel = make_telemetry(request_timeout_s=0.5)
     client = client_of(tel)
     evaluate(client, 5)
+    assert intake.wait_for(lambda: len(intake.info_requests) == 1, 5.0)
+    # The discovery hangs on the worker's loop; evaluating threads never wait for it.
+    started = time.monotonic()
+    evaluate(client, 2000)
+    assert time.monotonic() - started < 2.0
     started = time.monotonic()
     assert tel.flush(5.0)
     took = time.monotonic() - started
     assert took < 1.5, took  # at most one request timeout waiting for /info, then v2
     assert [r.path for r in intake.received] == [PATH]
-    assert intake.evaluations() == 5 and tel.stats().dropped == {}
+    assert intake.evaluations() == 2005 and tel.stats().dropped == {}
 
 
 def test_no_evp_proxy_is_one_error_and_a_named_loss_not_a_404_every_flush(
@@ -269,3 +274,16 @@ def test_agentless_keeps_its_route_and_headers(
     assert header(got.headers, "DD-EVP-ORIGIN") == "flageval"
     assert header(got.headers, "X-Datadog-EVP-Subdomain") is None
     assert header(got.headers, "Datadog-Container-ID") is None  # for an agent only
+
+
+def test_a_pinned_intake_url_is_never_rerouted(intake: Intake) -> None:
+    intake.set_info(AGENT_INFO)
+    tel = Telemetry(intake_url=intake.url + PATH, service="t", flush_interval_s=60.0)
+    try:
+        evaluate(client_of(tel), 3)
+        assert tel.flush(5.0)
+    finally:
+        tel.shutdown(2.0)
+    assert intake.info_requests == []  # FLAGEVAL_INTAKE_URL is where bodies go, as given
+    (got,) = intake.received
+    assert got.path == PATH and header(got.headers, "DD-EVP-ORIGIN") == "flageval"

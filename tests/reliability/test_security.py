@@ -93,6 +93,32 @@ def test_agentless_key_sent_as_header_never_logged_or_shown(intake: Intake, capl
             _no_leak(logging.Formatter().formatException(rec.exc_info), "logged exception")
 
 
+def test_a_rejection_logs_a_bounded_snippet_without_the_key(intake: Intake, caplog: Any) -> None:
+    """The intake's error text helps (why a 400), but only 200 characters of it, on one
+    line, read from at most 1 KiB, and never with our API key should it be echoed."""
+    caplog.set_level(logging.DEBUG)
+    echoed = f'{{"errors":["bad payload","key {SECRET} rejected"]}}' + "\n" + "z" * 5000
+    intake.script(Behaviour(status=400, text=echoed))
+    tel = Telemetry(
+        agentless=True,
+        api_key=SECRET,
+        intake_url=intake.url + "/api/v2/flagevaluation",
+        service="rel-sec",
+        flush_interval_s=60.0,
+    )
+    try:
+        client = client_with(tel)
+        client.get_boolean_value(FLAG, False, EvaluationContext("s", {}))
+        assert tel.flush(3.0)
+    finally:
+        tel.shutdown(1.0)
+    (line,) = [r.getMessage() for r in caplog.records if "intake rejected" in r.getMessage()]
+    assert 'bad payload","key <redacted> rejected' in line
+    assert "\n" not in line and "z" * 201 not in line
+    _no_leak(caplog.text, "logs")
+    assert tel.stats().dropped == {"intake_rejected": 1}
+
+
 def test_agent_url_credentials_and_query_never_logged(intake: Intake, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"http://user:{PASSWORD}@127.0.0.1:{intake.port}/?token={TOKEN}"
