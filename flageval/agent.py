@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -60,7 +59,7 @@ def identity_headers(mode: str) -> dict[str, str]:
     headers = {
         ORIGIN_HEADER: ORIGIN,
         ORIGIN_VERSION_HEADER: version(),
-        "User-Agent": f"flageval/{version()} (Python {platform.python_version()})",
+        "User-Agent": f"flageval/{version()} (Python {'.'.join(map(str, sys.version_info[:3]))})",
     }
     if mode != "agentless":
         headers.update(container_headers())
