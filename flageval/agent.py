@@ -128,6 +128,7 @@ class Routes:
         self._asked_at: float | None = None
         self._after_404_at = -REDISCOVER_AFTER_404_S
         self._told_origin = False
+        self._told_none = False  # once until a proxy is listed again (not on every flap)
 
     def _info_url(self) -> str:
         return _with_path(self.endpoint.url, "/info")
@@ -246,7 +247,8 @@ class Routes:
         return json.loads(data)
 
     def _tell(self, before: Route, after: Route) -> None:
-        if after.url is None and before.url is not None:
+        if after.url is None and not self._told_none:
+            self._told_none = True
             log.error(
                 "flageval: the agent at %s (version %s) lists no EVP proxy (%s or %s) in "
                 "its /info: evaluations are counted as agent_no_evp_proxy and not sent. "
@@ -256,7 +258,8 @@ class Routes:
                 V4,
                 V2,
             )
-        elif after.url is not None and before.url is None and after.discovered:
+        elif after.url is not None and after.discovered and self._told_none:
+            self._told_none = False
             log.info("flageval: the agent now lists an EVP proxy; posting to %s", after.display)
         elif after.url != before.url:
             log.debug("flageval: posting to %s", after.display)

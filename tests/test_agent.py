@@ -287,3 +287,35 @@ def test_a_pinned_intake_url_is_never_rerouted(intake: Intake) -> None:
     assert intake.info_requests == []  # FLAGEVAL_INTAKE_URL is where bodies go, as given
     (got,) = intake.received
     assert got.path == PATH and header(got.headers, "DD-EVP-ORIGIN") == "flageval"
+
+
+def test_no_evp_proxy_is_told_once_even_when_info_flaps(
+    make_telemetry: MakeTelemetry,
+    intake: Intake,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="flageval")
+    monkeypatch.setattr(agent, "RECHECK_S", 0.2)
+    intake.set_default(Behaviour(status=404))  # an agent without a proxy 404s its routes
+    intake.set_info(info_with(NO_PROXY))
+    tel = make_telemetry()
+    client = client_of(tel)
+    evaluate(client, 3, tag="a")
+    assert tel.flush(5.0)
+    intake.set_info(None, Behaviour(status=503))  # the agent restarting: no /info
+    time.sleep(0.3)
+    evaluate(client, 2, tag="b")
+    assert tel.flush(5.0)  # the v2 fallback is tried; its 404 is a rejection
+    intake.set_info(info_with(NO_PROXY))  # back, still without a proxy
+    time.sleep(0.3)
+    evaluate(client, 4, tag="c")
+    assert tel.flush(5.0)
+    # At start, at each of two re-checks, and once more after the fallback's 404.
+    assert len(intake.info_requests) == 4
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert not any("now lists" in r.getMessage() for r in caplog.records)
+    stats = tel.stats()
+    assert stats.dropped == {"agent_no_evp_proxy": 7, "intake_rejected": 2}, stats.dropped
+    assert stats.conserved
