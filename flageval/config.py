@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 from ._common import check_number, redact_url
+from .service import infer_service
 
 KILLSWITCH_ENV = "DD_FLAGGING_EVALUATION_COUNTS_ENABLED"
 INTAKE_PATH = "/evp_proxy/v2/api/v2/flagevaluation"
@@ -46,16 +46,11 @@ class Endpoint:
     headers: Mapping[str, str]
     #: scheme://host[:port]/path, without userinfo or query: the only form ever logged.
     display: str
+    #: "agent" (its route is discovered, agent.py), "url" (intake_url), "agentless".
+    mode: str = "url"
 
     def __repr__(self) -> str:
         return f"Endpoint({self.display!r}, unix_socket={self.unix_socket!r})"
-
-
-def _program_name() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if name.endswith(".py"):
-        name = name[:-3]
-    return name if name and name not in {"-c", "-m", "__main__"} else "python"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -150,7 +145,7 @@ class Settings:
             values["agent_url"] = overrides["agent_url"]
         else:
             values["agent_url"] = _agent_url_from_env(env)
-        values.setdefault("service", _program_name())
+        values["service"] = values["service"] if "service" in values else infer_service()
         result = cls(**values)
         result.validate()
         return result
@@ -219,7 +214,7 @@ class Settings:
             url = self.intake_url or f"https://event-platform-intake.{self.site}{AGENTLESS_PATH}"
             headers = {"Content-Type": "application/json", "DD-API-KEY": str(self.api_key)}
             _check_http_url("intake_url", url)
-            return Endpoint(url, None, headers, redact_url(url))
+            return Endpoint(url, None, headers, redact_url(url), "agentless")
         if self.intake_url:
             _check_http_url("intake_url", self.intake_url)
             return Endpoint(self.intake_url, None, headers, redact_url(self.intake_url))
@@ -230,13 +225,15 @@ class Settings:
             path = agent[len("unix://") :]
             if not path.startswith("/"):
                 raise ValueError("agent_url unix:// needs an absolute socket path")
-            return Endpoint("http://localhost" + INTAKE_PATH, path, headers, "unix://" + path)
+            return Endpoint(
+                "http://localhost" + INTAKE_PATH, path, headers, "unix://" + path, "agent"
+            )
         _check_http_url("agent_url", agent)
         # The intake path goes after the agent URL's own path, before any query.
         parts = urlsplit(agent)
         path = parts.path.rstrip("/") + INTAKE_PATH
         url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-        return Endpoint(url, None, headers, redact_url(url))
+        return Endpoint(url, None, headers, redact_url(url), "agent")
 
 
 class SettingsOverrides(TypedDict, total=False):

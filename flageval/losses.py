@@ -26,6 +26,7 @@ DELIVERY_UNKNOWN = "delivery_unknown"
 RETRY_BUFFER_FULL = "retry_buffer_full"
 INTAKE_UNAVAILABLE = "intake_unavailable"
 WORKER_ERROR = "worker_error"
+AGENT_NO_EVP_PROXY = "agent_no_evp_proxy"
 
 DROPPED: Mapping[str, str] = {
     QUEUE_OVERFLOW: "the hand-off was full (the worker could not keep up)",
@@ -44,6 +45,10 @@ DROPPED: Mapping[str, str] = {
     RETRY_BUFFER_FULL: "bodies waiting past `retry_buffer_bytes` (oldest first)",
     INTAKE_UNAVAILABLE: "still undelivered when shutdown's deadline came",
     WORKER_ERROR: "an evaluation or batch the worker failed on (a bug; logged)",
+    AGENT_NO_EVP_PROXY: (
+        "the agent's `/info` lists no EVP proxy (`/evp_proxy/v4/` or `/evp_proxy/v2/`): "
+        "nothing can be posted through it (logged once; asked again every minute)"
+    ),
 }
 
 # -- degraded: posted without targeting key and context ---------------------------------

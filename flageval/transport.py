@@ -3,12 +3,13 @@
 Delivery is at-most-once per body (and so per row): a body is sent again only when the
 intake cannot have accepted it:
 
-* the connection could not be made (refused, DNS, connect timeout), or
+* the request never left (refused, DNS, a connect or TLS handshake that stalls, an
+  untrusted certificate: see _http.py for how that is told from a later timeout), or
 * the intake answered 5xx or 429 (it said it did not take the body).
 
 A body whose outcome is unknown (the connection dropped, or the response did not come
-within ``request_timeout_s`` after the body was sent) is not sent again: the intake may
-have counted it. Its evaluations are counted under ``delivery_unknown``, so the books
+within ``request_timeout_s`` after the request went out) is not sent again: the intake
+may have counted it. Its evaluations are counted under ``delivery_unknown``, so the books
 still balance, and a test shows that an intake which accepted the body but lost the
 response has counted it exactly once. Other 4xx are not retried: ``intake_rejected``.
 
@@ -17,6 +18,10 @@ HTTP date) on 429 and 503, and never run past the caller's deadline. A body stil
 undeliverable when its in-cycle retries run out waits in a bounded retry buffer for the
 next flush; past ``retry_buffer_bytes`` the oldest is dropped (``retry_buffer_full``);
 at shutdown what is left is counted under ``intake_unavailable``.
+
+Through an agent the route is discovered (agent.py); a 404 from it makes the agent be
+asked again, and the body goes to the new route if there is one. Of an answer only the
+status and a bounded snippet of an error text are read (_http.py).
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import aiohttp
 
 from ._common import RateLimitedLog, backoff_s, parse_retry_after
+from ._http import discard, snippet, trace_config
+from .agent import Route, Routes, identity_headers
 from .config import Endpoint
 from .losses import (
+    AGENT_NO_EVP_PROXY,
     DELIVERY_UNKNOWN,
     INTAKE_REJECTED,
     INTAKE_UNAVAILABLE,
@@ -47,6 +56,8 @@ log = logging.getLogger("flageval")
 MAX_BACKOFF_S = 30.0
 #: The longest wait a Retry-After can impose (a longer one is read as this).
 RETRY_AFTER_CAP_S = 300.0
+#: How long an error answer's text is waited for (its status is known already).
+SNIPPET_WAIT_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +72,14 @@ class SenderReport:
 
 
 class _Retryable(Exception):
-    def __init__(self, why: str, wait_s: float | None = None) -> None:
+    """Nothing reached the intake. ``now``: False when trying again within this flush
+    cannot help (an untrusted certificate): the body waits for the next one."""
+
+    def __init__(self, why: str, wait_s: float | None = None, *, now: bool = True) -> None:
         super().__init__(why)
         self.why = why
         self.wait_s = wait_s
+        self.now = now
 
 
 class Sender:
@@ -84,6 +99,7 @@ class Sender:
     ) -> None:
         self.ledger = Ledger() if ledger is None else ledger
         self.endpoint = endpoint
+        self.routes = Routes(endpoint, timeout_s=request_timeout_s, clock=clock)
         self.request_timeout_s = request_timeout_s
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
@@ -105,6 +121,7 @@ class Sender:
         self.bodies_posted = 0
         self.attempts = 0
         self._warn = RateLimitedLog(log, interval_s=60.0)
+        self._told_untrusted = False
 
     # -- session ----------------------------------------------------------------------
     def _get_session(self) -> aiohttp.ClientSession:
@@ -119,13 +136,24 @@ class Sender:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
-                headers=dict(self.endpoint.headers),
+                headers={**self.endpoint.headers, **identity_headers(self.endpoint.mode)},
                 # Proxies from the environment would route a local agent's traffic away.
                 trust_env=False,
+                # Only a snippet of an answer is read: never inflate what is not read.
+                auto_decompress=False,
+                trace_configs=[trace_config()],
             )
         return self._session
 
+    def start(self) -> None:
+        """Ask the agent for its route now (on the worker's loop, at its start)."""
+        try:
+            self.routes.start(self._get_session())
+        except Exception:  # the first flush asks instead; the worker must start
+            log.exception("flageval: could not start agent discovery")
+
     async def close(self) -> None:
+        await self.routes.close()
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
@@ -199,6 +227,9 @@ class Sender:
         fresh = self.fresh
         fresh.extend(bodies)
         try:
+            if (self.outbox or fresh) and self._clock() < deadline:
+                # Without an EVP proxy at the agent, _send_one counts each body instead.
+                await self.routes.current(self._get_session(), deadline)
             while (self.outbox or fresh) and self._clock() < deadline:
                 retried = bool(self.outbox)
                 if retried:
@@ -258,8 +289,12 @@ class Sender:
                 return False
             if self._clock() >= deadline:
                 return False  # not sent: it waits (or is counted unavailable at shutdown)
+            route = self.routes.route
+            if route.url is None:
+                self._drop(body, AGENT_NO_EVP_PROXY)
+                return True
             try:
-                await self._post(body, deadline)
+                await self._post(body, deadline, route)
             except _Retryable as exc:
                 tries += 1
                 if exc.wait_s is not None:
@@ -267,76 +302,115 @@ class Sender:
                     delay = exc.wait_s
                 else:
                     delay = backoff_s(tries - 1, self.retry_backoff_s, MAX_BACKOFF_S)
-                self._warn.warning(
-                    exc.why,
-                    "flageval: intake %s unavailable (%s); will retry",
-                    self.endpoint.display,
-                    exc.why,
-                )
-                if tries > self.max_retries or self._clock() + delay >= deadline:
+                if exc.now:
+                    self._warn.warning(
+                        exc.why,
+                        "flageval: intake %s unavailable (%s); will retry",
+                        route.display,
+                        exc.why,
+                    )
+                if not exc.now or tries > self.max_retries or self._clock() + delay >= deadline:
                     return False
                 if not await self._sleep(delay):
                     return False
                 continue
             except _Rejected as exc:
+                if exc.status == 404 and exc.reason == INTAKE_REJECTED:
+                    # The agent may have lost this route (a downgrade, a new config): it
+                    # did not take the body, so the body may go where the agent says now.
+                    moved = await self.routes.after_404(self._get_session(), deadline, route)
+                    if moved is not None:
+                        tries += 1
+                        continue
                 self._drop(body, exc.reason)
                 self._warn.warning(
                     exc.reason,
-                    "flageval: intake %s %s (status %s); dropped %d evaluations",
-                    self.endpoint.display,
+                    "flageval: intake %s %s (status %s); dropped %d evaluations%s",
+                    route.display,
                     exc.reason.replace("_", " "),
                     exc.status,
                     body.evaluations,
+                    f": {exc.text}" if exc.text else "",
                 )
                 return True
+            self._told_untrusted = False
             self.bodies_posted += 1
             self.rows_posted += body.rows
             self.evaluations_posted += body.evaluations
             return True
 
-    async def _post(self, body: Body, deadline: float) -> None:
+    async def _post(self, body: Body, deadline: float, route: Route) -> None:
+        assert route.url is not None
         session = self._get_session()
         self.attempts += 1
         # No request outlives the caller's deadline: a hanging intake must not hold a
         # flush (or shutdown) past it, nor leave the rest of the outbox uncounted.
         total = min(self.request_timeout_s, max(0.001, deadline - self._clock()))
+        attempt = SimpleNamespace(sent=False)  # set by the trace once the request goes
+        text = ""
         try:
             async with session.post(
-                self.endpoint.url,
+                route.url,
                 data=body.data,
                 timeout=aiohttp.ClientTimeout(total=total),
                 # A redirect would replay the body and the session's headers (DD-API-KEY)
                 # at wherever it points; a 3xx is counted as rejected instead.
                 allow_redirects=False,
+                trace_request_ctx=attempt,
             ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-                await resp.read()
+                if 200 <= status < 300:
+                    discard(resp)
+                else:
+                    wait = min(SNIPPET_WAIT_S, max(0.0, deadline - self._clock()))
+                    text = await snippet(resp, wait, self.endpoint.headers.get("DD-API-KEY"))
         except asyncio.CancelledError:
-            # Cancelled mid-request: the intake may have the body. Never resend it.
-            body.maybe_sent = True
-            self._drop(body, DELIVERY_UNKNOWN)
+            if attempt.sent:
+                # Cancelled mid-request: the intake may have the body. Never resend it.
+                body.maybe_sent = True
+                self._drop(body, DELIVERY_UNKNOWN)
             raise
+        except aiohttp.ClientConnectorCertificateError as exc:
+            self._tell_untrusted(route, exc)
+            raise _Retryable("tls_untrusted", now=False) from exc
         except aiohttp.ClientConnectorError as exc:
             # Nothing reached the intake: safe to send again.
             raise _Retryable("connect_error") from exc
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise _Retryable("connect_timeout") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if not attempt.sent:
+                # A connect or TLS handshake that stalled (aiohttp says only "timeout"):
+                # no byte of the request left, so this is a refused connection, not a loss.
+                why = "connect_timeout" if isinstance(exc, TimeoutError) else "connect_error"
+                raise _Retryable(why) from exc
             # The body may have been taken: at-most-once says do not send it again.
             raise _Rejected(DELIVERY_UNKNOWN, type(exc).__name__) from exc
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
-            wait = (
+            wait_s = (
                 parse_retry_after(retry_after, RETRY_AFTER_CAP_S) if status in (429, 503) else None
             )
-            raise _Retryable(f"status_{status}", wait)
-        raise _Rejected(INTAKE_REJECTED, status)
+            raise _Retryable(f"status_{status}", wait_s)
+        raise _Rejected(INTAKE_REJECTED, status, text)
+
+    def _tell_untrusted(self, route: Route, exc: aiohttp.ClientConnectorCertificateError) -> None:
+        """Once (until a post succeeds): what an untrusted certificate is, not a retry."""
+        if self._told_untrusted:
+            return
+        self._told_untrusted = True
+        log.error(
+            "flageval: the TLS certificate of %s is not trusted (%s): nothing is sent "
+            "there until it is. Make its CA trusted, or set verify_tls=False "
+            "(FLAGEVAL_VERIFY_TLS=false) only for an agent you trust.",
+            route.display,
+            getattr(exc.certificate_error, "verify_message", None) or "verification failed",
+        )
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, status: object) -> None:
+    def __init__(self, reason: str, status: object, text: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.text = text

@@ -208,6 +208,7 @@ class Worker:
             asyncio.create_task(self._flush_loop(), name="flageval-flush"),
         ]
         self._tasks.update(tasks)
+        self.sender.start()  # asks the agent for its route, off every evaluating thread
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:

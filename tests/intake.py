@@ -16,6 +16,10 @@ Actions, and what the client can know of each:
 
 A delayed answer (``delay_s``) the client gave up on before it came is recorded with
 ``answered=False``.
+
+As an agent stand-in it also answers ``GET /info`` once :meth:`Intake.set_info` says
+how (by default there is no /info: 404, an agent too old to have one) and takes bodies
+on the v4 EVP proxy route as well as v2 (``Received.path`` says which).
 """
 
 from __future__ import annotations
@@ -35,6 +39,69 @@ from aiohttp import web
 from tests.schema_util import validate_body
 
 PATH = "/evp_proxy/v2/api/v2/flagevaluation"
+PATH_V4 = "/evp_proxy/v4/api/v2/flagevaluation"
+
+#: What a current Datadog agent (7.6x) answers on GET /info, trimmed of its long
+#: obfuscation and peer-tag settings: every EVP proxy version, and the request headers
+#: its proxy forwards.
+AGENT_INFO: dict[str, Any] = {
+    "version": "7.64.3",
+    "git_commit": "5d1c3b2",
+    "endpoints": [
+        "/v0.3/traces",
+        "/v0.3/services",
+        "/v0.4/traces",
+        "/v0.4/services",
+        "/v0.5/traces",
+        "/v0.7/traces",
+        "/profiling/v1/input",
+        "/telemetry/proxy/",
+        "/v0.6/stats",
+        "/v0.1/pipeline_stats",
+        "/openlineage/api/v1/lineage",
+        "/evp_proxy/v1/",
+        "/evp_proxy/v2/",
+        "/evp_proxy/v3/",
+        "/evp_proxy/v4/",
+        "/debugger/v1/input",
+        "/debugger/v1/diagnostics",
+        "/debugger/v2/input",
+        "/symdb/v1/input",
+        "/dogstatsd/v1/proxy",
+        "/dogstatsd/v2/proxy",
+        "/tracer_flare/v1",
+        "/config/set",
+    ],
+    "client_drop_p0s": True,
+    "span_meta_structs": True,
+    "long_running_spans": True,
+    "span_events": True,
+    "evp_proxy_allowed_headers": [
+        "Content-Type",
+        "Accept-Encoding",
+        "Content-Encoding",
+        "User-Agent",
+        "DD-CI-PROVIDER-NAME",
+        "DD-EVP-ORIGIN",
+        "DD-EVP-ORIGIN-VERSION",
+    ],
+    "config": {
+        "default_env": "none",
+        "target_tps": 10,
+        "max_eps": 200,
+        "receiver_port": 8126,
+        "receiver_socket": "/var/run/datadog/apm.socket",
+        "connection_limit": 0,
+        "receiver_timeout": 0,
+        "max_request_bytes": 26214400,
+        "statsd_port": 8125,
+        "max_memory": 0,
+        "max_cpu": 0,
+        "analyzed_spans_by_service": {},
+    },
+    "peer_tags": ["_dd.base_service", "db.instance", "peer.service"],
+    "obfuscation_version": 1,
+}
 
 
 @dataclasses.dataclass
@@ -46,6 +113,8 @@ class Behaviour:
     #: "reset_mid_body": abort after reading only the first bytes of the body;
     #: "garbage": write non-HTTP bytes; "hang": never answer (until the server stops).
     action: str | None = None
+    #: The answer's body (default ``{}``).
+    text: str = "{}"
 
 
 @dataclasses.dataclass
@@ -58,6 +127,7 @@ class Received:
     answered: bool = True
     #: False when the connection was cut before the whole body was read.
     complete: bool = True
+    path: str = PATH
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -81,6 +151,9 @@ class Intake:
         self.port = 0
         self.schema_errors: list[str] = []
         self.on_request: Callable[[Received], None] | None = None
+        self._info: tuple[Any, Behaviour] | None = None
+        #: The headers of every GET /info, in order.
+        self.info_requests: list[dict[str, str]] = []
 
     # -- control --------------------------------------------------------------------
     def start(self, port: int = 0) -> Intake:
@@ -91,7 +164,9 @@ class Intake:
     async def _start(self, port: int) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(PATH, self._handle)
+        app.router.add_post(PATH_V4, self._handle)
         app.router.add_post("/api/v2/flagevaluation", self._handle)
+        app.router.add_get("/info", self._handle_info)
         self._release = asyncio.Event()
         # No access log: it would print request lines (with query strings) into the
         # logs that security tests search for the library's leaks.
@@ -127,6 +202,13 @@ class Intake:
         with self._lock:
             self._script.extend(behaviours)
 
+    def set_info(self, body: Any, behaviour: Behaviour | None = None) -> None:
+        """Answer GET /info with ``body`` (JSON) as ``behaviour`` says (status, delay,
+        "hang"); ``body`` None with no behaviour: no /info again (404)."""
+        with self._lock:
+            none = body is None and behaviour is None
+            self._info = None if none else (body, behaviour or Behaviour())
+
     def set_default(self, behaviour: Behaviour | None) -> None:
         """What every unscripted request gets from now on (None: 200 again)."""
         with self._lock:
@@ -157,6 +239,23 @@ class Intake:
         return predicate()
 
     # -- handler ------------------------------------------------------------------------
+    async def _handle_info(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.info_requests.append(dict(request.headers))
+            info = self._info
+        if info is None:
+            raise web.HTTPNotFound()
+        body, behaviour = info
+        if behaviour.action == "hang":
+            assert self._release is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), 3600)
+            raise web.HTTPServiceUnavailable()
+        if behaviour.delay_s:
+            await asyncio.sleep(behaviour.delay_s)
+        text = body if isinstance(body, str) else json.dumps(body)
+        return web.Response(status=behaviour.status, text=text, content_type="application/json")
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:
             behaviour = self._script.pop(0) if self._script else self._default
@@ -172,13 +271,16 @@ class Intake:
                         time.time(),
                         answered=False,
                         complete=False,
+                        path=request.path,
                     )
                 )
             assert request.transport is not None
             request.transport.abort()
             raise asyncio.CancelledError
         body = await request.read()
-        rec = Received(body, dict(request.headers), behaviour.status, time.time())
+        rec = Received(
+            body, dict(request.headers), behaviour.status, time.time(), path=request.path
+        )
         if behaviour.action in _ABORTING:
             rec.answered = False
             self._validate(body)
@@ -207,7 +309,7 @@ class Intake:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
-        resp = web.Response(status=behaviour.status, headers=behaviour.headers, text="{}")
+        resp = web.Response(status=behaviour.status, headers=behaviour.headers, text=behaviour.text)
         try:
             # Answer first, validate after: validation costs ~0.2 ms a row, and a busy
             # test process must not turn it into client timeouts.

@@ -528,7 +528,8 @@ async def catch_all_server() -> AsyncIterator[tuple[str, list[tuple[str, dict[st
     seen: list[tuple[str, dict[str, str], bytes]] = []
 
     async def handle(request: web.Request) -> web.Response:
-        seen.append((request.path, dict(request.headers), await request.read()))
+        if request.method == "POST":  # not the agent discovery's GET /info
+            seen.append((request.path, dict(request.headers), await request.read()))
         return web.Response(text="{}")
 
     app = web.Application()

@@ -19,7 +19,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from flageval import Telemetry
-from tests.intake import Behaviour, Intake
+from tests.intake import AGENT_INFO, PATH_V4, Behaviour, Intake
 from tests.schema_util import validate_body
 
 MakeTelemetry = Callable[..., Telemetry]
@@ -196,6 +196,8 @@ async def unix_intake(path: str) -> Any:
 
     async def handle(request: web.Request) -> web.Response:
         seen.append((request.path, dict(request.headers), await request.read()))
+        if request.path == "/info":
+            return web.json_response(AGENT_INFO)  # an agent with v4, over its socket
         return web.Response(text="{}")
 
     app = web.Application()
@@ -221,9 +223,8 @@ async def test_unix_socket_agent(make_telemetry: MakeTelemetry) -> None:
         # flush blocks: run it off this loop, which serves the socket.
         assert await asyncio.to_thread(tel.flush, 10.0)
         await asyncio.to_thread(tel.shutdown, 5.0)
-    assert len(seen) == 1
-    request_path, headers, body = seen[0]
-    assert request_path == "/evp_proxy/v2/api/v2/flagevaluation"
+    assert [p for p, _, _ in seen] == ["/info", PATH_V4]  # discovered over the socket
+    _, headers, body = seen[1]
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Datadog-EVP-Subdomain"] == "event-platform-intake"
     validate_body(body)

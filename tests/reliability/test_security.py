@@ -93,6 +93,32 @@ def test_agentless_key_sent_as_header_never_logged_or_shown(intake: Intake, capl
             _no_leak(logging.Formatter().formatException(rec.exc_info), "logged exception")
 
 
+def test_a_rejection_logs_a_bounded_snippet_without_the_key(intake: Intake, caplog: Any) -> None:
+    """The intake's error text helps (why a 400), but only 200 characters of it, on one
+    line, read from at most 1 KiB, and never with our API key should it be echoed."""
+    caplog.set_level(logging.DEBUG)
+    echoed = f'{{"errors":["bad payload","key {SECRET} rejected"]}}' + "\n" + "z" * 5000
+    intake.script(Behaviour(status=400, text=echoed))
+    tel = Telemetry(
+        agentless=True,
+        api_key=SECRET,
+        intake_url=intake.url + "/api/v2/flagevaluation",
+        service="rel-sec",
+        flush_interval_s=60.0,
+    )
+    try:
+        client = client_with(tel)
+        client.get_boolean_value(FLAG, False, EvaluationContext("s", {}))
+        assert tel.flush(3.0)
+    finally:
+        tel.shutdown(1.0)
+    (line,) = [r.getMessage() for r in caplog.records if "intake rejected" in r.getMessage()]
+    assert 'bad payload","key <redacted> rejected' in line
+    assert "\n" not in line and "z" * 201 not in line
+    _no_leak(caplog.text, "logs")
+    assert tel.stats().dropped == {"intake_rejected": 1}
+
+
 def test_agent_url_credentials_and_query_never_logged(intake: Intake, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"http://user:{PASSWORD}@127.0.0.1:{intake.port}/?token={TOKEN}"
@@ -200,6 +226,41 @@ def test_tls_is_verified_by_default(
     else:
         assert delivered is True
         assert intake.evaluations() == 5 and st.dropped == {}
+
+
+def test_an_untrusted_certificate_is_said_once_for_what_it_is(
+    tls_files: tuple[pathlib.Path, pathlib.Path], caplog: Any
+) -> None:
+    """Was: "unavailable (connect_error); will retry", retried within every flush.
+    Now one ERROR that names the cause (not trusted: self-signed), without the URL's
+    credentials or query, and one try per flush (trying again at once cannot help)."""
+    caplog.set_level(logging.DEBUG)
+    cert, key = tls_files
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    intake = Intake(ssl_context=ctx).start()
+    url = f"https://user:{PASSWORD}@127.0.0.1:{intake.port}/?token={TOKEN}"
+    tel = Telemetry(agent_url=url, service="rel-tls", flush_interval_s=60.0, max_retries=3)
+    try:
+        client = client_with(tel)
+        for i in range(3):
+            client.get_boolean_value(FLAG, False, EvaluationContext(f"tls-{i}", {}))
+            assert tel.flush(3.0) is False
+        attempts = tel.stats().post_attempts
+        tel.shutdown(1.0)
+    finally:
+        tel.shutdown(0.5)
+        intake.stop()
+    assert intake.received == []
+    assert attempts == 3  # one per flush, not 1 + max_retries each
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "certificate" in errors[0] and "not trusted" in errors[0]
+    assert "self-signed" in errors[0] or "self signed" in errors[0]
+    assert f"https://127.0.0.1:{intake.port}/" in errors[0]
+    assert "connect_error" not in caplog.text
+    _no_leak(caplog.text, "logs")
+    assert tel.stats().dropped == {"intake_unavailable": 3}
 
 
 def _raising_evaluator(flag: InMemoryFlag, ctx: EvaluationContext) -> FlagResolutionDetails[Any]:
