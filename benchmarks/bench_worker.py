@@ -2,10 +2,11 @@
 
 Prebuilt snapshot tuples, shaped exactly as the hook makes them (a fresh attribute
 dict per evaluation, as the SDK's context merge gives, and a copy of the flag's
-metadata per evaluation, as handoff.snapshot takes it), are put on a real ``Handoff`` and consumed by a real ``Worker.drain_once``
-(batches of 4,096) into fresh tiers with the default settings. The figure is process
-CPU time (``time.process_time``) per evaluation, median over rounds; pytest-benchmark's
-own (wall-clock) figures are per round. The median is the figure; the minimum is
+metadata per evaluation, as handoff.snapshot takes it), are put on a real ``Handoff``
+and consumed by a real ``Worker.drain_once`` (batches of 4,096) into fresh tiers with
+the default settings. The figure is process CPU time (``time.process_time``) per
+evaluation, median over rounds; pytest-benchmark's own (wall-clock) figures are per
+round. The median is the figure; the minimum is
 shown too, because on this shared machine interference only ever adds.
 
 Scenarios: 10 attributes with 1,000 distinct contexts (and targeting keys); 10

@@ -5,9 +5,11 @@ the hashed targeting key. Pure functions: the tiers decide what a bucket keeps.
 Metadata rules (INTAKE.md, and the choices written down in the docs' comparison with
 dd-trace-py):
 
-* allocation: the first of ``allocationKey``, ``allocation_key``, ``dd.allocation.key``
-  holding a non-empty string. An empty or non-string value identifies no allocation
-  and is passed over (a provider spells allocation keys as strings).
+* allocation: the first of ``allocation_key`` (dd-trace-py's spelling, read first so a
+  provider sending two gives the row Datadog's SDK gives), ``allocationKey`` and
+  ``dd.allocation.key`` that holds a non-empty string. An empty or non-string value
+  identifies no allocation and is passed over (providers spell allocation keys as
+  strings).
 * consent: ``observe_full_evaluation_data`` and ``__dd_observe_full_evaluation_data``.
   Only the boolean ``True`` is consent, and a present value that is anything else is an
   explicit no that wins over the other spelling: privacy fails closed. Neither
@@ -27,7 +29,7 @@ from openfeature.exception import ErrorCode
 
 from .prune import clean_text
 
-ALLOCATION_KEYS = ("allocationKey", "allocation_key", "dd.allocation.key")
+ALLOCATION_KEYS = ("allocation_key", "allocationKey", "dd.allocation.key")
 TIMESTAMP_KEYS = ("dd.eval.timestamp_ms", "__dd_eval_timestamp_ms")
 CONSENT_KEYS = ("observe_full_evaluation_data", "__dd_observe_full_evaluation_data")
 #: Provider stamps before this (2025-10-01) are not epoch ms: the hook's clock is used.

@@ -143,7 +143,7 @@ def test_allocation_from_each_metadata_spelling() -> None:
         ("2", "a2"),
         ("3", "a3"),
         ("4", None),
-        ("5", "first"),
+        ("5", "second"),  # allocation_key is read first
         ("6", "a6"),
         ("7", None),
         ("8", None),
