@@ -92,13 +92,6 @@ def merge_bucket(
         bucket[2] = max(bucket[2], last)
 
 
-def _field(value: Any) -> str | None:
-    """Flag key or variant text; a plain short ASCII string (the usual case) as is."""
-    if type(value) is str and value.isascii() and len(value) <= MAX_FIELD_CHARS:
-        return value
-    return text(value)
-
-
 class Tiers:
     """The full and degraded tiers with their caps; one instance per worker."""
 
@@ -168,13 +161,21 @@ class Tiers:
                     allocation = stated = None
                     # Details the SDK built without the flag's metadata: protected.
                     consent = default_consent if code is None else False
-                flag = _field(flag) or ""  # a None key prints as an empty one
-                if variant is not None:
-                    variant = _field(variant) or None  # "" names no variant
+                # Inline checks, not a call: a plain short ASCII string (the usual case)
+                # is kept as it is.
+                if type(flag) is not str or not flag.isascii() or len(flag) > MAX_FIELD_CHARS:
+                    flag = text(flag) or ""  # a None key prints as an empty one
+                if variant is not None and (
+                    type(variant) is not str
+                    or not variant.isascii()
+                    or len(variant) > MAX_FIELD_CHARS
+                ):
+                    variant = text(variant)
+                if not variant:
+                    variant = None  # "" names no variant
                 error = None
                 if code is not None or message is not None:
                     error = error_text(code, message, stated is True)
-                dkey: DegradedKey = (flag, variant, allocation, variant is None, error)
             except BaseException as exc:  # a value's, never ours (see the module docstring)
                 self._unreadable(exc)
                 continue
@@ -190,7 +191,11 @@ class Tiers:
                         type(exc).__name__,
                         TARGETING_KEY_ERROR,
                     )
-                    held += self._degrade(dkey, t_ms, TARGETING_KEY_ERROR)
+                    held += self._degrade(
+                        (flag, variant, allocation, variant is None, error),
+                        t_ms,
+                        TARGETING_KEY_ERROR,
+                    )
                     continue
             if not consent:
                 ctx = EMPTY
@@ -204,13 +209,17 @@ class Tiers:
                         raise ContextTooLarge  # before the key's fast path encodes it whole
                     ctx = ctx_key(attrs)
                 except ContextTooLarge:
-                    held += self._degrade(dkey, t_ms, CONTEXT_BUDGET)
+                    held += self._degrade(
+                        (flag, variant, allocation, variant is None, error), t_ms, CONTEXT_BUDGET
+                    )
                     continue
                 except BaseException as exc:  # a value's __eq__, a Mapping's items()...
                     # Unreadable even past the pruner's guards: kept, degraded, counted.
                     self._note(exc)
                     self.context_errors += 1
-                    held += self._degrade(dkey, t_ms, CONTEXT_ERROR)
+                    held += self._degrade(
+                        (flag, variant, allocation, variant is None, error), t_ms, CONTEXT_ERROR
+                    )
                     continue
             key = (flag, variant, allocation, variant is None, error, tk, ctx)
             bucket = full_get(key)

@@ -708,3 +708,42 @@ def test_envelope_service_defaults_to_a_name(
     context = envelope_after_one_evaluation(tel, intake)
     assert set(context) == {"service"}
     assert isinstance(context["service"], str) and context["service"]
+
+
+def test_the_snapshot_is_references_and_a_copy_of_the_metadata_dict() -> None:
+    """handoff.snapshot(): what every producer hands over (the hook, a provider
+    wrapper); the hook's tuple is exactly it."""
+    from types import MappingProxyType
+
+    from openfeature.flag_evaluation import FlagEvaluationDetails, FlagType
+    from openfeature.hook import HookContext
+
+    from flageval.handoff import snapshot
+
+    meta = {"allocation_key": "a1", "__dd_observe_full_evaluation_data": True}
+    details = FlagEvaluationDetails("f", True, variant="on", flag_metadata=meta)
+    context = EvaluationContext("u", {"plan": "pro"})
+    before = time.time_ns()
+    snap = snapshot("f", details, context)
+    assert snap[:4] == ("f", "on", None, None)
+    assert snap[4] == meta and snap[4] is not meta  # as at evaluation: a copy
+    assert snap[5] == "u" and snap[6] is context.attributes
+    assert before <= snap[7] <= time.time_ns()
+    empty: dict[str, Any] = {}
+    assert snapshot("f", FlagEvaluationDetails("f", True, flag_metadata=empty), context)[4] is empty
+    proxy = MappingProxyType(meta)  # not a dict: kept, read when drained
+    assert snapshot("f", FlagEvaluationDetails("f", True, flag_metadata=proxy), context)[4] is proxy
+    # A provider's FlagResolutionDetails has the same four fields.
+    resolved = FlagResolutionDetails(False, variant=None, error_code=ErrorCode.GENERAL)
+    assert snapshot("g", resolved, context)[:4] == ("g", None, ErrorCode.GENERAL, None)
+
+    tel = Telemetry(agent_url="http://127.0.0.1:9", service="t", autostart=False)
+    try:
+        hook_context = HookContext("f", FlagType.BOOLEAN, False, context)
+        tel.hook.finally_after(hook_context, details, {})
+        assert tel.handoff is not None
+        (queued,) = list(tel.handoff.queue)
+        expected = snapshot("f", details, context)
+        assert queued[:7] == expected[:7] and queued[4] is not meta
+    finally:
+        tel.shutdown(1.0)
