@@ -49,6 +49,16 @@ class WorkerReport:
     sender: SenderReport
 
 
+def _on_main_thread_loop() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class Worker:
     def __init__(self, settings: Settings, handoff: Handoff) -> None:
         self.settings = settings
@@ -101,12 +111,12 @@ class Worker:
         interrupt = self.tiers.interrupt
         if interrupt is not None:
             self.tiers.interrupt = None
-            if threading.current_thread() is threading.main_thread():
+            if _on_main_thread_loop():
                 # A caller's loop on the main thread, where the interpreter delivers
                 # signals: this may be the application's own Ctrl-C or a handler's
                 # sys.exit(), which must not be swallowed. The batch is counted first.
-                # On any other thread (the library's own, by default) it can only be a
-                # value's, and was counted like any other exception.
+                # Anywhere else (the library's own thread, by default; a shutdown
+                # draining after the loop ended) it was counted like any other value's.
                 raise interrupt
         return len(batch)
 

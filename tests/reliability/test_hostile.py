@@ -617,3 +617,27 @@ async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
     await tel.shutdown_async(5.0)
     st_ = assert_conserved(tel, intake, 6)
     assert st_.degraded == {"context_error": 1}
+
+
+def test_a_shutdown_after_the_callers_loop_ended_swallows_a_values_interrupt(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    """start_async()'s loop ended without shutdown_async(): shutdown() (main thread, no
+    loop running) counts what the worker held; a value's SystemExit met while doing so
+    is not an application signal there, so it is counted, never raised at exit."""
+    tel = make_telemetry(autostart=False, drain_interval_s=60.0)
+    client = client_with(tel)
+
+    async def app() -> None:
+        await tel.start_async()
+        await asyncio.sleep(0.05)  # the drain loop's first pass ran on an empty hand-off
+        for i in range(3):
+            client.get_boolean_value(FLAG, False, EvaluationContext(f"a-{i}", {}))
+        client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
+
+    asyncio.run(app())  # ends the loop, and with it the worker's tasks
+    tel.shutdown(2.0)  # must not raise
+    st_ = tel.stats()
+    assert st_.conserved and st_.pending == 0 and st_.evaluations == 4
+    assert st_.dropped == {"intake_unavailable": 4}
+    assert st_.degraded == {"context_error": 1}
