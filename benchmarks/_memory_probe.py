@@ -12,6 +12,10 @@ Scenarios (every context unique, so every evaluation asks for a new full bucket)
 * ``wide``: 40 flat attributes of 100 characters (~4.6 KB): too long for the fast
   path, so every one goes through the pruner and its memo (bounded in bytes).
 * ``nested``: 256 leaves in nested mappings and lists (the pruner's slow path).
+* ``long-keys``: the ``small`` contexts under 64 flags whose key, variant and allocation
+  are 2,000, 1,100 and 1,200 characters long, and every fourth evaluation an error
+  with a 1,500-character message (consent stated, so the message is kept): texts
+  over the 1,024-character cut that every bucket would otherwise hold a copy of.
 
 Snapshots are generated in small batches (16) so the input the "application" holds at
 any moment is a few MB, not counted against the tiers. Peak RSS comes from
@@ -32,11 +36,22 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from openfeature.exception import ErrorCode
+
 from flageval.config import Settings
 from flageval.tiers import BUCKET_OVERHEAD_BYTES, Tiers
 
 FLAGS = [f"flag-{i:02d}" for i in range(64)]
 META = {"allocation_key": "default-allocation"}
+SCENARIOS = ("long", "small", "wide", "nested", "long-keys")
+# long-keys: each flag's texts, built once (as a provider holds them).
+LONG_FLAGS = [f"{i:02d}-" + "f" * 1998 for i in range(64)]
+LONG_VARIANT = "v" * 1100
+LONG_META = [
+    {"allocation_key": f"{i:02d}-" + "a" * 1198, "__dd_observe_full_evaluation_data": True}
+    for i in range(64)
+]
+LONG_ERROR = "e" * 1500
 
 
 def _rss_bytes() -> int:
@@ -54,7 +69,7 @@ def _context(scenario: str, i: int) -> dict[str, Any]:
         return {f"a{j:03d}": (tag + chr(65 + j % 26) * 240) for j in range(200)}
     if scenario == "wide":
         return {f"w{j:02d}": f"{i:08d}{j:02d}" + "x" * 90 for j in range(40)}
-    if scenario == "small":
+    if scenario in ("small", "long-keys"):
         return {
             "user": f"u{i}",
             "n": i,
@@ -77,6 +92,18 @@ def _context(scenario: str, i: int) -> dict[str, Any]:
     }
 
 
+def _snapshot(scenario: str, i: int, now: int) -> tuple[Any, ...]:
+    ctx = _context(scenario, i)
+    if scenario != "long-keys":
+        return (FLAGS[i % len(FLAGS)], "on", None, None, META, f"user-{i}", ctx, now)
+    f = i % len(LONG_FLAGS)
+    # A copy of the flag's metadata per evaluation, as the hook takes it.
+    meta = dict(LONG_META[f])
+    if i % 4 == 3:
+        return (LONG_FLAGS[f], None, ErrorCode.GENERAL, LONG_ERROR, meta, f"user-{i}", ctx, now)
+    return (LONG_FLAGS[f], LONG_VARIANT, None, None, meta, f"user-{i}", ctx, now)
+
+
 def run(scenario: str, evaluations: int, budget: int) -> dict[str, Any]:
     s = Settings.from_env(memory_budget_bytes=budget, agent_url="http://127.0.0.1:9")
     tiers = Tiers(
@@ -96,7 +123,7 @@ def run(scenario: str, evaluations: int, budget: int) -> dict[str, Any]:
         full_data_default=True,
     )
     now = time.time_ns()
-    warm_batch = [("w", "on", None, None, META, "w", _context(scenario, -k), now) for k in range(8)]
+    warm_batch = [_snapshot(scenario, -k - 1, now) for k in range(8)]
     warm.add_batch(warm_batch)
     del warm, warm_batch
     gc.collect()
@@ -106,8 +133,7 @@ def run(scenario: str, evaluations: int, budget: int) -> dict[str, Any]:
     batch_size = 16
     for start in range(0, evaluations, batch_size):
         batch = [
-            (FLAGS[i % len(FLAGS)], "on", None, None, META, f"user-{i}", _context(scenario, i), now)
-            for i in range(start, min(evaluations, start + batch_size))
+            _snapshot(scenario, i, now) for i in range(start, min(evaluations, start + batch_size))
         ]
         tiers.add_batch(batch)
     cpu_s = time.process_time() - t0
@@ -144,7 +170,7 @@ def run(scenario: str, evaluations: int, budget: int) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=("long", "small", "wide", "nested"))
+    p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--evaluations", type=int, required=True)
     p.add_argument("--budget", type=int, default=64 * 1024 * 1024)
     a = p.parse_args()

@@ -21,7 +21,13 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from benchmarks._harness import HERE
 
 #: scenario -> evaluations at the default 64 MiB budget (each enough to overfill it)
-SCENARIOS = {"long": 6_000, "small": 150_000, "wide": 40_000, "nested": 20_000}
+SCENARIOS = {
+    "long": 6_000,
+    "small": 150_000,
+    "wide": 40_000,
+    "nested": 20_000,
+    "long-keys": 150_000,
+}
 DEFAULT_BUDGET = 64 * 1024 * 1024
 QUICK_BUDGET = 8 * 1024 * 1024
 

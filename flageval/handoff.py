@@ -27,26 +27,78 @@ import enum
 import threading
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from time import time_ns
+from typing import Any, Protocol
 
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagMetadata
 
 from .losses import CLOSED, PRODUCER_DROPS, QUEUE_OVERFLOW
 
+
+class _Details(Protocol):
+    """What a snapshot reads of ``FlagEvaluationDetails`` / ``FlagResolutionDetails``."""
+
+    @property
+    def variant(self) -> str | None: ...
+    @property
+    def error_code(self) -> ErrorCode | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def flag_metadata(self) -> FlagMetadata: ...
+
+
+class _Context(Protocol):
+    """What a snapshot reads of an ``EvaluationContext``."""
+
+    @property
+    def targeting_key(self) -> str | None: ...
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+
+
 #: What the hook hands over, one flat tuple per evaluation (a tuple: ~160 ns to build,
-#: against ~400 ns for a slots dataclass). The types are the SDK's declared ones; the
-#: worker still guards against any value at run time.
+#: against ~400 ns for a slots dataclass). Build it with :func:`snapshot` only (the hook
+#: does; so must anything else that feeds a hand-off), so every producer hands over the
+#: same thing. The types are the SDK's declared ones; the worker still guards against
+#: any value at run time.
 Snapshot = tuple[
     str,  # flag key
     str | None,  # variant
     ErrorCode | None,  # error code
     str | None,  # error message
-    FlagMetadata,  # flag metadata (the provider's mapping, read when drained)
+    FlagMetadata,  # flag metadata as at evaluation (see snapshot())
     str | None,  # targeting key
     Mapping[str, Any],  # context attributes (the SDK's per-evaluation merged dict)
     int,  # evaluation time, time.time_ns()
 ]
+
+
+def snapshot(flag_key: str, details: _Details, context: _Context) -> Snapshot:
+    """One evaluation's snapshot: references, plus a copy of the flag's metadata.
+
+    ``details`` is the SDK's ``FlagEvaluationDetails`` (or a provider's
+    ``FlagResolutionDetails``: the same four fields), ``context`` the evaluation's
+    ``EvaluationContext``. Nothing is pruned, hashed or read here: that is the worker's.
+
+    The metadata is copied (~60 ns for a provider's small dict; its values are scalars,
+    so a shallow copy is exact): consent, the provider's time stamp and the allocation
+    are then read as the evaluation saw them, even when a provider mutates one dict per
+    flag in place. A mapping of another type (never seen from the SDK) is kept by
+    reference and read when the worker drains it. An empty one is not copied. Nested
+    context values are the caller's and are read when drained (see prune.py)."""
+    meta = details.flag_metadata
+    return (
+        flag_key,
+        details.variant,
+        details.error_code,
+        details.error_message,
+        meta.copy() if type(meta) is dict and meta else meta,
+        context.targeting_key,
+        context.attributes,
+        time_ns(),
+    )
 
 
 class State(enum.Enum):

@@ -1,11 +1,12 @@
 """The OpenFeature hook: the only code of ours on the evaluation's hot path.
 
 ``finally_after`` runs after every evaluation (success, error, code default,
-PROVIDER_NOT_READY), on whatever thread evaluated. It builds one flat tuple of
-references (no copying, no pruning, no hashing: that is the worker's job), appends it
-to the bounded hand-off and returns. It never raises into the SDK: an exception there
-would cost the caller a logged traceback per evaluation; instead it is counted under
-``hook_error``.
+PROVIDER_NOT_READY), on whatever thread evaluated. It builds one flat tuple
+(handoff.snapshot: references, and a copy of the flag's small metadata dict so consent
+is read as the evaluation saw it; no pruning, no hashing: that is the worker's job),
+appends it to the bounded hand-off and returns. It never raises into the SDK: an
+exception there would cost the caller a logged traceback per evaluation; instead it is
+counted under ``hook_error``.
 
 Why references are safe: the SDK builds a fresh merged ``EvaluationContext`` per
 evaluation, so its top-level attribute dict is ours to keep; nested values are shared
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from time import time_ns
 from typing import TYPE_CHECKING, Any, Protocol
 
 from openfeature.hook import Hook, HookContext, HookHints
 
-from .handoff import Handoff, Snapshot, State
+from .handoff import Handoff, State, snapshot
 from .losses import HOOK_ERROR
 
 if TYPE_CHECKING:
@@ -74,25 +74,15 @@ class FlagEvalHook(Hook):
         hints: HookHints,
     ) -> None:
         try:
-            ctx = hook_context.evaluation_context
-            snapshot: Snapshot = (
-                hook_context.flag_key,
-                details.variant,
-                details.error_code,
-                details.error_message,
-                details.flag_metadata,
-                ctx.targeting_key,
-                ctx.attributes,
-                time_ns(),
-            )
+            snap = snapshot(hook_context.flag_key, details, hook_context.evaluation_context)
             h = self._handoff
             q = h.queue
             if h.accepting and len(q) < h.capacity:
-                q.append(snapshot)
+                q.append(snap)
                 return
             if h.state is State.NEW:
                 self._start()  # first use: start the worker (once, under a lock)
-            h.offer(snapshot)  # full, closed, or just started: queue or count why not
+            h.offer(snap)  # full, closed, or just started: queue or count why not
         except Exception:
             with contextlib.suppress(Exception):  # nothing may escape into the SDK
                 self._handoff.count(HOOK_ERROR)

@@ -27,6 +27,7 @@ RETRY_BUFFER_FULL = "retry_buffer_full"
 INTAKE_UNAVAILABLE = "intake_unavailable"
 WORKER_ERROR = "worker_error"
 AGENT_NO_EVP_PROXY = "agent_no_evp_proxy"
+UNREADABLE = "unreadable_value"
 
 DROPPED: Mapping[str, str] = {
     QUEUE_OVERFLOW: "the hand-off was full (the worker could not keep up)",
@@ -49,18 +50,32 @@ DROPPED: Mapping[str, str] = {
         "the agent's `/info` lists no EVP proxy (`/evp_proxy/v4/` or `/evp_proxy/v2/`): "
         "nothing can be posted through it (logged once; asked again every minute)"
     ),
+    UNREADABLE: (
+        "a flag key, variant or error message that could not be made text, or metadata "
+        "that could not be read (the value's `__str__` or the mapping raised; logged, "
+        "rate-limited): no row can be built without them"
+    ),
 }
 
 # -- degraded: posted without targeting key and context ---------------------------------
 CARDINALITY_CAP = "cardinality_cap"
 MEMORY_BUDGET = "memory_budget"
 CONTEXT_ERROR = "context_error"
+CONTEXT_BUDGET = "context_budget"
+TARGETING_KEY_ERROR = "targeting_key_error"
 
 DEGRADED: Mapping[str, str] = {
     CARDINALITY_CAP: "the full tier or the flag's per-flag cap was reached",
     MEMORY_BUDGET: "the full tier would pass `memory_budget_bytes`",
     PAYLOAD_LIMIT: "the row was too big for a body with its targeting key and context",
     CONTEXT_ERROR: "the context could not be read at all",
+    CONTEXT_BUDGET: (
+        "the context has more attributes than pruning may read (4,096): it is not "
+        "read at all, so its cost stays bounded"
+    ),
+    TARGETING_KEY_ERROR: (
+        "the targeting key could not be made text (its `__str__` raised; logged, rate-limited)"
+    ),
 }
 
 #: What the hand-off counts on the producers' side (see handoff.py).

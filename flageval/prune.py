@@ -8,10 +8,15 @@ The rules (INTAKE.md, made exact here):
   frozensets flatten like lists after sorting their items (so a set gives the same row
   in every process, whatever the hash seed).
 * Bounds: at most ``MAX_DEPTH`` path segments, ``MAX_LIST_ITEMS`` items per list,
-  ``MAX_NODES`` values visited per context, flattened keys of at most ``MAX_KEY_CHARS``
-  characters (longer keys are skipped), and a container met again on its own path (a
-  cycle) is skipped. Mappings are visited in sorted key order so the bounds cut the
-  same place whatever the insertion order.
+  flattened keys of at most ``MAX_KEY_CHARS`` characters (longer keys are skipped), and
+  a container met again on its own path (a cycle) is skipped. The work per context is
+  bounded whatever its shape: at most ``MAX_NODES`` values visited and ``MAX_ENTRIES``
+  entries read (each mapping key made text, each set item str()'d to sort it), counted
+  before anything of a container is read or sorted. A mapping or set with more entries
+  than the budget has left is skipped whole, like a long string; the context itself
+  with more than ``MAX_ENTRIES`` attributes raises ContextTooLarge (the worker posts
+  the evaluation without context, counted). Mappings are visited in sorted key order
+  so every bound cuts the same place whatever the insertion order.
 * Values: ``str``, ``int``, ``float`` and ``bool`` stay as they are, except:
   strings over 256 characters are skipped (not truncated); integers whose decimal
   text would exceed 256 characters are skipped likewise; floats: NaN becomes
@@ -22,9 +27,11 @@ The rules (INTAKE.md, made exact here):
   ISO text; anything else becomes ``str()`` of it (``repr()`` if ``str()`` raises,
   ``<unprintable TYPE>`` if both raise). Text that is not valid Unicode (lone
   surrogates) has each bad code point replaced by U+FFFD.
-* Keys: non-string keys become their ``str()`` text; when two keys print the same,
-  the first in sorted order wins (by text, then type name, then the value's own
-  canonical bytes, so insertion order never decides).
+* Keys: OpenFeature attribute keys are strings: a non-string key is dropped (it never
+  displaces a real key); a ``str`` subclass is read by its string value. When two keys
+  print the same once lone surrogates are replaced, the one whose own text sorts first
+  wins; keys alike even in their own text (str subclasses that compare unequal) are all
+  dropped, so insertion order never decides.
 * Then keys are sorted and the first 256 kept (strings over 256 characters were
   skipped before counting, so they never take a slot).
 
@@ -39,8 +46,8 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import math
+import operator
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +59,7 @@ MAX_KEY_CHARS = 256
 MAX_DEPTH = 8
 MAX_LIST_ITEMS = 64
 MAX_NODES = 4096
+MAX_ENTRIES = 4096
 # Ints of up to 840 bits print in at most 253 digits; past 851 bits, always > 256.
 _SHORT_INT_BITS = 840
 _BIG_INT_BITS = 851
@@ -69,6 +77,10 @@ _MEMO_ENTRY_OVERHEAD = 200
 _PLAIN = frozenset({str, int, float, bool})
 # issuperset over a lazy map: no intermediate set built (~70 ns less than set() <=).
 _all_plain = _PLAIN.issuperset
+_first = operator.itemgetter(0)
+_first_two = operator.itemgetter(0, 1)
+_only_str = frozenset({str}).issuperset
+_CONTAINERS = (Mapping, list, tuple, set, frozenset)
 # A compiled literal search: ~135 ns on a 175-byte key, against ~300 ns for ``in``.
 _find_null = re.compile(b"null").search
 
@@ -139,137 +151,162 @@ def _leaf(value: Any) -> Any:
     return text if len(text) <= MAX_STRING_CHARS else None
 
 
-def _key_text(key: Any) -> str:
-    if type(key) is str:
-        return clean_text(key)
-    if isinstance(key, str):
-        # A str subclass is a string: its value, not its __str__ (as msgspec, and so
-        # the fast path, reads it; and as string values are read).
-        return clean_text(str.__str__(key))
-    return _text_of(key)
+class ContextTooLarge(ValueError):
+    """The context itself has more entries than pruning may read (``MAX_ENTRIES``)."""
 
 
-def _sort_key(item: tuple[str, Any]) -> str:
-    return item[0]
+class _Walk:
+    """One context's pruning: what is left of both budgets, the output, the open path."""
+
+    __slots__ = ("entries", "hi", "nodes", "on_path", "out")
+
+    def __init__(self, root: object) -> None:
+        self.nodes = MAX_NODES
+        self.entries = MAX_ENTRIES
+        self.out: dict[str, Any] = {}
+        self.on_path = {id(root)}
+        #: The greatest key in ``out`` (for the early exit of _walk_items).
+        self.hi = ""
 
 
 def flatten(attributes: Mapping[Any, Any]) -> dict[str, Any]:
-    """Flatten and prune a context's attributes (see the module docstring)."""
-    out: dict[str, Any] = {}
-    budget = [MAX_NODES]
-    on_path: set[int] = {id(attributes)}
-    items = _mapping_items(attributes, top=True)
-    _walk_items(items, "", 1, out, budget, on_path)
+    """Flatten and prune a context's attributes (see the module docstring).
+
+    Raises ContextTooLarge when the context has more than ``MAX_ENTRIES`` entries."""
+    w = _Walk(attributes)
+    items = _mapping_items(attributes, w, top=True)
+    if items is None:
+        raise ContextTooLarge(f"more than {MAX_ENTRIES} attributes")
+    _walk_items(items, "", 1, w)
+    out = w.out
     if len(out) > MAX_FIELDS:
         keep = sorted(out)[:MAX_FIELDS]
         return {k: out[k] for k in keep}
     return out
 
 
-def _mapping_items(mapping: Mapping[Any, Any], top: bool = False) -> list[tuple[str, Any]]:
-    # list(...items()) is one C call for a dict, so a caller mutating the dict on
-    # another thread cannot change it under us mid-iteration.
-    raw = list(mapping.items())
-    items: list[tuple[str, Any]] = []
-    seen: set[str] = set()
-    # Sort by text, then by the original key's type name, so duplicates after str()
-    # resolve the same way every time.
-    decorated = sorted(
-        ((_key_text(k), type(k).__name__, v) for k, v in raw), key=lambda x: (x[0], x[1])
-    )
-    if any(a[0] == b[0] and a[1] == b[1] for a, b in itertools.pairwise(decorated)):
-        # Same text and same type (two NaN keys, two objects with one str(), texts
-        # that are equal once lone surrogates became U+FFFD): the stable sort would
-        # leave the winner to insertion order, so order those by their value too.
-        decorated.sort(key=lambda x: (x[0], x[1], _value_order(x[2])))
-    for text, _, value in decorated:
-        if text in seen or (top and text in _EXCLUDED_TOP):
-            continue
-        seen.add(text)
-        items.append((text, value))
+def _mapping_items(
+    mapping: Mapping[Any, Any], w: _Walk, top: bool = False
+) -> list[tuple[str, Any]] | None:
+    """(key text, value) pairs in key order; None when the mapping has more entries than
+    the budget has left (counted before anything is read or sorted)."""
+    left = w.entries
+    if type(mapping) is dict:
+        if len(mapping) > left:
+            return None
+        # One C call for a dict: a caller mutating it on another thread cannot change
+        # it under us mid-iteration.
+        raw = list(mapping.items())
+    else:
+        # Another Mapping's len() need not tell the truth: read one past what is left.
+        raw = list(itertools.islice(mapping.items(), left + 1))
+        if len(raw) > left:
+            return None
+    w.entries = left - len(raw)
+    if _only_str(map(type, map(_first, raw))) and all(map(str.isascii, map(_first, raw))):
+        raw.sort(key=_first)  # distinct plain ASCII keys: each is its own text
+        items = raw
+    else:
+        items = _text_items(raw)
+    if top and not _EXCLUDED_TOP.isdisjoint(map(_first, items)):
+        items = [item for item in items if item[0] not in _EXCLUDED_TOP]
     return items
 
 
-_tie = threading.local()
+def _text_items(raw: list[tuple[Any, Any]]) -> list[tuple[str, Any]]:
+    """The general case of _mapping_items: non-string keys dropped, a str subclass read
+    by its string value, lone surrogates replaced; of keys that print alike the one
+    whose own text sorts first wins, and keys alike even in their own text (str
+    subclasses that compare unequal) are all dropped, so insertion order never decides."""
+    decorated: list[tuple[str, str, Any]] = []
+    for key, value in raw:
+        if type(key) is str:
+            text = key
+        elif isinstance(key, str):
+            text = str.__str__(key)
+        else:
+            continue  # OpenFeature attribute keys are strings: never made one
+        decorated.append((clean_text(text), text, value))
+    decorated.sort(key=_first_two)
+    items: list[tuple[str, Any]] = []
+    n = len(decorated)
+    i = 0
+    while i < n:
+        clean, text, value = decorated[i]
+        j = i + 1
+        while j < n and decorated[j][0] == clean:
+            j += 1
+        if j == i + 1 or decorated[i + 1][1] != text:
+            items.append((clean, value))
+        i = j
+    return items
 
 
-def _value_order(value: Any) -> bytes:
-    """A value's canonical bytes, to break ties between keys that print the same."""
-    if getattr(_tie, "busy", False):
-        return b""  # a tie inside a tied value: not resolved further (bounded work)
-    _tie.busy = True
-    try:
-        return canonical({"": value})
-    except Exception:
-        return b""
-    finally:
-        _tie.busy = False
-
-
-def _walk_items(
-    items: list[tuple[str, Any]],
-    prefix: str,
-    depth: int,
-    out: dict[str, Any],
-    budget: list[int],
-    on_path: set[int],
-) -> None:
+def _walk_items(items: list[tuple[str, Any]], prefix: str, depth: int, w: _Walk) -> None:
+    out = w.out
     for name, value in items:
         path = f"{prefix}.{name}" if prefix else name
-        _walk(path, value, depth, out, budget, on_path)
-        if budget[0] <= 0:
+        if len(out) >= MAX_FIELDS and w.hi < path:
+            # Every key this mapping has left sorts after 256 already kept, so none can
+            # make the cut: a wide flat context costs 257 visits, not one per key.
+            return
+        _walk(path, value, depth, w)
+        if w.nodes <= 0:
             return
 
 
-def _walk(
-    path: str,
-    value: Any,
-    depth: int,
-    out: dict[str, Any],
-    budget: list[int],
-    on_path: set[int],
-) -> None:
-    if budget[0] <= 0:
+def _walk(path: str, value: Any, depth: int, w: _Walk) -> None:
+    if w.nodes <= 0:
         return
-    budget[0] -= 1
+    w.nodes -= 1
     if len(path) > MAX_KEY_CHARS:
         return
-    if type(value) in _PLAIN:
-        # Most nodes are plain scalars: straight to the leaf rule, without the
-        # abstract Mapping/sequence checks below (each ~0.3 us on a non-container).
-        leaf = _leaf(value)
-        if leaf is not None:
-            out[path] = leaf
-        return
-    if isinstance(value, Mapping):
-        if depth >= MAX_DEPTH or id(value) in on_path:
-            return
-        on_path.add(id(value))
-        try:
-            _walk_items(_mapping_items(value), path, depth + 1, out, budget, on_path)
-        finally:
-            on_path.discard(id(value))
-        return
-    seq: list[Any] | None = None
-    if isinstance(value, (list, tuple)):
-        seq = list(value[:MAX_LIST_ITEMS])
-    elif isinstance(value, (set, frozenset)):
-        seq = sorted(list(value), key=_set_order)[:MAX_LIST_ITEMS]
-    if seq is not None:
-        if depth >= MAX_DEPTH or id(value) in on_path:
-            return
-        on_path.add(id(value))
-        try:
-            for i, item in enumerate(seq):
-                _walk(f"{path}[{i}]", item, depth + 1, out, budget, on_path)
-                if budget[0] <= 0:
-                    return
-        finally:
-            on_path.discard(id(value))
+    # Most nodes are plain scalars: straight to the leaf rule, without the abstract
+    # Mapping/sequence checks (each ~0.3 us on a non-container).
+    if type(value) not in _PLAIN and isinstance(value, _CONTAINERS):
+        # Too deep, or a cycle: decided before anything of the container is read.
+        if depth < MAX_DEPTH and id(value) not in w.on_path:
+            w.on_path.add(id(value))
+            try:
+                _walk_container(path, value, depth + 1, w)
+            finally:
+                w.on_path.discard(id(value))
         return
     leaf = _leaf(value)
     if leaf is not None:
-        out[path] = leaf
+        w.out[path] = leaf
+        if path > w.hi:  # noqa: PLR1730 - a comparison costs less than max() per leaf
+            w.hi = path
+
+
+def _walk_container(path: str, value: Any, depth: int, w: _Walk) -> None:
+    if isinstance(value, Mapping):
+        items = _mapping_items(value, w)
+        if items is not None:  # None: more entries than the budget has left, skipped
+            _walk_items(items, path, depth, w)
+        return
+    seq = list(value[:MAX_LIST_ITEMS]) if isinstance(value, (list, tuple)) else _set_items(value, w)
+    for i, item in enumerate(seq or ()):
+        _walk(f"{path}[{i}]", item, depth, w)
+        if w.nodes <= 0:
+            return
+
+
+def _set_items(value: Any, w: _Walk) -> list[Any] | None:
+    """A set's first 64 items in a fixed order (the same row in every process, whatever
+    the hash seed); None when it has more items than the budget has left (each costs a
+    str() to sort: counted before any is made)."""
+    left = w.entries
+    if type(value) in (set, frozenset):
+        if len(value) > left:
+            return None
+        items = list(value)
+    else:
+        items = list(itertools.islice(value, left + 1))
+        if len(items) > left:
+            return None
+    w.entries = left - len(items)
+    return sorted(items, key=_set_order)[:MAX_LIST_ITEMS]
 
 
 def _set_order(item: Any) -> tuple[str, str]:

@@ -6,59 +6,77 @@ the same without targeting key and context. A bucket is ``[count, first_ms, last
 
 A new full bucket is refused (the evaluation goes to the degraded tier, counted by
 reason) when the full tier holds ``max_full_buckets``, when its flag holds
-``max_buckets_per_flag`` (``cardinality_cap``), or when the bytes the full tier would
-hold pass ``memory_budget_bytes`` (``memory_budget``). A new degraded bucket past
+``max_buckets_per_flag`` (``cardinality_cap``), or when the bytes held would pass
+``memory_budget_bytes`` (``memory_budget``). A new degraded bucket past
 ``max_degraded_buckets`` is not created: the evaluation is dropped and counted under
-``degraded_cap``. Nothing else loses an evaluation here.
+``degraded_cap``. A snapshot whose flag key, variant or error cannot be made text is
+dropped (``unreadable_value``). Nothing else loses an evaluation here.
+
+What the budget charges: per full bucket a fixed overhead, its context bytes and its
+targeting key (``sys.getsizeof``: the real size, whatever the string's width); and each
+distinct flag key, variant, allocation and error text once per flush interval, when a
+bucket of either tier first keeps it (buckets share one interned copy, never a slice
+each). The degraded tier is bounded by its bucket count and 1,024-character texts.
+
+Privacy (fields.py has the metadata rules): consent is what the flag's metadata, as
+copied at evaluation (hook.py), states, else ``full_data_default``. An error whose
+details carry no metadata at all (the SDK built them: a client-side TYPE_MISMATCH, a
+provider that raised, PROVIDER_NOT_READY) says nothing of the flag's consent, so it is
+sent the protected way: hashed targeting key, no context, the error code. The error
+message itself is only sent when the metadata consents.
+
+Values from the application run here (``__str__``, ``__eq__``, a Mapping's methods):
+whatever they raise, ``BaseException`` included, is caught per snapshot and counted,
+so the batch stays on the books and the worker lives on. No await happens inside, so
+a ``CancelledError`` caught here is a value's, never the worker task's own.
 
 This class runs on the worker's event loop only: it is never shared across threads.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
+import logging
+import sys
 from typing import Any
 
+from ._common import RateLimitedLog
+from .fields import (
+    MAX_FIELD_CHARS,
+    NOTHING_STATED,
+    MetaFields,
+    error_text,
+    hash_targeting_key,
+    read_meta,
+    text,
+)
 from .handoff import Snapshot
 from .losses import (
     CARDINALITY_CAP,
+    CONTEXT_BUDGET,
     CONTEXT_ERROR,
     DEGRADED_CAP,
     MEMORY_BUDGET,
-    WORKER_ERROR,
+    TARGETING_KEY_ERROR,
+    UNREADABLE,
     Ledger,
 )
-from .prune import EMPTY, MEMO_MAX_BYTES, ContextKeys, clean_text
+from .prune import EMPTY, MAX_ENTRIES, MEMO_MAX_BYTES, ContextKeys, ContextTooLarge
 
-# Metadata spellings used by providers (INTAKE.md).
-_ALLOCATION_KEYS = ("allocationKey", "allocation_key", "dd.allocation.key")
-_TIMESTAMP_KEYS = ("dd.eval.timestamp_ms", "__dd_eval_timestamp_ms")
-_CONSENT_KEYS = ("observe_full_evaluation_data", "__dd_observe_full_evaluation_data")
-#: Provider stamps before this (2025-10-01) are not epoch ms: the hook's clock is used.
-MIN_EPOCH_MS = 1_759_276_800_000
-_MAX_EPOCH_MS = 32_503_680_000_000  # year 3000: past it a stamp is not epoch ms either
+log = logging.getLogger("flageval")
 
 #: Bytes a full bucket costs beyond the strings counted one by one (context key,
-#: targeting key, error text): the key tuple, the bucket list and its ints, the dict
-#: slot with the dict's spare capacity, allocator overhead. Measured on CPython 3.11
+#: targeting key, texts): the key tuple, the bucket list and its ints, the dict slot
+#: with the dict's spare capacity, allocator overhead. Measured on CPython 3.11
 #: (benchmarks/_memory_probe.py, see benchmarks/README.md): ~240 live bytes by
 #: tracemalloc, 332-349 by RSS with 36k-131k buckets; 400 keeps a margin.
 BUCKET_OVERHEAD_BYTES = 400
+#: Per interned text beyond the string itself: its slot in the intern table.
+TEXT_OVERHEAD_BYTES = 100
 #: Targeting keys longer than this are not kept in the hash cache (4,096 entries).
 _MAX_CACHED_KEY_CHARS = 256
 
-#: Flag key, variant, allocation and error text are cut to this many characters.
-MAX_FIELD_CHARS = 1024
-
 FullKey = tuple[str, str | None, str | None, bool, str | None, str | None, bytes]
 DegradedKey = tuple[str, str | None, str | None, bool, str | None]
-
-
-def hash_targeting_key(targeting_key: str) -> str:
-    """What is sent without consent: ``sha256_`` + hex digest of the UTF-8 key."""
-    data = targeting_key.encode("utf-8", "surrogatepass")
-    return "sha256_" + hashlib.sha256(data).hexdigest()
 
 
 def merge_bucket(
@@ -72,42 +90,6 @@ def merge_bucket(
         bucket[0] += count
         bucket[1] = min(bucket[1], first)
         bucket[2] = max(bucket[2], last)
-
-
-def _text(value: Any, max_chars: int | None = MAX_FIELD_CHARS) -> str | None:
-    """A row field's text: str() of a non-string, lone surrogates replaced by U+FFFD
-    (bodies are UTF-8 JSON: one such code point would fail the whole flush), cut to
-    ``MAX_FIELD_CHARS`` (the degraded tier has no byte budget: its keys must be small)."""
-    if value is None:
-        return None
-    text = value if type(value) is str else str(value)
-    if max_chars is not None and len(text) > max_chars:
-        text = text[:max_chars]
-    return text if text.isascii() else clean_text(text)
-
-
-def _read_meta(meta: Mapping[str, Any]) -> tuple[str | None, bool | None, int | None]:
-    """(allocation, consent or None if not stated, timestamp ms or None if none usable)."""
-    allocation = None
-    for name in _ALLOCATION_KEYS:
-        value = meta.get(name)
-        if value is not None:
-            allocation = _text(value)
-            break
-    consent = None
-    for name in _CONSENT_KEYS:
-        if name in meta:
-            # Only the boolean true is consent; "true", 1 or anything else is not.
-            consent = meta[name] is True
-            break
-    t_ms = None
-    for name in _TIMESTAMP_KEYS:
-        stamp = meta.get(name)
-        if stamp is not None:
-            if type(stamp) in (int, float) and MIN_EPOCH_MS <= stamp <= _MAX_EPOCH_MS:
-                t_ms = int(stamp)
-            break
-    return allocation, consent, t_ms
 
 
 class Tiers:
@@ -132,13 +114,19 @@ class Tiers:
         self.full: dict[FullKey, list[int]] = {}
         self.degraded: dict[DegradedKey, list[int]] = {}
         self.per_flag: dict[str, int] = {}
+        #: One copy of each distinct text the buckets keep, for the flush interval.
+        self._texts: dict[str, str] = {}
         self.bytes_held = 0
         self.evaluations_held = 0
         self.received = 0
         self.context_errors = 0
+        #: A KeyboardInterrupt or SystemExit a value raised (the worker decides whether
+        #: it was the application's own signal; see Worker.drain_once).
+        self.interrupt: BaseException | None = None
         # The key memo sits outside the budget; with a small budget it stays small too.
         self.keys = ContextKeys(memo_max_bytes=min(MEMO_MAX_BYTES, memory_budget_bytes // 16))
         self._hashed: dict[str, str] = {}
+        self._warn = RateLimitedLog(log)
 
     # -- intake of snapshots -------------------------------------------------------
     def add_batch(self, batch: list[Snapshot]) -> None:
@@ -153,87 +141,113 @@ class Tiers:
         ctx_key = self.keys.key
         default_consent = self.full_data_default
         held = 0
-        # Evaluations of one flag share its metadata mapping (the provider hands out
-        # the same object), so each mapping is read once per batch, not once per
-        # snapshot (~0.6 us each). Keyed by identity, which is sound while the batch
-        # holds every mapping alive; the values are the same either way, since the
-        # worker reads a mapping when it drains it, not when it was evaluated.
-        meta_seen: dict[int, tuple[str | None, bool | None, int | None]] = {}
+        # Evaluations of one flag carry equal copies of its metadata: the last one read
+        # is compared (~40 ns) before it is read again (~0.4 us).
         last_meta: Any = None
-        fields: tuple[str | None, bool | None, int | None] = (None, None, None)
+        fields: MetaFields = NOTHING_STATED
         for snap in batch:
             try:
                 flag, variant, code, message, meta, tk, attrs, t_ns = snap
-                allocation = None
-                consent = default_consent
                 t_ms = t_ns // 1_000_000
                 if meta:
-                    if meta is not last_meta:
-                        cached = meta_seen.get(id(meta))
-                        if cached is None:
-                            cached = meta_seen[id(meta)] = _read_meta(meta)
-                        fields = cached
-                        last_meta = meta
-                    allocation, meta_consent, stamp = fields
-                    if meta_consent is not None:
-                        consent = meta_consent
+                    if meta is not last_meta and meta != last_meta:
+                        fields = read_meta(meta)
+                    last_meta = meta
+                    allocation, stated, stamp = fields
+                    consent = default_consent if stated is None else stated
                     if stamp is not None:
                         t_ms = stamp
+                else:
+                    allocation = stated = None
+                    # Details the SDK built without the flag's metadata: protected.
+                    consent = default_consent if code is None else False
+                # Inline checks, not a call: a plain short ASCII string (the usual case)
+                # is kept as it is.
                 if type(flag) is not str or not flag.isascii() or len(flag) > MAX_FIELD_CHARS:
-                    flag = _text(flag) or ""  # a None key prints as an empty one
+                    flag = text(flag) or ""  # a None key prints as an empty one
                 if variant is not None and (
                     type(variant) is not str
                     or not variant.isascii()
                     or len(variant) > MAX_FIELD_CHARS
                 ):
-                    variant = _text(variant)
+                    variant = text(variant)
+                if not variant:
+                    variant = None  # "" names no variant
                 error = None
                 if code is not None or message is not None:
-                    error = self._error_text(code, message, consent)
-                if consent:
-                    if tk is not None and (type(tk) is not str or not tk.isascii()):
-                        tk = _text(tk, None)  # never cut: it is charged to the budget
-                    try:
-                        ctx = ctx_key(attrs) if attrs else EMPTY
-                    except Exception:
-                        # A context that cannot be read even after the pruner's guards
-                        # (e.g. a Mapping whose items() raises): counted, kept degraded.
-                        self.context_errors += 1
-                        dkey = (flag, variant, allocation, variant is None, error)
-                        held += self._degrade(dkey, t_ms, CONTEXT_ERROR)
-                        continue
-                else:
-                    ctx = EMPTY
-                    if tk is not None:
-                        tk = self._hash(tk if type(tk) is str else _text(tk, None) or "")
-                key = (flag, variant, allocation, variant is None, error, tk, ctx)
-                bucket = full_get(key)
-                if bucket is not None:
-                    bucket[0] += 1
-                    if t_ms < bucket[1]:
-                        bucket[1] = t_ms
-                    elif t_ms > bucket[2]:
-                        bucket[2] = t_ms
-                    held += 1
-                else:
-                    held += self._new_full(key, t_ms)
-            except Exception:
-                # A value that cannot even be made text (a flag, variant, targeting key
-                # or metadata value whose __str__ raises). Buckets are only touched
-                # last, so nothing of this snapshot was applied: count it once and go
-                # on with the rest of the batch.
-                self.ledger.drop(WORKER_ERROR)
+                    error = error_text(code, message, stated is True)
+            except BaseException as exc:  # a value's, never ours (see the module docstring)
+                self._unreadable(exc)
+                continue
+            if tk is not None and (type(tk) is not str or not tk.isascii()):
+                try:
+                    tk = text(tk, None)  # never cut: it is charged to the budget
+                except BaseException as exc:  # the key's own __str__
+                    self._note(exc)
+                    self._warn.warning(
+                        TARGETING_KEY_ERROR,
+                        "flageval: a targeting key could not be made text (%s); the "
+                        "evaluation is posted without targeting key and context (%s)",
+                        type(exc).__name__,
+                        TARGETING_KEY_ERROR,
+                    )
+                    held += self._degrade(
+                        (flag, variant, allocation, variant is None, error),
+                        t_ms,
+                        TARGETING_KEY_ERROR,
+                    )
+                    continue
+            if not consent:
+                ctx = EMPTY
+                if tk:  # an empty key names nobody: sent as it is
+                    tk = self._hash(tk)
+            elif not attrs:
+                ctx = EMPTY
+            else:
+                try:
+                    if len(attrs) > MAX_ENTRIES:
+                        raise ContextTooLarge  # before the key's fast path encodes it whole
+                    ctx = ctx_key(attrs)
+                except ContextTooLarge:
+                    held += self._degrade(
+                        (flag, variant, allocation, variant is None, error), t_ms, CONTEXT_BUDGET
+                    )
+                    continue
+                except BaseException as exc:  # a value's __eq__, a Mapping's items()...
+                    # Unreadable even past the pruner's guards: kept, degraded, counted.
+                    self._note(exc)
+                    self.context_errors += 1
+                    held += self._degrade(
+                        (flag, variant, allocation, variant is None, error), t_ms, CONTEXT_ERROR
+                    )
+                    continue
+            key = (flag, variant, allocation, variant is None, error, tk, ctx)
+            bucket = full_get(key)
+            if bucket is not None:
+                bucket[0] += 1
+                if t_ms < bucket[1]:
+                    bucket[1] = t_ms
+                elif t_ms > bucket[2]:
+                    bucket[2] = t_ms
+                held += 1
+            else:
+                held += self._new_full(key, t_ms)
         self.evaluations_held += held
 
-    @staticmethod
-    def _error_text(code: Any, message: Any, consent: bool) -> str:
-        name = getattr(code, "value", code)
-        if consent and message:
-            return _text(message) or ""
-        if name:
-            return _text(name) or "GENERAL"
-        # A message with no code: without consent the message may carry user data.
-        return "GENERAL"
+    def _note(self, exc: BaseException) -> None:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and self.interrupt is None:
+            self.interrupt = exc
+
+    def _unreadable(self, exc: BaseException) -> None:
+        self._note(exc)
+        self.ledger.drop(UNREADABLE)
+        self._warn.warning(
+            UNREADABLE,
+            "flageval: an evaluation's flag key, variant, error or metadata could not be "
+            "read (%s); it is counted as %s",
+            type(exc).__name__,
+            UNREADABLE,
+        )
 
     def _hash(self, tk: str) -> str:
         hashed = self._hashed.get(tk)
@@ -246,6 +260,28 @@ class Tiers:
                 self._hashed[tk] = hashed
         return hashed
 
+    def _new_texts_cost(self, key: DegradedKey) -> int:
+        texts = self._texts
+        cost = 0
+        for t in (key[0], key[1], key[2], key[4]):
+            if t is not None and t not in texts:
+                cost += sys.getsizeof(t) + TEXT_OVERHEAD_BYTES
+        return cost
+
+    def _interned(self, key: DegradedKey) -> DegradedKey:
+        """``key`` with each text replaced by the tiers' one copy of it (charged once)."""
+        texts = self._texts
+        out: list[Any] = list(key)
+        for i in (0, 1, 2, 4):
+            t = out[i]
+            if t is not None:
+                kept = texts.get(t)
+                if kept is None:
+                    texts[t] = kept = t
+                    self.bytes_held += sys.getsizeof(t) + TEXT_OVERHEAD_BYTES
+                out[i] = kept
+        return (out[0], out[1], out[2], out[3], out[4])
+
     def _new_full(self, key: FullKey, t_ms: int) -> int:
         """Open a full bucket, or degrade; returns 1 if the evaluation landed, else 0."""
         flag = key[0]
@@ -253,22 +289,18 @@ class Tiers:
         dkey: DegradedKey = key[:5]
         if len(self.full) >= self.max_full or n_flag >= self.max_per_flag:
             return self._degrade(dkey, t_ms, CARDINALITY_CAP)
-        tk = key[5]
-        cost = BUCKET_OVERHEAD_BYTES + len(key[6]) + (len(tk) + 49 if tk else 0)
-        error = key[4]
-        if error is not None:
-            cost += len(error) + 49
-        if self.bytes_held + cost > self.budget:
+        tk, ctx = key[5], key[6]
+        cost = BUCKET_OVERHEAD_BYTES + len(ctx) + (0 if tk is None else sys.getsizeof(tk))
+        if self.bytes_held + cost + self._new_texts_cost(dkey) > self.budget:
             return self._degrade(dkey, t_ms, MEMORY_BUDGET)
-        ctx = key[6]
         if ctx:
             # msgspec returns its output buffer with up to 50% spare capacity; a key
             # kept for the whole flush interval is copied to an exact-size object, so
             # what the budget counts (len) is what the bucket holds.
-            key = (*key[:6], bytes(memoryview(ctx)))
-        self.full[key] = [1, t_ms, t_ms]
+            ctx = bytes(memoryview(ctx))
+        self.bytes_held += cost  # and _interned charges the texts it keeps first
+        self.full[(*self._interned(dkey), tk, ctx)] = [1, t_ms, t_ms]
         self.per_flag[flag] = n_flag + 1
-        self.bytes_held += cost
         return 1
 
     def _degrade(self, key: DegradedKey, t_ms: int, reason: str) -> int:
@@ -278,7 +310,7 @@ class Tiers:
             if len(self.degraded) >= self.max_degraded:
                 self.ledger.drop(DEGRADED_CAP)
                 return 0
-            self.degraded[key] = [1, t_ms, t_ms]
+            self.degraded[self._interned(key)] = [1, t_ms, t_ms]
         else:
             bucket[0] += 1
             if t_ms < bucket[1]:
@@ -305,6 +337,7 @@ class Tiers:
         held = self.evaluations_held
         self.full, self.degraded = {}, {}
         self.per_flag = {}
+        self._texts = {}
         self.bytes_held = 0
         self.evaluations_held = 0
         return full, degraded, held

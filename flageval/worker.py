@@ -8,7 +8,9 @@ the tiers and the sender are only ever touched from that loop's thread: no locks
   million evaluations per second, far above what one Python process can evaluate.
 * Flush: every ``flush_interval_s``, swap the tiers out, pack rows into bodies, post.
 * A failure while aggregating a batch is counted (``worker_error``) and the loop goes
-  on: the worker never dies of a bad snapshot.
+  on: the worker never dies of a bad snapshot. Whatever a value raises while the tiers
+  read it (``SystemExit``, ``KeyboardInterrupt`` and ``GeneratorExit`` included) is
+  caught per snapshot and counted (tiers.py); see drain_once for the main thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Mapping
 
@@ -44,6 +47,16 @@ class WorkerReport:
     dropped: Mapping[str, int]
     degraded: Mapping[str, int]
     sender: SenderReport
+
+
+def _on_main_thread_loop() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Worker:
@@ -95,6 +108,16 @@ class Worker:
             self.errors += 1
             self.ledger.drop(WORKER_ERROR, len(batch))
             log.exception("flageval: worker failed on a batch of %d evaluations", len(batch))
+        interrupt = self.tiers.interrupt
+        if interrupt is not None:
+            self.tiers.interrupt = None
+            if _on_main_thread_loop():
+                # A caller's loop on the main thread, where the interpreter delivers
+                # signals: this may be the application's own Ctrl-C or a handler's
+                # sys.exit(), which must not be swallowed. The batch is counted first.
+                # Anywhere else (the library's own thread, by default; a shutdown
+                # draining after the loop ended) it was counted like any other value's.
+                raise interrupt
         return len(batch)
 
     def report(self) -> WorkerReport:

@@ -257,7 +257,13 @@ def test_runtime_default_without_variant(make_telemetry: MakeTelemetry, intake: 
     assert row["evaluation_count"] == 1
 
 
+def hashed(tk: str) -> str:
+    return "sha256_" + hashlib.sha256(tk.encode()).hexdigest()
+
+
 def test_flag_not_found_and_type_mismatch(make_telemetry: MakeTelemetry, intake: Intake) -> None:
+    """Details the SDK builds without the flag's metadata say nothing of its consent:
+    sent protected (hashed key, no context, the code), even with full data the default."""
     tel = make_telemetry()
     client = client_with(
         tel,
@@ -281,12 +287,32 @@ def test_flag_not_found_and_type_mismatch(make_telemetry: MakeTelemetry, intake:
         ("string-flag", wrong_type2),
     ]:
         row = only_row(rows, name)
-        assert details.error_message  # the SDK sent a message: it is what the row carries
-        assert row["error"] == {"message": details.error_message}
+        assert details.error_code is not None and details.error_message
+        assert row["error"] == {"message": details.error_code.value}
         assert row["runtime_default_used"] is True and "variant" not in row
-        assert row["targeting_key"] == "u"
-        assert row["context"] == {"evaluation": {"k": 1}}
+        assert row["targeting_key"] == hashed("u")
+        assert "context" not in row
     assert all(SECRET_VALUE.encode() not in r.body for r in intake.accepted())
+
+
+def test_an_error_path_never_sends_more_than_the_flags_success_path(
+    make_telemetry: MakeTelemetry, intake: Intake
+) -> None:
+    """A flag whose metadata refuses consent, evaluated with the wrong type: the SDK's
+    TYPE_MISMATCH details carry no metadata, and the row must not fall back to the full
+    data default (raw key, context and message) the success path never sends."""
+    tel = make_telemetry(full_data_default=True)
+    meta = {"__dd_observe_full_evaluation_data": False}
+    client = client_with(tel, {"f": InMemoryFlag("on", {"on": True}, flag_metadata=meta)})
+    assert client.get_boolean_value("f", False, JANE_CTX) is True
+    assert client.get_string_details("f", "x", JANE_CTX).error_code == ErrorCode.TYPE_MISMATCH
+    rows = flushed_rows(tel, intake)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["targeting_key"] == JANE_HASHED and "context" not in row
+    errors = [r["error"] for r in rows if "error" in r]
+    assert errors == [{"message": "TYPE_MISMATCH"}]
+    assert b"jane.doe" not in intake.accepted()[0].body
 
 
 class RaisingProvider(AbstractProvider):
@@ -305,21 +331,24 @@ class RaisingProvider(AbstractProvider):
     resolve_object_details = _boom  # type: ignore[assignment]
 
 
-def test_provider_raising_is_counted_with_its_message(
+def test_provider_raising_sends_the_code_not_the_exception_text(
     make_telemetry: MakeTelemetry, intake: Intake, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tel = make_telemetry()
+    tel = make_telemetry()  # full data by default: the raw text would carry the e-mail
     api.set_provider_and_wait(RaisingProvider())
     client = api.get_client()
     client.add_hooks([tel.hook])
     with caplog.at_level("CRITICAL", logger="openfeature"):  # the SDK logs a traceback
-        details = client.get_integer_details("n", 7, EvaluationContext("u"))
-        client.get_integer_details("n", 7, EvaluationContext("u"))
+        details = client.get_integer_details("alice@example.com", 7, EvaluationContext("u"))
+        client.get_integer_details("alice@example.com", 7, EvaluationContext("u"))
     assert details.value == 7 and details.error_code == ErrorCode.GENERAL
-    row = only_row(flushed_rows(tel, intake), "n")
-    assert row["error"] == {"message": "backend exploded on n"}
+    assert details.error_message == "backend exploded on alice@example.com"
+    row = only_row(flushed_rows(tel, intake), "alice@example.com")
+    assert row["error"] == {"message": "GENERAL"}
+    assert row["targeting_key"] == hashed("u")
     assert row["evaluation_count"] == 2
     assert row["runtime_default_used"] is True
+    assert b"backend exploded" not in intake.accepted()[0].body
 
 
 class SlowInitProvider(InMemoryProvider):
@@ -350,7 +379,7 @@ def test_provider_not_ready_is_counted(make_telemetry: MakeTelemetry, intake: In
         provider.release.set()
     row = only_row(flushed_rows(tel, intake), "f")
     assert row["error"] == {"message": "PROVIDER_NOT_READY"}
-    assert row["runtime_default_used"] is True and row["targeting_key"] == "u"
+    assert row["runtime_default_used"] is True and row["targeting_key"] == hashed("u")
 
 
 def test_provider_fatal_is_counted(make_telemetry: MakeTelemetry, intake: Intake) -> None:
@@ -378,7 +407,7 @@ async def test_async_evaluation_is_counted(make_telemetry: MakeTelemetry, intake
     by_tk = {r["targeting_key"]: r["evaluation_count"] for r in rows if r["flag"]["key"] == "f"}
     assert by_tk == {"u0": 10, "u1": 10, "u2": 10}
     assert only_row(rows, "g")["variant"] == {"key": "x"}
-    assert only_row(rows, "missing")["error"] == {"message": "Flag 'missing' not found"}
+    assert only_row(rows, "missing")["error"] == {"message": "FLAG_NOT_FOUND"}
 
 
 # -- consent ------------------------------------------------------------------------------
@@ -403,6 +432,27 @@ HASHED = "hashed"
         ({"__dd_observe_full_evaluation_data": False}, True, HASHED),
         ({"observe_full_evaluation_data": "true"}, True, HASHED),  # only boolean True
         ({"observe_full_evaluation_data": 1}, True, HASHED),
+        # Both spellings: an explicit no in either wins (privacy fails closed).
+        (
+            {"observe_full_evaluation_data": True, "__dd_observe_full_evaluation_data": True},
+            False,
+            FULL,
+        ),
+        (
+            {"observe_full_evaluation_data": True, "__dd_observe_full_evaluation_data": False},
+            True,
+            HASHED,
+        ),
+        (
+            {"observe_full_evaluation_data": False, "__dd_observe_full_evaluation_data": True},
+            True,
+            HASHED,
+        ),
+        (
+            {"observe_full_evaluation_data": True, "__dd_observe_full_evaluation_data": "true"},
+            True,
+            HASHED,
+        ),
         ({}, False, HASHED),  # the setting, no metadata
         ({}, True, FULL),
     ],
@@ -474,6 +524,36 @@ def test_no_consent_setting_hashes_errors_too(
     row = only_row(flushed_rows(tel, intake), "gone")
     assert row["error"] == {"message": "FLAG_NOT_FOUND"}
     assert row["targeting_key"] == JANE_HASHED and "context" not in row
+
+
+def test_metadata_is_read_as_the_evaluation_saw_it(
+    make_telemetry: MakeTelemetry, intake: Intake
+) -> None:
+    """InMemoryProvider hands out one metadata dict per flag; a provider that mutates it
+    in place between evaluations must not change rows already evaluated: consent, the
+    time stamp and the allocation are those of each evaluation, even when the worker
+    reads them only at the flush."""
+    tel = make_telemetry(drain_interval_s=30.0)  # nothing is drained before the flush
+    meta: dict[str, Any] = {
+        "__dd_observe_full_evaluation_data": False,
+        "dd.eval.timestamp_ms": STAMP,
+        "allocation_key": "before",
+    }
+    client = client_with(tel, {"f": InMemoryFlag("on", {"on": True}, flag_metadata=meta)})
+    tel.start()
+    time.sleep(0.05)  # the worker's first drain ran on an empty hand-off
+    client.get_boolean_value("f", False, JANE_CTX)
+    meta["__dd_observe_full_evaluation_data"] = True
+    meta["dd.eval.timestamp_ms"] = STAMP + 5000
+    meta["allocation_key"] = "after"
+    client.get_boolean_value("f", False, JANE_CTX)
+    rows = sorted(flushed_rows(tel, intake), key=lambda r: r["first_evaluation"])
+    assert len(rows) == 2
+    before, after = rows
+    assert before["targeting_key"] == JANE_HASHED and "context" not in before
+    assert (before["first_evaluation"], before["allocation"]) == (STAMP, {"key": "before"})
+    assert after["targeting_key"] == JANE and after["context"]["evaluation"]["plan"] == "pro"
+    assert (after["first_evaluation"], after["allocation"]) == (STAMP + 5000, {"key": "after"})
 
 
 # -- canonical keys and what is never sent ---------------------------------------------
@@ -629,3 +709,42 @@ def test_envelope_service_defaults_to_a_name(
     context = envelope_after_one_evaluation(tel, intake)
     assert set(context) == {"service"}
     assert isinstance(context["service"], str) and context["service"]
+
+
+def test_the_snapshot_is_references_and_a_copy_of_the_metadata_dict() -> None:
+    """handoff.snapshot(): what every producer hands over (the hook, a provider
+    wrapper); the hook's tuple is exactly it."""
+    from types import MappingProxyType
+
+    from openfeature.flag_evaluation import FlagEvaluationDetails, FlagType
+    from openfeature.hook import HookContext
+
+    from flageval.handoff import snapshot
+
+    meta = {"allocation_key": "a1", "__dd_observe_full_evaluation_data": True}
+    details = FlagEvaluationDetails("f", True, variant="on", flag_metadata=meta)
+    context = EvaluationContext("u", {"plan": "pro"})
+    before = time.time_ns()
+    snap = snapshot("f", details, context)
+    assert snap[:4] == ("f", "on", None, None)
+    assert snap[4] == meta and snap[4] is not meta  # as at evaluation: a copy
+    assert snap[5] == "u" and snap[6] is context.attributes
+    assert before <= snap[7] <= time.time_ns()
+    empty: dict[str, Any] = {}
+    assert snapshot("f", FlagEvaluationDetails("f", True, flag_metadata=empty), context)[4] is empty
+    proxy = MappingProxyType(meta)  # not a dict: kept, read when drained
+    assert snapshot("f", FlagEvaluationDetails("f", True, flag_metadata=proxy), context)[4] is proxy
+    # A provider's FlagResolutionDetails has the same four fields.
+    resolved = FlagResolutionDetails(False, variant=None, error_code=ErrorCode.GENERAL)
+    assert snapshot("g", resolved, context)[:4] == ("g", None, ErrorCode.GENERAL, None)
+
+    tel = Telemetry(agent_url="http://127.0.0.1:9", service="t", autostart=False)
+    try:
+        hook_context = HookContext("f", FlagType.BOOLEAN, False, context)
+        tel.hook.finally_after(hook_context, details, {})
+        assert tel.handoff is not None
+        (queued,) = list(tel.handoff.queue)
+        expected = snapshot("f", details, context)
+        assert queued[:7] == expected[:7] and queued[4] is not meta
+    finally:
+        tel.shutdown(1.0)

@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from flageval.prune import EMPTY, ContextKeys, canonical, flatten
+from flageval.prune import (
+    EMPTY,
+    MAX_ENTRIES,
+    MAX_FIELDS,
+    MAX_NODES,
+    ContextKeys,
+    ContextTooLarge,
+    canonical,
+    flatten,
+)
 
 
 def test_nested_mappings_and_lists_flatten_to_dotted_and_indexed_paths() -> None:
@@ -103,12 +112,36 @@ def test_lone_surrogates_are_replaced_in_keys_and_values() -> None:
     json.dumps(out).encode("utf-8")  # encodable
 
 
-def test_non_string_keys_become_text_first_sorted_wins_on_clash() -> None:
-    # 1 and "1" print the same; sorting by (text, type name) puts int before str.
-    assert flatten({"1": "from-str", 1: "from-int", (2, 3): "t"}) == {
-        "1": "from-int",
-        "(2, 3)": "t",
-    }
+def test_non_string_keys_are_dropped_and_never_displace_a_real_key() -> None:
+    # OpenFeature attribute keys are strings: 1, None and (2, 3) are not made "1",
+    # "None" and "(2, 3)", and the int 1 no longer takes the real key "1"'s place.
+    ctx = {"1": "from-str", 1: "from-int", (2, 3): "t", None: "n", 1.5: "f", False: "b"}
+    assert flatten(ctx) == {"1": "from-str"}
+    assert flatten({1: "only-int"}) == {}
+    assert flatten({"a": {2: "x", "b": "y"}}) == {"a.b": "y"}
+
+
+def test_keys_alike_once_surrogates_are_replaced_resolve_by_their_own_text() -> None:
+    # "a\ud800" and "a\udc00" both print "a\ufffd": the smaller own text wins, in
+    # either insertion order.
+    first = dict([("a\ud800", 1), ("a\udc00", 2)])
+    second = dict([("a\udc00", 2), ("a\ud800", 1)])
+    assert flatten(first) == flatten(second) == {"a\ufffd": 1}
+
+
+def test_str_subclass_keys_alike_even_in_their_own_text_are_all_dropped() -> None:
+    class Unequal(str):
+        """A str subclass whose instances are never equal: two "plan" keys in one dict."""
+
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+        def __hash__(self) -> int:
+            return id(self)
+
+    ctx = {Unequal("plan"): "a", Unequal("plan"): "b", "zone": "eu"}
+    # No rule could pick one without looking at insertion order: neither is kept.
+    assert flatten(ctx) == {"zone": "eu"}
 
 
 def test_sets_flatten_in_sorted_order() -> None:
@@ -156,6 +189,80 @@ def test_str_subclass_keys_are_read_by_their_string_value() -> None:
 
     assert flatten({Label("plan"): "pro"}) == {"plan": "pro"}
     assert ContextKeys().key({Label("plan"): "pro"}) == canonical({"plan": "pro"})
+
+
+class Counted:
+    """A value that counts every str() of it (the pruner's unit of work on set items)."""
+
+    calls = 0
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __str__(self) -> str:
+        Counted.calls += 1
+        return f"c{self.n:07d}"
+
+
+def test_a_set_with_more_items_than_the_budget_is_skipped_whole_unread() -> None:
+    Counted.calls = 0
+    big = {Counted(i) for i in range(MAX_ENTRIES + 1)}
+    assert flatten({"plan": "pro", "ids": big}) == {"plan": "pro"}
+    assert Counted.calls == 0  # counted by len() before any str(): nothing sorted
+    small = {Counted(i) for i in range(3)}
+    assert flatten({"ids": small}) == {f"ids[{i}]": f"c000000{i}" for i in range(3)}
+
+
+def test_the_budget_is_shared_by_every_reference_to_one_container() -> None:
+    # 64 references to one 3,000-item set: the first in key order is read (3,000 of
+    # the 4,096 entries), every later one finds too little left and is skipped.
+    Counted.calls = 0
+    shared = {Counted(i) for i in range(3_000)}
+    out = flatten({f"ref{i:02d}": shared for i in range(64)})
+    assert sorted(out) == sorted(f"ref00[{i}]" for i in range(64))
+    assert out["ref00[0]"] == "c0000000"
+    assert Counted.calls == 3_000 + 64  # each item once to sort, the 64 kept once as leaves
+
+
+def test_a_context_with_more_attributes_than_the_budget_raises_before_reading() -> None:
+    with pytest.raises(ContextTooLarge):
+        flatten({f"k{i:06d}": i for i in range(MAX_ENTRIES + 1)})
+    with pytest.raises(ContextTooLarge):
+        canonical({f"k{i:06d}": i for i in range(200_000)})
+    assert len(flatten({f"k{i:06d}": i for i in range(MAX_ENTRIES)})) == MAX_FIELDS
+
+
+def test_a_wide_flat_context_keeps_the_first_256_sorted_keys() -> None:
+    names = [f"attr{i:04d}" for i in range(4_000)]
+    ctx = {n: i for i, n in reversed(list(enumerate(names)))}  # reverse insertion order
+    assert flatten(ctx) == {n: i for i, n in enumerate(names[:256])}
+
+
+def test_later_keys_that_sort_before_earlier_output_still_make_the_cut() -> None:
+    # "k" is visited first (it sorts first) but its items print "k[0]".. and sort after
+    # every "k0.." key; with 300 flat keys the first 256 are k000..k255 only.
+    ctx: dict[str, Any] = {f"k{i:03d}": i for i in range(300)}
+    ctx["k"] = ["x", "y", "z"]
+    assert flatten(ctx) == {f"k{i:03d}": i for i in range(256)}
+    # A nested mapping's keys interleave with its parent's siblings by text.
+    ctx2: dict[str, Any] = {f"b{i:03d}": i for i in range(300)}
+    ctx2["a"] = {f"z{i:03d}": i for i in range(10)}
+    expected = {f"a.z{i:03d}": i for i in range(10)} | {f"b{i:03d}": i for i in range(246)}
+    assert flatten(ctx2) == expected
+
+
+def test_work_per_context_is_bounded_whatever_the_shape() -> None:
+    """Every str() the pruner makes of a value is one unit of MAX_ENTRIES (set items)
+    or MAX_NODES (leaves): counted, whatever the nesting."""
+    shapes: list[dict[str, Any]] = [
+        {f"s{i:02d}": {Counted(i * 1000 + j) for j in range(1000)} for i in range(64)},
+        {f"l{i:02d}": [Counted(i * 100 + j) for j in range(100)] for i in range(200)},
+        {"d": {f"k{i:04d}": {f"j{j:02d}": Counted(j) for j in range(40)} for i in range(200)}},
+    ]
+    for ctx in shapes:
+        Counted.calls = 0
+        flatten(ctx)
+        assert 0 < Counted.calls <= MAX_ENTRIES + MAX_NODES
 
 
 class TestContextKeys:

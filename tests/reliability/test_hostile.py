@@ -6,11 +6,16 @@ and later evaluations still flow).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -245,20 +250,27 @@ def assert_conserved_partial(tel: Telemetry, intake: Intake) -> None:
     assert st_.evaluations == intake.evaluations() + sum(st_.dropped.values())
 
 
-def test_ten_thousand_attributes_keep_the_first_256_sorted(
+def test_wide_contexts_keep_the_first_256_sorted_or_are_counted_past_the_budget(
     pipeline: tuple[Intake, Telemetry],
 ) -> None:
     intake, tel = pipeline
     client = client_with(tel)
-    names = [f"attr{i:05d}" for i in range(10_000)]
+    names = [f"attr{i:05d}" for i in range(4_000)]
     forward = {n: i for i, n in enumerate(names)}
     backward = {n: forward[n] for n in reversed(names)}
     client.get_boolean_value(FLAG, False, EvaluationContext("wide", forward))
     client.get_boolean_value(FLAG, False, EvaluationContext("wide", backward))
+    # Past MAX_ENTRIES (4,096) attributes the context is not read at all: the
+    # evaluation is posted without targeting key and context, and counted.
+    before = tel.stats().degraded.get("context_budget", 0)
+    huge = {f"k{i:06d}": i for i in range(200_000)}
+    client.get_boolean_value(FLAG, False, EvaluationContext("too-wide", huge))
     assert tel.flush(10.0)
-    (row,) = [r for r in intake.rows() if r["targeting_key"] == "wide"]
+    (row,) = [r for r in intake.rows() if r.get("targeting_key") == "wide"]
     assert row["evaluation_count"] == 2
     assert row["context"]["evaluation"] == {n: forward[n] for n in sorted(names)[:256]}
+    assert tel.stats().degraded.get("context_budget", 0) == before + 1
+    assert not [r for r in intake.rows() if r.get("targeting_key") == "too-wide"]
 
 
 def test_unprintable_and_invalid_text_outside_the_context(
@@ -274,9 +286,13 @@ def test_unprintable_and_invalid_text_outside_the_context(
             return FlagResolutionDetails(True, variant=Unprintable())  # type: ignore[arg-type]
         if kind == "variant-surrogate":
             return FlagResolutionDetails(True, variant="v\ud800")
-        if kind == "error-surrogate":
+        if kind == "error-surrogate":  # consent stated: the message itself is sent
             return FlagResolutionDetails(
-                False, error_message="bad \udcff text", error_code=None, variant=None
+                False,
+                error_message="bad \udcff text",
+                error_code=None,
+                variant=None,
+                flag_metadata={"observe_full_evaluation_data": True},
             )
         return FlagResolutionDetails(True, variant="on")
 
@@ -323,9 +339,13 @@ def test_unprintable_and_invalid_text_outside_the_context(
     text = "".join(rec.body.decode("utf-8") for rec in intake.accepted())
     for fixed in ("tk\ufffd", "v\ufffd", "a\ufffd", "bad \ufffd text"):
         assert fixed in text
-    # The unprintable targeting key, variant and allocation key: counted, not sent.
-    assert st_.dropped == {"worker_error": 3}
-    assert len(delivered) == made - 3
+    # The unprintable targeting key: posted without it (and its context), counted; the
+    # unprintable variant: no row can be built, counted; a non-string allocation key
+    # names no allocation and is passed over.
+    assert st_.dropped == {"unreadable_value": 1}
+    assert st_.degraded == {"targeting_key_error": 1}
+    assert len(delivered) == made - 1  # the targeting-key-less row prints as None
+    assert any(r.get("targeting_key") == "o5" and "allocation" not in r for r in intake.rows())
 
 
 def test_failed_batch_is_counted_logged_and_the_worker_goes_on(
@@ -470,3 +490,154 @@ def test_undecodable_service_name_is_refused_at_construction(
     monkeypatch.setenv("DD_SERVICE", "caf\u00e9")  # valid non-ASCII text is fine
     tel = Telemetry(agent_url="http://127.0.0.1:9", enabled=False)
     assert tel.settings.service == "caf\u00e9"
+
+
+class Raises:
+    """A value whose __str__ raises ``exc``: what no worker may die of."""
+
+    def __init__(self, exc: type[BaseException]) -> None:
+        self.exc = exc
+
+    def __str__(self) -> str:
+        raise self.exc()
+
+    def __repr__(self) -> str:
+        raise self.exc()
+
+
+@pytest.mark.parametrize(
+    "exc", [SystemExit, KeyboardInterrupt, GeneratorExit, asyncio.CancelledError, ValueError]
+)
+def test_a_value_raising_any_base_exception_never_stops_the_worker(
+    make_telemetry: Any, intake: Intake, exc: type[BaseException], caplog: Any
+) -> None:
+    """The drained batch stays on the books, the worker thread lives, later evaluations
+    are delivered, and shutdown() raises nothing. In the context a BaseException that
+    is not an Exception costs the context (``context_error``); as the targeting key, the
+    key (``targeting_key_error``, logged once); as the variant, the row
+    (``unreadable_value``, logged once)."""
+    caplog.set_level(logging.WARNING, logger="flageval")
+
+    def bad_variant(flag: InMemoryFlag, ctx: EvaluationContext) -> FlagResolutionDetails[Any]:
+        return FlagResolutionDetails(True, variant=Raises(exc))  # type: ignore[arg-type]
+
+    tel = make_telemetry()
+    client = client_with(
+        tel, flags(odd=InMemoryFlag("on", {"on": True}, context_evaluator=bad_variant))
+    )
+
+    def good(tag: str, n: int) -> None:
+        for i in range(n):
+            client.get_boolean_value(FLAG, False, EvaluationContext(f"{tag}-{i}", {"n": i}))
+
+    good("before", 10)
+    client.get_boolean_value(FLAG, False, EvaluationContext("ctx", {"v": Raises(exc)}))
+    client.get_boolean_value(FLAG, False, EvaluationContext(Raises(exc), {}))  # type: ignore[arg-type]
+    client.get_boolean_value("odd", False, EvaluationContext("variant", {}))
+    good("after", 10)
+    assert tel.flush(5.0) is True
+    good("later", 5)  # drained by a worker that is still alive
+    tel.shutdown(5.0)
+    st_ = assert_conserved(tel, intake, 28)
+    assert st_.dropped == {"unreadable_value": 1}
+    if issubclass(exc, Exception):
+        # The pruner's own rule: repr(), then a placeholder; the context survives.
+        assert st_.degraded == {"targeting_key_error": 1}
+        (row,) = [r for r in intake.rows() if r.get("targeting_key") == "ctx"]
+        assert row["context"] == {"evaluation": {"v": "<unprintable Raises>"}}
+    else:
+        assert st_.degraded == {"context_error": 1, "targeting_key_error": 1}
+    assert st_.worker_errors == 0
+    keys = {r.get("targeting_key") for r in intake.rows()}
+    for tag, n in (("before", 10), ("after", 10), ("later", 5)):
+        assert {f"{tag}-{i}" for i in range(n)} <= keys
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("targeting key could not be made text" in m for m in logged) == 1
+    assert sum("could not be read" in m for m in logged) == 1
+
+
+def test_a_failing_pipeline_at_exit_never_stops_another(intake: Intake) -> None:
+    """At exit every pipeline is shut down in turn: a value raising GeneratorExit in the
+    first one shut down (the newest) must not keep the second's 1,000 from the intake."""
+    script = textwrap.dedent(
+        f"""
+        from openfeature import api
+        from openfeature.evaluation_context import EvaluationContext
+        from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+        from flageval import Telemetry
+
+        class Raises:
+            def __str__(self):
+                raise GeneratorExit
+            __repr__ = __str__
+
+        healthy = Telemetry(agent_url={intake.url!r}, service="a", flush_interval_s=60.0)
+        hostile = Telemetry(agent_url={intake.url!r}, service="b", flush_interval_s=60.0)
+        api.set_provider_and_wait(InMemoryProvider({{"f": InMemoryFlag("on", {{"on": True}})}}))
+        one, two = api.get_client("one"), api.get_client("two")
+        one.add_hooks([healthy.hook])
+        two.add_hooks([hostile.hook])
+        for i in range(1000):
+            one.get_boolean_value("f", False, EvaluationContext(f"h-{{i}}", {{}}))
+        two.get_boolean_value("f", False, EvaluationContext("x", {{"v": Raises()}}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    services = Counter(rec.json()["context"]["service"] for rec in intake.accepted())
+    assert set(services) == {"a", "b"}
+    by_service: Counter[str] = Counter()
+    for rec in intake.accepted():
+        doc = rec.json()
+        by_service[doc["context"]["service"]] += sum(
+            r["evaluation_count"] for r in doc["flagEvaluations"]
+        )
+    assert by_service == {"a": 1000, "b": 1}  # b's one is posted degraded (context_error)
+
+
+async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    """A worker on the caller's loop in the main thread, where signals arrive: a
+    SystemExit or KeyboardInterrupt met while aggregating may be the application's own
+    (a handler's sys.exit(), Ctrl-C), so it is not swallowed; the batch is counted
+    first, so the books still balance."""
+    tel = make_telemetry(autostart=False, drain_interval_s=60.0)
+    client = client_with(tel)
+    await tel.start_async()
+    await asyncio.sleep(0.05)  # the drain loop's first pass ran on an empty hand-off
+    for i in range(5):
+        client.get_boolean_value(FLAG, False, EvaluationContext(f"m-{i}", {}))
+    client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
+    with pytest.raises(SystemExit):
+        await tel.flush_async(5.0)
+    assert await tel.flush_async(5.0) is True  # the rest of the batch was aggregated
+    await tel.shutdown_async(5.0)
+    st_ = assert_conserved(tel, intake, 6)
+    assert st_.degraded == {"context_error": 1}
+
+
+def test_a_shutdown_after_the_callers_loop_ended_swallows_a_values_interrupt(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    """start_async()'s loop ended without shutdown_async(): shutdown() (main thread, no
+    loop running) counts what the worker held; a value's SystemExit met while doing so
+    is not an application signal there, so it is counted, never raised at exit."""
+    tel = make_telemetry(autostart=False, drain_interval_s=60.0)
+    client = client_with(tel)
+
+    async def app() -> None:
+        await tel.start_async()
+        await asyncio.sleep(0.05)  # the drain loop's first pass ran on an empty hand-off
+        for i in range(3):
+            client.get_boolean_value(FLAG, False, EvaluationContext(f"a-{i}", {}))
+        client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
+
+    asyncio.run(app())  # ends the loop, and with it the worker's tasks
+    tel.shutdown(2.0)  # must not raise
+    st_ = tel.stats()
+    assert st_.conserved and st_.pending == 0 and st_.evaluations == 4
+    assert st_.dropped == {"intake_unavailable": 4}
+    assert st_.degraded == {"context_error": 1}
