@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import socket
 import ssl
 import time
 from collections import deque
@@ -39,7 +38,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from ._common import RateLimitedLog, backoff_s, parse_retry_after
-from ._http import discard, snippet, trace_config
+from ._http import discard, no_answer, not_connected, not_sent, refused, snippet, trace_config
 from .agent import Route, Routes, identity_headers
 from .config import Endpoint
 from .losses import (
@@ -191,8 +190,7 @@ class Sender:
             self._drop(old, RETRY_BUFFER_FULL)
             self._warn.warning(
                 RETRY_BUFFER_FULL,
-                "retry buffer full; the oldest waiting body's %d evaluations counted as "
-                "retry_buffer_full",
+                "retry buffer full; oldest body's %d evaluations counted as retry_buffer_full",
                 old.evaluations,
             )
 
@@ -381,18 +379,14 @@ class Sender:
             raise _Retryable("tls_untrusted", "TLS certificate not trusted", now=False) from exc
         except aiohttp.ClientConnectorError as exc:
             # Nothing reached the intake: safe to send again.
-            raise _Retryable("connect_error", _not_connected(exc)) from exc
+            raise _Retryable("connect_error", not_connected(exc)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not attempt.sent:
                 # A connect or TLS handshake that stalled (aiohttp says only "timeout"):
                 # no byte of the request left, so this is a refused connection, not a loss.
-                if isinstance(exc, TimeoutError):
-                    raise _Retryable(
-                        "connect_timeout", f"no connection within {total:.3g} s"
-                    ) from exc
-                raise _Retryable("connect_error", "the connection failed before sending") from exc
+                raise _Retryable(*not_sent(exc, total)) from exc
             # The body may have been taken: at-most-once says do not send it again.
-            raise _Rejected(DELIVERY_UNKNOWN, None, said=_no_answer(exc, total)) from exc
+            raise _Rejected(DELIVERY_UNKNOWN, None, said=no_answer(exc, total)) from exc
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
@@ -400,9 +394,7 @@ class Sender:
                 parse_retry_after(retry_after, RETRY_AFTER_CAP_S) if status in (429, 503) else None
             )
             raise _Retryable(f"status_{status}", f"it answered {status}", wait_s)
-        redirect = ", a redirect (not followed)" if 300 <= status < 400 else ""
-        said = f"it answered {status}{redirect}, not retried"
-        raise _Rejected(INTAKE_REJECTED, status, text, said=said)
+        raise _Rejected(INTAKE_REJECTED, status, text, said=refused(status))
 
     def _tell_untrusted(self, route: Route, exc: aiohttp.ClientConnectorCertificateError) -> None:
         """Once (until a post succeeds): what an untrusted certificate is, not a retry."""
@@ -425,28 +417,3 @@ class _Rejected(Exception):
         self.status = status
         self.text = text
         self.said = said  # what happened, in words, for the log
-
-
-def _not_connected(exc: aiohttp.ClientConnectorError) -> str:
-    """Why no connection was made, in words (for the log)."""
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "the TLS handshake failed"
-    cause = exc.os_error
-    if isinstance(cause, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(cause, socket.gaierror):
-        return "host name not found"
-    if isinstance(cause, FileNotFoundError):
-        return "no socket at that path"
-    return "could not connect"
-
-
-def _no_answer(exc: BaseException, timeout_s: float) -> str:
-    """Why a body that may have reached the intake got no usable answer, in words."""
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_s:.3g} s"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the connection closed before an answer"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return "the connection was reset"
-    return "an answer that could not be read"
