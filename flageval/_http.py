@@ -13,6 +13,7 @@ read (an error text for the log) and the connection of a longer body is closed.
 from __future__ import annotations
 
 import asyncio
+import socket
 from types import SimpleNamespace
 
 import aiohttp
@@ -67,3 +68,42 @@ async def snippet(resp: aiohttp.ClientResponse, wait_s: float, secret: str | Non
     if secret:
         text = text.replace(secret, "<redacted>")
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:SNIPPET_CHARS]
+
+
+def not_connected(exc: aiohttp.ClientConnectorError) -> str:
+    """Why no connection was made, in words (for the log)."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    cause = exc.os_error
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host name not found"
+    if isinstance(cause, FileNotFoundError):
+        return "no socket at that path"
+    return "could not connect"
+
+
+def no_answer(exc: BaseException, timeout_s: float) -> str:
+    """Why a body that may have reached the intake got no usable answer, in words."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:.3g} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection closed before an answer"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return "the connection was reset"
+    return "an answer that could not be read"
+
+
+def not_sent(exc: BaseException, timeout_s: float) -> tuple[str, str]:
+    """(reason key, words) for a connect or TLS handshake that failed or stalled before
+    any byte of the request left."""
+    if isinstance(exc, TimeoutError):
+        return "connect_timeout", f"no connection within {timeout_s:.3g} s"
+    return "connect_error", "the connection failed before the request was sent"
+
+
+def refused(status: int) -> str:
+    """An answer that refuses the body for good, in words."""
+    redirect = ", a redirect (not followed)" if 300 <= status < 400 else ""
+    return f"it answered {status}{redirect}, not retried"

@@ -125,7 +125,7 @@ class LoopThread:
                 loop.run_until_complete(asyncio.wait(pending, timeout=_TEARDOWN_S))
             loop.run_until_complete(loop.shutdown_asyncgens())
         except Exception:  # pragma: no cover - best effort at teardown
-            log.debug("flageval: error while closing the %s loop", self.name, exc_info=True)
+            log.debug("error while closing the %s loop", self.name, exc_info=True)
         finally:
             loop.close()
 

@@ -208,16 +208,14 @@ class Routes:
                 info = await self._ask(session)
             except Exception as exc:
                 # The post that follows reports an agent that is down; this only decides.
-                log.debug(
-                    "flageval: no /info from the agent (%s); using %s", type(exc).__name__, V2
-                )
+                log.debug("no /info from the agent (%s); using %s", type(exc).__name__, V2)
                 info = None
             proxy, agent_version, forwards = parse_info(info)
             self.route = self._route(proxy or "v2", proxy is not None, agent_version)
             if forwards is False and not self._told_origin:
                 self._told_origin = True
                 log.info(
-                    "flageval: the agent (version %s) does not forward %s/%s "
+                    "the agent (version %s) does not forward %s/%s "
                     "(evp_proxy_allowed_headers): rows arrive without flageval's origin",
                     agent_version,
                     ORIGIN_HEADER,
@@ -236,7 +234,7 @@ class Routes:
             allow_redirects=False,
         ) as resp:
             if resp.status != 200:
-                log.debug("flageval: agent /info answered %s; using %s", resp.status, V2)
+                log.debug("agent /info answered %s; using %s", resp.status, V2)
                 return None
             data = await resp.content.read(INFO_MAX_BYTES + 1)
             while len(data) <= INFO_MAX_BYTES and (more := await resp.content.read(16384)):
@@ -250,7 +248,7 @@ class Routes:
         if after.url is None and not self._told_none:
             self._told_none = True
             log.error(
-                "flageval: the agent at %s (version %s) lists no EVP proxy (%s or %s) in "
+                "the agent at %s (version %s) lists no EVP proxy (%s or %s) in "
                 "its /info: evaluations are counted as agent_no_evp_proxy and not sent. "
                 "Enable the agent's EVP proxy (evp_proxy_config.enabled) or upgrade it.",
                 self.endpoint.display if self.endpoint.unix_socket else _base(self.endpoint),
@@ -260,9 +258,9 @@ class Routes:
             )
         elif after.url is not None and after.discovered and self._told_none:
             self._told_none = False
-            log.info("flageval: the agent now lists an EVP proxy; posting to %s", after.display)
+            log.info("the agent now lists an EVP proxy; posting to %s", after.display)
         elif after.url != before.url:
-            log.debug("flageval: posting to %s", after.display)
+            log.debug("posting to %s", after.display)
 
 
 def _base(endpoint: Endpoint) -> str:

@@ -51,7 +51,7 @@ def _at_exit() -> None:
             try:
                 member.at_exit()
             except Exception:
-                log.exception("flageval: shutdown at exit failed")
+                log.exception("shutdown at exit failed")
 
 
 def _after_fork() -> None:

@@ -139,7 +139,7 @@ class Telemetry:
         except Exception:
             # Never retried per evaluation: the pipeline closes, and every later
             # evaluation is counted under ``closed``.
-            log.exception("flageval: could not start the worker; telemetry is off")
+            log.exception("could not start the worker; telemetry is off")
             self._handoff.close()
             return
         try:
@@ -147,7 +147,7 @@ class Telemetry:
         except RuntimeError:
             # "can't start new thread" (a process or container limit): closed once, as
             # above; left NEW, every evaluation would try again and leak a loop.
-            log.exception("flageval: could not start the worker thread; telemetry is off")
+            log.exception("could not start the worker thread; telemetry is off")
             self._handoff.close()
             return
         self._thread, self._worker = thread, worker
@@ -254,7 +254,7 @@ class Telemetry:
             lost = worker.abandon()
             if lost:
                 log.warning(
-                    "flageval: the worker's event loop ended before shutdown; "
+                    "the worker's event loop ended before shutdown; "
                     "%d evaluations counted as intake_unavailable",
                     lost,
                 )

@@ -186,7 +186,7 @@ class Tiers:
                     self._note(exc)
                     self._warn.warning(
                         TARGETING_KEY_ERROR,
-                        "flageval: a targeting key could not be made text (%s); the "
+                        "a targeting key could not be made text (%s); the "
                         "evaluation is posted without targeting key and context (%s)",
                         type(exc).__name__,
                         TARGETING_KEY_ERROR,
@@ -243,7 +243,7 @@ class Tiers:
         self.ledger.drop(UNREADABLE)
         self._warn.warning(
             UNREADABLE,
-            "flageval: an evaluation's flag key, variant, error or metadata could not be "
+            "an evaluation's flag key, variant, error or metadata could not be "
             "read (%s); it is counted as %s",
             type(exc).__name__,
             UNREADABLE,

@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from ._common import RateLimitedLog, backoff_s, parse_retry_after
-from ._http import discard, snippet, trace_config
+from ._http import discard, no_answer, not_connected, not_sent, refused, snippet, trace_config
 from .agent import Route, Routes, identity_headers
 from .config import Endpoint
 from .losses import (
@@ -75,9 +75,12 @@ class _Retryable(Exception):
     """Nothing reached the intake. ``now``: False when trying again within this flush
     cannot help (an untrusted certificate): the body waits for the next one."""
 
-    def __init__(self, why: str, wait_s: float | None = None, *, now: bool = True) -> None:
+    def __init__(
+        self, why: str, said: str, wait_s: float | None = None, *, now: bool = True
+    ) -> None:
         super().__init__(why)
         self.why = why
+        self.said = said  # what happened, in words, for the log
         self.wait_s = wait_s
         self.now = now
 
@@ -150,7 +153,7 @@ class Sender:
         try:
             self.routes.start(self._get_session())
         except Exception:  # the first flush asks instead; the worker must start
-            log.exception("flageval: could not start agent discovery")
+            log.exception("could not start agent discovery")
 
     async def close(self) -> None:
         await self.routes.close()
@@ -187,7 +190,7 @@ class Sender:
             self._drop(old, RETRY_BUFFER_FULL)
             self._warn.warning(
                 RETRY_BUFFER_FULL,
-                "flageval: retry buffer full; dropped %d evaluations",
+                "retry buffer full; oldest body's %d evaluations counted as retry_buffer_full",
                 old.evaluations,
             )
 
@@ -305,9 +308,9 @@ class Sender:
                 if exc.now:
                     self._warn.warning(
                         exc.why,
-                        "flageval: intake %s unavailable (%s); will retry",
+                        "intake %s unavailable (%s); will retry",
                         route.display,
-                        exc.why,
+                        exc.said,
                     )
                 if not exc.now or tries > self.max_retries or self._clock() + delay >= deadline:
                     return False
@@ -325,12 +328,12 @@ class Sender:
                 self._drop(body, exc.reason)
                 self._warn.warning(
                     exc.reason,
-                    "flageval: intake %s %s (status %s); dropped %d evaluations%s",
+                    "intake %s: %s; %d evaluations counted as %s%s",
                     route.display,
-                    exc.reason.replace("_", " "),
-                    exc.status,
+                    exc.said,
                     body.evaluations,
-                    f": {exc.text}" if exc.text else "",
+                    exc.reason,
+                    f" (it said: {exc.text})" if exc.text else "",
                 )
                 return True
             self._told_untrusted = False
@@ -373,26 +376,25 @@ class Sender:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
             self._tell_untrusted(route, exc)
-            raise _Retryable("tls_untrusted", now=False) from exc
+            raise _Retryable("tls_untrusted", "TLS certificate not trusted", now=False) from exc
         except aiohttp.ClientConnectorError as exc:
             # Nothing reached the intake: safe to send again.
-            raise _Retryable("connect_error") from exc
+            raise _Retryable("connect_error", not_connected(exc)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not attempt.sent:
                 # A connect or TLS handshake that stalled (aiohttp says only "timeout"):
                 # no byte of the request left, so this is a refused connection, not a loss.
-                why = "connect_timeout" if isinstance(exc, TimeoutError) else "connect_error"
-                raise _Retryable(why) from exc
+                raise _Retryable(*not_sent(exc, total)) from exc
             # The body may have been taken: at-most-once says do not send it again.
-            raise _Rejected(DELIVERY_UNKNOWN, type(exc).__name__) from exc
+            raise _Rejected(DELIVERY_UNKNOWN, None, said=no_answer(exc, total)) from exc
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
             wait_s = (
                 parse_retry_after(retry_after, RETRY_AFTER_CAP_S) if status in (429, 503) else None
             )
-            raise _Retryable(f"status_{status}", wait_s)
-        raise _Rejected(INTAKE_REJECTED, status, text)
+            raise _Retryable(f"status_{status}", f"it answered {status}", wait_s)
+        raise _Rejected(INTAKE_REJECTED, status, text, said=refused(status))
 
     def _tell_untrusted(self, route: Route, exc: aiohttp.ClientConnectorCertificateError) -> None:
         """Once (until a post succeeds): what an untrusted certificate is, not a retry."""
@@ -400,7 +402,7 @@ class Sender:
             return
         self._told_untrusted = True
         log.error(
-            "flageval: the TLS certificate of %s is not trusted (%s): nothing is sent "
+            "the TLS certificate of %s is not trusted (%s): nothing is sent "
             "there until it is. Make its CA trusted, or set verify_tls=False "
             "(FLAGEVAL_VERIFY_TLS=false) only for an agent you trust.",
             route.display,
@@ -409,8 +411,9 @@ class Sender:
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, status: object, text: str = "") -> None:
+    def __init__(self, reason: str, status: int | None, text: str = "", *, said: str) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.text = text
+        self.said = said  # what happened, in words, for the log

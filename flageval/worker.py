@@ -107,7 +107,7 @@ class Worker:
             # batch (add_batch applies nothing before raising in that case) and go on.
             self.errors += 1
             self.ledger.drop(WORKER_ERROR, len(batch))
-            log.exception("flageval: worker failed on a batch of %d evaluations", len(batch))
+            log.exception("worker failed on a batch of %d evaluations", len(batch))
         interrupt = self.tiers.interrupt
         if interrupt is not None:
             self.tiers.interrupt = None
@@ -155,7 +155,7 @@ class Worker:
                         break
             except Exception:  # pragma: no cover - drain_once guards itself
                 self.errors += 1
-                log.exception("flageval: drain loop error")
+                log.exception("drain loop error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
@@ -197,7 +197,7 @@ class Worker:
                 # evaluations would be in no counter at all.
                 self.errors += 1
                 self.ledger.drop(WORKER_ERROR, held)
-                log.exception("flageval: could not pack %d evaluations", held)
+                log.exception("could not pack %d evaluations", held)
                 return not self.sender.outbox
             self.flushes += 1
             return await self.sender.send_all(bodies, deadline)
@@ -219,7 +219,7 @@ class Worker:
                 await self.flush(time.monotonic() + budget)
             except Exception:
                 self.errors += 1
-                log.exception("flageval: flush failed")
+                log.exception("flush failed")
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -264,17 +264,17 @@ class Worker:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:
-                log.exception("flageval: worker task failed")
+                log.exception("worker task failed")
         self.sender.interrupt(False)
         try:
             await self.flush(deadline)
         except Exception:
-            log.exception("flageval: final flush failed")
+            log.exception("final flush failed")
         lost = self.sender.drop_unsent(INTAKE_UNAVAILABLE)
         if lost:
             self._warn.warning(
                 INTAKE_UNAVAILABLE,
-                "flageval: shutdown could not deliver %d evaluations to %s",
+                "shutdown could not deliver %d evaluations to %s",
                 lost,
                 self.sender.endpoint.display,
             )

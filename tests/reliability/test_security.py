@@ -112,7 +112,7 @@ def test_a_rejection_logs_a_bounded_snippet_without_the_key(intake: Intake, capl
         assert tel.flush(3.0)
     finally:
         tel.shutdown(1.0)
-    (line,) = [r.getMessage() for r in caplog.records if "intake rejected" in r.getMessage()]
+    (line,) = [r.getMessage() for r in caplog.records if "intake_rejected" in r.getMessage()]
     assert 'bad payload","key <redacted> rejected' in line
     assert "\n" not in line and "z" * 201 not in line
     _no_leak(caplog.text, "logs")

@@ -1,0 +1,211 @@
+"""The docs say what the code does: the loss tables are losses.py's, every setting is in
+docs/settings.md with its variable and default, README's first two command lines are
+the demo and the tests (the one .ci/run runs), every test a doc names exists, every
+relative link lands, and README's sync and async examples run against a real intake."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flageval import losses
+from flageval.config import KILLSWITCH_ENV, Settings
+from tests.intake import Intake
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md")), ROOT / "benchmarks" / "README.md"]
+
+
+def _table(text: str, header: str) -> list[list[str]]:
+    """The body rows of the markdown table whose header line starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def _code(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+# -- counters ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("header", "reasons"),
+    [("| dropped reason |", losses.DROPPED), ("| degraded reason |", losses.DEGRADED)],
+    ids=["dropped", "degraded"],
+)
+def test_counters_reason_tables_are_the_ledgers_own_words(
+    header: str, reasons: dict[str, str]
+) -> None:
+    rows = _table((DOCS / "counters.md").read_text(), header)
+    documented = [(_code(reason)[0], sentence) for reason, sentence in rows]
+    assert documented == list(reasons.items())
+
+
+# -- settings ----------------------------------------------------------------------------
+def _env_vars() -> dict[str, list[str]]:
+    """Each setting's variables, read from config.py's ``pick(name, VAR, ...)`` calls."""
+    source = (ROOT / "flageval" / "config.py").read_text()
+    found: dict[str, list[str]] = {"agent_url": []}
+    for call in ast.walk(ast.parse(source)):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "pick":
+            name, var = call.args[0], call.args[1]
+            assert isinstance(name, ast.Constant) and isinstance(var, ast.Constant | ast.Name)
+            value = KILLSWITCH_ENV if isinstance(var, ast.Name) else var.value
+            found[name.value] = [value]
+    found["agent_url"] = re.findall(r'env\.get\("(\w+)"', source)
+    return found
+
+
+def test_every_setting_is_documented_with_its_variables_and_default() -> None:
+    rows = {_code(r[0])[0]: r for r in _table((DOCS / "settings.md").read_text(), "| setting |")}
+    fields = dataclasses.fields(Settings)
+    assert sorted(rows) == sorted(f.name for f in fields)
+    env_vars = _env_vars()
+    assert set(env_vars["agent_url"]) == {
+        "DD_TRACE_AGENT_URL",
+        "DD_AGENT_HOST",
+        "DD_TRACE_AGENT_PORT",
+    }
+    defaults = Settings()
+    for f in fields:
+        _, var_cell, default_cell, meaning = rows[f.name]
+        assert meaning, f.name
+        for var in env_vars[f.name]:
+            assert var in _code(var_cell), (f.name, var)
+        default = getattr(defaults, f.name)
+        shown = _code(default_cell)
+        if f.name == "service":
+            assert "inferred" in default_cell  # not the dataclass's placeholder
+        elif default is None:
+            assert default_cell.startswith("unset"), f.name
+        elif isinstance(default, bool):
+            assert shown[0] == str(default).lower(), f.name
+        elif isinstance(default, int | float):
+            assert float(shown[0]) == default, f.name
+        else:
+            assert shown[0] == default, f.name
+
+
+# -- README's command lines ------------------------------------------------------------------
+def _command_lines(text: str) -> list[str]:
+    """Lines of the fenced blocks without a language (or a shell one), in order."""
+    lines: list[str] = []
+    for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+        if lang in {"", "sh", "bash", "console", "shell"}:
+            lines += [line for line in body.splitlines() if line.strip()]
+    return lines
+
+
+DEMO = re.compile(
+    r"^python3 -m venv \.venv && \.venv/bin/pip install (-q )?-e \. "
+    r"&& \.venv/bin/python -m flageval demo$"
+)
+TESTS = re.compile(
+    r"^python3 -m venv \.venv && \.venv/bin/pip install -e '\.\[test\]' "
+    r"&& \.venv/bin/python -m pytest -q tests benchmarks --benchmark-disable$"
+)
+
+
+def test_readme_first_two_command_lines_are_the_demo_and_the_tests() -> None:
+    first, second = _command_lines(README.read_text())[:2]
+    assert DEMO.match(first), first
+    assert TESTS.match(second), second  # no -q on the install: pip shows its progress
+    # .ci/run takes its command with this very grep: it must find the second line.
+    ci = (ROOT / ".ci" / "run").read_text()
+    (pattern,) = re.findall(r'grep -m1 -E "([^"]+)" README\.md', ci)
+    found = subprocess.run(
+        ["grep", "-m1", "-E", pattern, str(README)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert found.stdout.rstrip("\n") == second
+
+
+# -- references ------------------------------------------------------------------------------
+def _defined(path: Path) -> set[str]:
+    return set(re.findall(r"^(?:async )?def (test_\w+)\(", path.read_text(), re.M))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_test_and_file_a_page_names_exists(page: Path) -> None:
+    text = page.read_text()
+    for path, name in re.findall(r"((?:tests|benchmarks)/[\w/]+\.py)::(test_\w+)", text):
+        assert (ROOT / path).is_file(), (page.name, path)
+        assert name in _defined(ROOT / path), (page.name, path, name)
+    anywhere: set[str] = set()
+    for folder in ("tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            anywhere |= _defined(path)
+    for name in re.findall(r"::(test_\w+)", text):  # also the bare ``::name`` references
+        assert name in anywhere, (page.name, name)
+    for path in re.findall(r"`((?:tests|benchmarks|flageval|schemas)/[\w/.]+?\.(?:py|json))", text):
+        assert (ROOT / path).is_file(), (page.name, path)
+
+
+def _anchors(page: Path) -> set[str]:
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_lands(page: Path) -> None:
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"^[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        assert dest.exists(), (page.name, target)
+        if anchor:
+            assert anchor in _anchors(dest), (page.name, target)
+
+
+# -- README's examples run -----------------------------------------------------------------------
+def _example(heading: str) -> str:
+    section = README.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    return code
+
+
+@pytest.mark.parametrize("heading", ["A sync application", "An async application"])
+def test_readme_examples_deliver_to_an_agent(heading: str, intake: Intake, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(_example(heading))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
+    env["DD_TRACE_AGENT_URL"] = intake.url
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (body,) = intake.accepted()
+    assert body.json()["context"]["service"] == "checkout"
+    rows = body.json()["flagEvaluations"]
+    assert [(r["flag"]["key"], r["evaluation_count"]) for r in rows] == [("new-checkout", 1)]
+
+
+def test_readme_ofrep_examples_compile() -> None:
+    for page in (README, DOCS / "ofrep.md"):
+        for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+            compile(code, str(page), "exec")
