@@ -30,7 +30,7 @@ from ._local_intake import LocalIntake
 from .config import INTAKE_PATH, Settings
 from .stats import Stats
 from .telemetry import Telemetry
-from .tiers import hash_targeting_key
+from .fields import hash_targeting_key
 
 USERS = 40
 #: A small per-flag cap (the default is 10,000) so that one flag overflows it.
