@@ -142,6 +142,11 @@ def same_origin(a: URL, b: URL) -> bool:
     return _origin(a) == _origin(b)
 
 
+def _uri_text(text: str) -> bool:
+    # Sent as given, so it must already be a URI: visible ASCII, no space.
+    return bool(text) and text.isascii() and text.isprintable() and " " not in text
+
+
 def _stream_spec(raw: Any, base_url: URL) -> StreamSpec | bool | None:
     """A spec, None for an entry of unknown type (ignored silently, for forward
     compatibility), or False for a broken entry (counted)."""
@@ -155,15 +160,15 @@ def _stream_spec(raw: Any, base_url: URL) -> StreamSpec | bool | None:
         return False  # exactly one of url / endpoint
     try:
         if url_field is not None:
-            if not isinstance(url_field, str):
+            if not isinstance(url_field, str) or not _uri_text(url_field):
                 return False
-            url = URL(url_field)
+            url = URL(url_field, encoded=True)  # ADR-0008: used as given, byte for byte
         else:
             if not isinstance(endpoint, dict):
                 return False
             request_uri = endpoint.get("requestUri")
             origin = endpoint.get("origin")
-            if not isinstance(request_uri, str) or not request_uri:
+            if not isinstance(request_uri, str) or not _uri_text(request_uri):
                 return False
             if origin is None:
                 # Only the origin of the base URL: its path is not a prefix here.
@@ -177,7 +182,7 @@ def _stream_spec(raw: Any, base_url: URL) -> StreamSpec | bool | None:
                 return False
             if not request_uri.startswith("/"):
                 request_uri = "/" + request_uri
-            url = URL(str(origin_url).rstrip("/") + request_uri)
+            url = URL(str(origin_url).rstrip("/") + request_uri, encoded=True)
     except (TypeError, ValueError):
         return False
     if url.scheme not in ("http", "https") or not url.host:

@@ -24,6 +24,14 @@ FAST = {
 
 
 @pytest.fixture(autouse=True)
+def own_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persisted evaluations (ADR-0009) of one test never reach another, nor ~/.cache."""
+    monkeypatch.setenv("OFREP_CACHE_DIR", str(tmp_path_factory.mktemp("ofrep-cache")))
+
+
+@pytest.fixture(autouse=True)
 def reset_openfeature() -> Iterator[None]:
     yield
     api.clear_providers()
