@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,6 +36,9 @@ _BOM = b"\xef\xbb\xbf"
 # A hostile or broken stream must not grow memory without bound: one line or one
 # event's data above this closes the connection.
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
+# Far above any real change rate (the coalescer turns them into at most 4 fetches a
+# second anyway); a flood past it is read at this pace: ~1-2 % of a core.
+DEFAULT_MAX_EVENTS_PER_S = 1000
 
 
 class SSEProtocolError(Exception):
@@ -162,13 +166,30 @@ async def pump(
     parser: SSEParser,
     read_timeout_s: float,
     on_event: Callable[[SSEEvent], None],
+    max_events_per_s: int = DEFAULT_MAX_EVENTS_PER_S,
+    on_throttled: Callable[[], None] | None = None,
 ) -> None:
     """Read until end of stream. Raises ``TimeoutError`` when no byte (not even a
-    keep-alive comment) arrives for ``read_timeout_s``: the peer is gone."""
+    keep-alive comment) arrives for ``read_timeout_s``: the peer is gone. Once a
+    one-second window has seen ``max_events_per_s`` events, reading pauses until the
+    window ends (``on_throttled`` is called): the sender is slowed by TCP, the loop is
+    never busy with one stream for more than that many events a second (plus a chunk)."""
+    window_start = time.monotonic()
+    seen = 0
     while True:
         async with asyncio.timeout(read_timeout_s):
             chunk = await source.readany()
         if not chunk:
             return
-        for event in parser.feed(chunk):
+        events = parser.feed(chunk)
+        for event in events:
             on_event(event)
+        seen += len(events)
+        now = time.monotonic()
+        if now - window_start >= 1.0:
+            window_start, seen = now, len(events)
+        elif seen >= max_events_per_s:
+            if on_throttled is not None:
+                on_throttled()
+            await asyncio.sleep(1.0 - (now - window_start))
+            window_start, seen = time.monotonic(), 0

@@ -20,6 +20,8 @@ FAST = {
     "reconnect_max_s": 0.2,
     "retry_min_s": 0.05,
     "retry_max_s": 0.2,
+    # refetch events: the default 50 ms window, a ceiling of 10 fetches a second
+    "event_fetch_interval_s": 0.1,
 }
 
 
