@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -203,7 +204,7 @@ class EvaluationCache:
                 self._stats["cache_write_discarded"] += 1
                 continue
             try:
-                await _off_loop(lambda: store.write(data))
+                await _off_loop(functools.partial(store.write, data))
             except (OSError, ValueError) as exc:
                 self._stats["cache_write_failed"] += 1
                 self._log.warning(
