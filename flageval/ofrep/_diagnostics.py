@@ -51,8 +51,8 @@ STAT_KEYS: tuple[str, ...] = (
     "sse_id_unsendable",
     # an event's etag/lastModified too long for a URL (the fetch goes without it)
     "sse_field_dropped",
-    # one-second windows in which a stream hit max_events_per_s and reading paused
-    "sse_throttled",
+    # connections dropped for bringing 1000 events within one second (a flood)
+    "sse_flood_closes",
     # 401/403 from a stream never sent our credentials: its URL token failed
     "sse_token_rejected",
     "inactivity_closes",

@@ -37,12 +37,16 @@ _BOM = b"\xef\xbb\xbf"
 # event's data above this closes the connection.
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 # Far above any real change rate (the coalescer turns them into at most 4 fetches a
-# second anyway); a flood past it is read at this pace: ~1-2 % of a core.
+# second anyway): past it a stream is flooding, and its connection is dropped.
 DEFAULT_MAX_EVENTS_PER_S = 1000
 
 
 class SSEProtocolError(Exception):
     """The stream broke a limit of the reader (for example an over-long line)."""
+
+
+class SSEFlood(SSEProtocolError):
+    """More events in one second than the reader takes from one stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +171,12 @@ async def pump(
     read_timeout_s: float,
     on_event: Callable[[SSEEvent], None],
     max_events_per_s: int = DEFAULT_MAX_EVENTS_PER_S,
-    on_throttled: Callable[[], None] | None = None,
 ) -> None:
     """Read until end of stream. Raises ``TimeoutError`` when no byte (not even a
-    keep-alive comment) arrives for ``read_timeout_s``: the peer is gone. Once a
-    one-second window has seen ``max_events_per_s`` events, reading pauses until the
-    window ends (``on_throttled`` is called): the sender is slowed by TCP, the loop is
-    never busy with one stream for more than that many events a second (plus a chunk)."""
+    keep-alive comment) arrives for ``read_timeout_s``: the peer is gone; `SSEFlood`
+    once one second has brought ``max_events_per_s`` events: the caller drops the
+    connection, so a flood costs the loop that many events (plus one chunk) per
+    connection, not a share of a core for as long as it lasts."""
     window_start = time.monotonic()
     seen = 0
     while True:
@@ -184,12 +187,9 @@ async def pump(
         events = parser.feed(chunk)
         for event in events:
             on_event(event)
-        seen += len(events)
         now = time.monotonic()
         if now - window_start >= 1.0:
-            window_start, seen = now, len(events)
-        elif seen >= max_events_per_s:
-            if on_throttled is not None:
-                on_throttled()
-            await asyncio.sleep(1.0 - (now - window_start))
-            window_start, seen = time.monotonic(), 0
+            window_start, seen = now, 0
+        seen += len(events)
+        if seen >= max_events_per_s:
+            raise SSEFlood(f"over {max_events_per_s} events in one second")

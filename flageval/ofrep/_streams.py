@@ -26,8 +26,10 @@ Choices where ADR-0008 leaves one:
   answer carries fresh stream URLs; so those re-fetches are as rare as the reconnects;
 - an ``id:`` that cannot be sent back in ``Last-Event-ID`` (a control character, or
   over 1,024 characters) is dropped and counted: kept, it would fail every reconnect;
-- a stream delivering over ``max_events_per_s`` events is read no faster than that
-  (TCP pushes back on the server), so a flood costs the loop a bounded share of a core;
+- a stream that brings ``max_events_per_s`` events within one second is flooding: the
+  connection is dropped and reconnects with its backoff (which a short-lived
+  connection never resets), and the reconnect's re-fetch covers what was not read; so
+  a flood costs the loop about that many events per connection attempt;
 - a connection is dead after ``sse_read_timeout_s`` without a byte (keep-alive
   comments count as bytes).
 """
@@ -50,7 +52,7 @@ from ._config import OFREPConfig
 from ._fetch import MAX_RETRY_AFTER_S
 from ._headers import MAX_ECHOED_VALUE_CHARS, sendable
 from ._ratelimit import RateGate
-from ._sse import SSEEvent, SSEParser, pump
+from ._sse import SSEEvent, SSEFlood, SSEParser, pump
 
 _decoder = msgspec.json.Decoder()
 
@@ -175,11 +177,12 @@ class _Connection:
                             config.sse_read_timeout_s,
                             self._on_event,
                             max_events_per_s=owner.max_events_per_s,
-                            on_throttled=self._on_throttled,
                         )
             except Exception as exc:
                 # Expected (network, read timeout, reader limits) or not: nothing else
                 # would ever reconnect this stream.
+                if isinstance(exc, SSEFlood):
+                    owner.stats["sse_flood_closes"] += 1
                 if not self.connected:
                     owner.stats["sse_connect_failures"] += 1
                 owner.log.log(
@@ -229,9 +232,6 @@ class _Connection:
             _query_value(etag if isinstance(etag, str) else None, stats),
             _query_value(_last_modified(payload.get("lastModified")), stats),
         )
-
-    def _on_throttled(self) -> None:
-        self.owner.stats["sse_throttled"] += 1
 
 
 class StreamManager:
