@@ -199,6 +199,7 @@ class Refresher:
         self._lifecycle.move(Status.READY if served else Status.ERROR)  # silent
         self._start_background()
         self._queue.request(FetchRequest(conditional=True))
+        self._detection.follow()  # streams of our own (each connect re-fetches too)
         self._health_changed()
 
     def _start_background(self) -> None:

@@ -284,3 +284,38 @@ def test_a_directory_other_users_can_write_is_not_read(
     with pytest.raises(GeneralError):
         provider.initialize(ANN)  # the entry may have been planted: not served
     assert provider.stats()["cache_read_failed"] == 1
+
+
+def test_processes_sharing_the_directory_never_see_a_torn_entry(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.ofrep.cache_worker",
+                str(tmp_path),
+                "shared.json",
+                "--seconds",
+                "1.5",
+                "--tag",
+                f"w{i}",
+            ],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    reports = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=30)
+        assert worker.returncode == 0
+        reports.append(json.loads(out))
+    assert all(r["writes"] > 10 and r["reads"] == r["writes"] for r in reports), reports
+    assert sum(r["bad"] for r in reports) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]  # no temporary left
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o600
