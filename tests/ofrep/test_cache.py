@@ -123,6 +123,7 @@ def test_another_targeting_key_or_an_expired_entry_is_a_miss(
     with pytest.raises(GeneralError):
         other.initialize(EvaluationContext("bob"))
     assert other.stats()["cache_misses"] == 1
+    other.shutdown()  # its background retry would take the next scripted answer
     server.script.append(DOWN)
     expired = make_provider(
         server.url, cache_dir=tmp_path, change_detection="none", cache_ttl_s=1e-6
