@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote
 
 from yarl import URL
 
-from flageval._common import check_number
+from flageval._common import check_number, redact_url
+
+from ._diagnostics import logger
+from ._headers import check_headers, parse_headers, redacted
 
 ChangeDetection = Literal["sse", "polling", "none"]
 CHANGE_DETECTIONS: tuple[ChangeDetection, ...] = ("sse", "polling", "none")
+CacheMode = Literal["local-cache-first", "network-first", "disabled"]
+CACHE_MODES: tuple[CacheMode, ...] = ("local-cache-first", "network-first", "disabled")
 
 ENV_ENDPOINT = "OFREP_ENDPOINT"
 ENV_HEADERS = "OFREP_HEADERS"
 ENV_TIMEOUT_MS = "OFREP_TIMEOUT_MS"
+ENV_CACHE_MODE = "OFREP_CACHE_MODE"
+ENV_CACHE_DIR = "OFREP_CACHE_DIR"
+ENV_CACHE_TTL_S = "OFREP_CACHE_TTL_S"
+ENV_CACHE_KEY_PREFIX = "OFREP_CACHE_KEY_PREFIX"
 
 DEFAULT_TIMEOUT_MS = 10_000
 # ADR-0008: a provider closes idle streams after the server's inactivityDelaySec, and
@@ -37,13 +46,24 @@ DEFAULT_RETRY_MAX_S = 60.0
 # and a handler still hears of a dead stream within half a minute.
 DEFAULT_STALE_AFTER_S = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
+# The reference JS provider's window: one change announced on two streams, or repeated,
+# lands within it; and a change is still served within ~60 ms on loopback.
+DEFAULT_EVENT_DEBOUNCE_S = 0.05
+# The ceiling under an event flood: at most 4 event-triggered fetches a second, and no
+# burst postpones its fetch longer than this.
+DEFAULT_EVENT_FETCH_INTERVAL_S = 0.25
+DEFAULT_CACHE_MODE: CacheMode = "local-cache-first"
+# ADR-0009 names DevCycle's 30 days as the reference TTL.
+DEFAULT_CACHE_TTL_S = 30 * 24 * 3600.0
+CACHE_DIR_NAME = "flageval-ofrep"
 
 BULK_PATH = "/ofrep/v1/evaluate/flags"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class OFREPConfig:
-    """Validated settings. Built by :func:`load_config`; immutable afterwards."""
+    """Validated settings. Built by :func:`load_config`; immutable afterwards. Its repr
+    hides every header value and the base URL's userinfo."""
 
     base_url: URL
     headers: Mapping[str, str]
@@ -58,36 +78,25 @@ class OFREPConfig:
     retry_max_s: float
     stale_after_s: float
     shutdown_timeout_s: float
+    event_debounce_s: float
+    event_fetch_interval_s: float
+    cache_mode: CacheMode
+    cache_dir: Path | None  # None: no usable directory (caching is then off)
+    cache_ttl_s: float
+    cache_key_prefix: str | None
 
     @property
     def bulk_url(self) -> URL:
         # The base URL is the part before /ofrep (a path prefix is kept).
         return self.base_url.with_path(self.base_url.path.rstrip("/") + BULK_PATH)
 
+    def __repr__(self) -> str:
+        shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["base_url"] = redact_url(self.base_url)
+        shown["headers"] = redacted(self.headers)
+        return "OFREPConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
-def parse_headers(raw: str, setting: str = ENV_HEADERS) -> dict[str, str]:
-    """Parse ``k=v,k2=v2`` (ADR-0007). Names and values are URL-decoded after splitting,
-    so a value may carry an encoded ``,`` or ``=``. Empty items are skipped."""
-    headers: dict[str, str] = {}
-    for item in raw.split(","):
-        if not item.strip():
-            continue
-        name, sep, value = item.partition("=")
-        name = unquote(name.strip())
-        if not sep or not name:
-            raise ValueError(f"{setting}: expected comma-separated name=value pairs")
-        value = unquote(value.strip())
-        _check_header(name, value, setting)
-        headers[name] = value
-    return headers
-
-
-def _check_header(name: str, value: str, setting: str) -> None:
-    # Never echo the value: it is usually a credential.
-    if any(c in name for c in " \t\r\n:") or not name.isascii():
-        raise ValueError(f"{setting}: invalid header name {name!r}")
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"{setting}: the value of header {name!r} contains a line break")
+    __str__ = __repr__
 
 
 def _base_url(raw: str | None) -> URL:
@@ -95,8 +104,9 @@ def _base_url(raw: str | None) -> URL:
         raise ValueError(f"base_url is required (argument or {ENV_ENDPOINT})")
     try:
         url = URL(raw.strip())
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"base_url is not a valid URL: {exc}") from None
+    except (TypeError, ValueError):
+        # yarl's message quotes the URL, and with it any password: not echoed.
+        raise ValueError("base_url is not a valid URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("base_url must be an absolute http(s) URL")
     if url.query_string or url.fragment:
@@ -119,6 +129,12 @@ def load_config(
     retry_max_s: float,
     stale_after_s: float,
     shutdown_timeout_s: float,
+    event_debounce_s: float = DEFAULT_EVENT_DEBOUNCE_S,
+    event_fetch_interval_s: float = DEFAULT_EVENT_FETCH_INTERVAL_S,
+    cache_mode: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_ttl_s: float | None = None,
+    cache_key_prefix: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> OFREPConfig:
     """Arguments win over the environment; the environment wins over defaults."""
@@ -127,16 +143,9 @@ def load_config(
     url = _base_url(base_url if base_url is not None else env.get(ENV_ENDPOINT))
 
     if headers is None:
-        resolved_headers = parse_headers(env.get(ENV_HEADERS, ""))
+        resolved_headers = parse_headers(env.get(ENV_HEADERS, ""), ENV_HEADERS, logger)
     else:
-        if not isinstance(headers, Mapping):
-            raise ValueError("headers must be a mapping of header name to value")
-        resolved_headers = {}
-        for name, value in headers.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ValueError("headers: names and values must be strings")
-            _check_header(name, value, "headers")
-            resolved_headers[name] = value
+        resolved_headers = check_headers(headers, "headers")
 
     if timeout_ms is None:
         raw_timeout = env.get(ENV_TIMEOUT_MS)
@@ -175,6 +184,9 @@ def load_config(
     if emax < emin:
         raise ValueError("retry_max_s must be >= retry_min_s")
 
+    mode_c, dir_c, ttl_c, prefix_c = _cache_settings(
+        env, cache_mode, cache_dir, cache_ttl_s, cache_key_prefix
+    )
     return OFREPConfig(
         base_url=url,
         headers=resolved_headers,
@@ -189,4 +201,58 @@ def load_config(
         retry_max_s=emax,
         stale_after_s=float(check_number(stale_after_s, "stale_after_s")),
         shutdown_timeout_s=float(check_number(shutdown_timeout_s, "shutdown_timeout_s")),
+        event_debounce_s=float(check_number(event_debounce_s, "event_debounce_s", inclusive=True)),
+        event_fetch_interval_s=float(
+            check_number(event_fetch_interval_s, "event_fetch_interval_s", inclusive=True)
+        ),
+        cache_mode=mode_c,
+        cache_dir=dir_c,
+        cache_ttl_s=ttl_c,
+        cache_key_prefix=prefix_c,
     )
+
+
+def _cache_settings(
+    env: Mapping[str, str],
+    mode: str | None,
+    directory: str | os.PathLike[str] | None,
+    ttl_s: float | None,
+    prefix: str | None,
+) -> tuple[CacheMode, Path | None, float, str | None]:
+    """ADR-0009's settings; each argument falls back to its OFREP_CACHE_* variable."""
+    raw_mode = mode if mode is not None else env.get(ENV_CACHE_MODE, "").strip()
+    if not raw_mode:
+        raw_mode = DEFAULT_CACHE_MODE
+    if raw_mode not in CACHE_MODES:
+        setting = "cache_mode" if mode is not None else ENV_CACHE_MODE
+        raise ValueError(f"{setting} must be one of {', '.join(CACHE_MODES)}; got {raw_mode!r}")
+    checked_mode: CacheMode = raw_mode
+    if ttl_s is None:
+        raw_ttl = env.get(ENV_CACHE_TTL_S, "").strip()
+        try:
+            ttl = float(raw_ttl) if raw_ttl else DEFAULT_CACHE_TTL_S
+        except ValueError:
+            raise ValueError(f"{ENV_CACHE_TTL_S} must be a number of seconds") from None
+        ttl = float(check_number(ttl, ENV_CACHE_TTL_S))
+    else:
+        ttl = float(check_number(ttl_s, "cache_ttl_s"))
+    if prefix is None:
+        prefix = env.get(ENV_CACHE_KEY_PREFIX) or None
+    elif not isinstance(prefix, str):
+        raise ValueError("cache_key_prefix must be a string")
+    if directory is None:
+        directory = env.get(ENV_CACHE_DIR, "").strip() or None
+    path = Path(directory) if directory is not None else default_cache_dir(env)
+    return checked_mode, path, ttl, prefix
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path | None:
+    """$XDG_CACHE_HOME/flageval-ofrep (an absolute XDG_CACHE_HOME only, as the XDG spec
+    says), else ~/.cache/flageval-ofrep; None when there is no home directory."""
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / CACHE_DIR_NAME
+    try:
+        return Path.home() / ".cache" / CACHE_DIR_NAME
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return None

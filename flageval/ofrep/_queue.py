@@ -9,8 +9,12 @@
 - the runner: one task that waits on the 429 gate, takes the pending trigger and awaits
   ``run`` with it, until nothing is pending; so fetches never overlap;
 - the error backoff: a failed fetch's trigger is queued again after ``retry_min_s``
-  doubling to ``retry_max_s`` (drawn from the upper half of each step); a 429 without a
-  usable Retry-After closes the gate for the same backoff; any success resets it;
+  doubling to ``retry_max_s`` (drawn from the upper half of each step), and every
+  trigger that arrives meanwhile (poll, event, reconnect, resume) merges into that retry
+  instead of going out at once; only an ``urgent`` one (a context change: the
+  application asked for it) ends the wait. Any success resets the backoff;
+- the 429 floor: a 429 closes the gate for its Retry-After but never for less than the
+  next backoff step, so ``Retry-After: 0`` or a date in the past cannot make a storm;
 - ``failing``: whether the latest answered fetch failed, which staleness reads.
 
 What a fetch sends and what its answer means belong to ``run`` (the coordinator).
@@ -47,14 +51,24 @@ class FetchQueue:
         self._pending: FetchRequest | None = None
         self._runner: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._retry_request: FetchRequest | None = None  # what the scheduled retry fetches
         self._streak = 0  # consecutive failures: the backoff's exponent
         self._stopped = False
         self.failing = False
 
-    def request(self, request: FetchRequest) -> None:
-        """Ask for a fetch: the next one the runner makes covers ``request``."""
+    def request(self, request: FetchRequest, urgent: bool = False) -> None:
+        """Ask for a fetch: the next one the runner makes covers ``request``. During the
+        error backoff it waits for the retry, unless ``urgent``."""
         if self._stopped:
             return
+        if self._retry is not None and self._retry_request is not None:
+            merged = self._retry_request.merge(request)
+            self._stats["fetch_coalesced"] += 1
+            if not urgent:
+                self._retry_request = merged
+                return
+            self._cancel_retry()
+            request = merged
         if self._pending is None:
             self._pending = request
         else:
@@ -74,24 +88,37 @@ class FetchQueue:
     def succeeded(self) -> None:
         self._streak = 0
         self.failing = False
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        self._cancel_retry()
 
     def failed(self, request: FetchRequest) -> float:
         """Queue ``request`` again after the next backoff step; returns that delay."""
         self.failing = True
         delay = self._next_backoff_s()
-        if self._retry is not None:
-            self._retry.cancel()
-        self._retry = asyncio.get_running_loop().call_later(delay, self.request, request)
+        if self._retry_request is not None:
+            request = self._retry_request.merge(request)
+        self._cancel_retry()
+        self._retry_request = request
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
         return delay
 
+    def _retry_now(self) -> None:
+        request = self._retry_request
+        self._retry = self._retry_request = None
+        if request is not None:
+            self.request(request)
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = self._retry_request = None
+
     def rate_limited(self, request: FetchRequest, retry_after_s: float | None) -> float:
-        """Close the gate for ``retry_after_s`` (the next backoff step when the server gave
-        none) and queue ``request`` for when it opens; returns the wait."""
+        """Close the gate for ``retry_after_s``, but at least the next backoff step (the
+        whole wait when the server gave none), and queue ``request`` for when it opens;
+        returns the wait."""
         self.failing = True
-        wait = retry_after_s if retry_after_s is not None else self._next_backoff_s()
+        floor = self._next_backoff_s()
+        wait = floor if retry_after_s is None else max(retry_after_s, floor)
         self._gate.block(wait)
         self.request(request)
         return wait
@@ -105,7 +132,5 @@ class FetchQueue:
         runner, whose fetch in flight (if any) still completes unless the caller cancels it."""
         self._stopped = True
         self._pending = None
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        self._cancel_retry()
         return self._runner

@@ -1,82 +1,76 @@
 """Keeps the bulk evaluation fresh: the coordinator. Everything here runs on the loop.
 
-`Refresher` makes the decisions; the mechanisms are small units of their own:
-`_status.Lifecycle` (the status, its transition table and events), `_queue.FetchQueue`
-(when fetches run: one at a time, triggers merged, error backoff, 429 gate),
-`_staleness.StaleClock` (how long change detection has been lost), `_inactivity`
-(idle or active), `_context.CurrentContext` (the context, its generation and ETag) and
-`_streams.StreamManager` (the event streams). Every trigger (poll tick, stream connected,
-refetchEvaluation, context change, inactivity resume, error retry) becomes a
-`FetchRequest` handed to the queue.
-
-Three facts are kept apart because they vary independently: the status; idleness (a
-READY and an ERROR provider can both idle); and whether change detection works, which is
-derived, not stored (`_detection_lost`: the latest fetch failed, or an advertised stream
-is down and no polling stands in). A loss runs the stale clock only while the status is
-READY or STALE, the two statuses it moves between.
+`Refresher` makes the decisions; the mechanisms are units of their own: `_status`
+(the status and its events), `_queue` (one fetch at a time, merged triggers, error
+backoff, 429 gate), `_coalesce` (refetch events -> fetches: dedup, debounce, ceiling),
+`_cache` (the persisted entry, ADR-0009), `_snapshot` (what is served), `_detection`
+(streams, polling, inactivity, staleness) and `_context`. Every trigger becomes a
+`FetchRequest` handed to the queue (refetch events through the coalescer).
 
 Choices where OFREP leaves one (also listed in the README):
 - a stored ETag belongs to one canonical context (the sorted JSON request body); any
   context change drops it, and a 200 that answers an older context is discarded;
-- 400/5xx/other statuses/malformed bodies/network errors (and an unexpected exception
-  inside the fetch) keep the last good evaluation and are retried after ``retry_min_s``
-  doubling to ``retry_max_s`` (with jitter); a 429 without a usable ``Retry-After``
-  waits the same backoff;
-- a failed ``initialize`` that is not 401/403 keeps retrying in the background and emits
-  READY on its first success; 401/403 (from the bulk endpoint or an event stream) stops
-  all requests for good;
-- inactivity pauses all background traffic (streams and polling); the next resolve
-  answers from the cache and triggers the unconditional re-fetch;
-- STALE is emitted after ``stale_after_s`` of continuously lost change detection; READY
-  follows when it is back. Mode ``none`` never goes stale.
+- 5xx/other statuses/malformed or over-budget bodies/network errors (and an unexpected
+  exception inside the fetch) keep the last good evaluation and are retried after
+  ``retry_min_s`` doubling to ``retry_max_s``; a 429 waits its Retry-After, never less
+  than that backoff; a 400 once live values are served is retried the same way (it
+  answers a request, not the credentials);
+- before any evaluation is served, 400/401/403 are fatal (ADR-0009's configuration
+  errors); while the persisted entry is served they are REJECTED (PROVIDER_ERROR, the
+  entry kept for the session, no request again); after a live answer 401/403 (from the
+  bulk endpoint, or a stream that was sent our credentials) stay fatal;
+- a failed ``initialize`` that is not fatal keeps retrying and emits READY on its first
+  success; inactivity pauses all background traffic; STALE after ``stale_after_s`` of
+  continuously lost change detection, READY when it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import ErrorCode, GeneralError, ProviderFatalError
 
 from flageval._common import RateLimitedLog
 
-from ._config import DEFAULT_INACTIVITY_DELAY_S, OFREPConfig
-from ._context import CurrentContext
+from ._bulk import Failed, Fetched, NotModified, Outcome, RateLimited, Rejected, StreamSpec
+from ._cache import Cached, EvaluationCache
+from ._coalesce import EventCoalescer
+from ._config import OFREPConfig
+from ._context import ContextEncodingError, CurrentContext
+from ._detection import Detection
 from ._diagnostics import logger
-from ._fetch import (
-    Failed,
-    Fatal,
-    Fetched,
-    FetchRequest,
-    NotModified,
-    Outcome,
-    RateLimited,
-    StreamSpec,
-    encode_context,
-    fetch_bulk,
-)
-from ._inactivity import Inactivity
+from ._fetch import FetchRequest, fetch_bulk
 from ._queue import FetchQueue
 from ._ratelimit import RateGate
 from ._shared import Shared
-from ._staleness import StaleClock
+from ._snapshot import Snapshot
 from ._status import Emitter, Lifecycle, Status
-from ._streams import StreamManager
 
 #: How one bulk request is made (`fetch_bulk`; tests script outcomes through it).
 BulkFetch = Callable[
     [aiohttp.ClientSession, OFREPConfig, bytes, str | None, FetchRequest], Awaitable[Outcome]
 ]
 
+_ERROR_CODES = {code.value: code for code in ErrorCode}
 
-def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    keys = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-    return sorted(keys)
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a forked child's new coordinator takes over from the parent's."""
+
+    status: Status
+    body: bytes
+    usable: bool
+    etag: str | None
+    items: dict[str, Any]
+    specs: tuple[StreamSpec, ...]
+    from_cache: bool
 
 
 class Refresher:
@@ -99,23 +93,24 @@ class Refresher:
         self._queue = FetchQueue(
             self._fetch_and_apply, self._gate, stats, config.retry_min_s, config.retry_max_s
         )
-        self._clock = StaleClock(config.stale_after_s, self._on_stale)
-        self._inactivity = Inactivity(
+        self._events = EventCoalescer(
+            self._queue.request, stats, config.event_debounce_s, config.event_fetch_interval_s
+        )
+        self._cache = EvaluationCache(config, stats, self._log)
+        self._snapshot = Snapshot(shared)
+        self._detection = Detection(
+            config,
             shared,
             stats,
-            delay_s=self._inactivity_delay_s,
-            may_idle=self._has_background_traffic,
-            on_idle=self._on_idle,
-            on_resume=self._on_resume,
+            self._lifecycle,
+            self._queue,
+            self._events,
+            specs=lambda: self._snapshot.specs,
+            on_fatal=self._go_fatal,
         )
-
         self._session: aiohttp.ClientSession | None = None
-        self._streams: StreamManager | None = None
-        self._poll_task: asyncio.Task[None] | None = None
         self._context = CurrentContext()
-        self._items: dict[str, Any] = {}
-        self._specs: tuple[StreamSpec, ...] = ()
-        self._fatal_status = 0
+        self._fatal_message = ""
 
     @property
     def status(self) -> Status:
@@ -123,66 +118,104 @@ class Refresher:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, context: EvaluationContext) -> None:
-        """The first bulk fetch; raises if it fails (OpenFeature's initialize rule)."""
+    def _open(self) -> None:
         self._session = aiohttp.ClientSession()
-        self._streams = StreamManager(
-            session=self._session,
-            config=self._config,
-            gate=self._gate,
-            stats=self._stats,
-            log=self._log,
-            on_connected=self._on_stream_connected,
-            on_refetch=self._on_refetch_event,
-            on_state=self._health_changed,
-            on_fatal=self._stream_fatal,
-        )
-        self._context.body = encode_context(context)
+        self._detection.open(self._session, self._gate, self._log)
         self._shared.last_used = time.monotonic()
+
+    async def start(self, body: bytes | ContextEncodingError) -> None:
+        """The first evaluation: the persisted entry (``local-cache-first``) or the
+        first bulk fetch; raises as OpenFeature's initialize must when it fails."""
+        self._open()
+        if isinstance(body, ContextEncodingError):
+            self._context_unusable(str(body))
+            self._lifecycle.move(Status.ERROR)
+            self._start_background()
+            raise GeneralError(str(body))
+        self._context.body = body
+        cached = await self._cache.load(body)
+        if cached is not None and self._cache.mode == "local-cache-first":
+            self._serve_cached(cached)
+            self._queue.request(FetchRequest(conditional=cached.etag is not None))
+            return
         request = FetchRequest(conditional=False)
         outcome = await self._fetch(request)
         # The current generation: a set_context() racing this fetch does not discard it.
         self._apply(outcome, request, self._context.generation)
         status = self._lifecycle.status
         if status is Status.FATAL:
-            raise ProviderFatalError(f"bulk evaluation answered HTTP {self._fatal_status}")
+            raise ProviderFatalError(self._fatal_message)
         if status is Status.CLOSED:
             raise GeneralError("the provider was shut down during initialize")
-        self._start_background()
         if isinstance(outcome, Fetched | NotModified):
+            self._start_background()
             # From NOT_READY, silent: initialize() returns. After initialize_abandoned the
             # success already moved ERROR to READY, and this is refused.
             self._lifecycle.move(Status.READY)
             self._health_changed()
             return
+        if cached is not None and status is Status.NOT_READY:
+            self._serve_cached(cached)  # network-first: a transient failure falls back
+            return
+        self._start_background()
         self._lifecycle.move(Status.ERROR)
         if isinstance(outcome, RateLimited):
             raise GeneralError("bulk evaluation answered 429 (rate limited)")
-        assert isinstance(outcome, Failed)
+        assert isinstance(outcome, Failed | Rejected)
         raise GeneralError(f"initial bulk evaluation failed: {outcome.detail}")
+
+    def _serve_cached(self, cached: Cached) -> None:
+        """READY on the persisted entry (silent: initialize() returns); the refresh that
+        replaces or confirms it is the queue's."""
+        self._snapshot.load_cached(cached.fetched)
+        self._context.etag = cached.etag
+        logger.info("serving the persisted evaluation (reason CACHED) until the server answers")
+        self._start_background()
+        self._lifecycle.move(Status.READY)
+        self._health_changed()
 
     def initialize_abandoned(self) -> None:
         """initialize() stopped waiting for `start` and raised GeneralError: from now on
         start's outcome is reported by events, as after any failed initialize."""
         self._lifecycle.initialize_raised()
 
+    def handover(self) -> Handover:
+        """For a forked child: the state to go on from (plain data, no I/O)."""
+        snap = self._snapshot
+        ctx = self._context
+        return Handover(
+            self.status, ctx.body, ctx.usable, ctx.etag, snap.items, snap.specs, snap.from_cache
+        )
+
+    async def adopt(self, parent: Handover) -> None:
+        """In a forked child: go on from the parent's evaluation (still in ``Shared``),
+        with connections of our own; a conditional re-fetch revalidates it."""
+        self._open()
+        self._context.body, self._context.etag = parent.body, parent.etag
+        if not parent.usable:
+            self._context.unusable()
+        self._snapshot.adopt(parent.items, parent.specs, parent.from_cache)
+        served = parent.status in (Status.READY, Status.STALE)
+        self._lifecycle.move(Status.READY if served else Status.ERROR)  # silent
+        self._start_background()
+        self._queue.request(FetchRequest(conditional=True))
+        self._detection.follow()  # streams of our own (each connect re-fetches too)
+        self._health_changed()
+
     def _start_background(self) -> None:
-        if self._config.change_detection == "none":
-            return
-        if self._config.poll_interval_s > 0:
-            loop = asyncio.get_running_loop()
-            self._poll_task = loop.create_task(self._poll_loop(), name="ofrep-poll")
-        self._inactivity.start()
+        self._detection.start()
+
+    def resume(self) -> None:
+        """Called (via the loop) by the first resolve after an idle period."""
+        self._detection.resume()
+
+    def _health_changed(self) -> None:
+        self._detection.health_changed()
 
     def _stop_background(self) -> list[asyncio.Task[None]]:
         """Streams, polling and inactivity stop; the queue refuses new requests. Returns
         the tasks; the fetch runner is last, not cancelled here."""
-        tasks = [t for t in (self._poll_task, self._inactivity.stop()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if self._streams is not None:
-            tasks.extend(self._streams.close_all())
-        self._clock.cancel()
+        tasks = self._detection.stop()
         runner = self._queue.stop()
         if runner is not None:
             tasks.append(runner)
@@ -193,8 +226,10 @@ class Refresher:
         tasks = self._stop_background()
         for task in tasks:
             task.cancel()
+        budget = self._config.shutdown_timeout_s / 2
         if tasks:
-            await asyncio.wait(tasks, timeout=self._config.shutdown_timeout_s / 2)
+            await asyncio.wait(tasks, timeout=budget / 2)
+        await self._cache.close(budget / 2)
         self._context.settle(None, False)
         if self._session is not None:
             await self._session.close()
@@ -202,6 +237,10 @@ class Refresher:
     # -- fetching --------------------------------------------------------------------
 
     async def _fetch_and_apply(self, request: FetchRequest) -> None:
+        if not self._context.usable:
+            return  # nothing can be asked for a context that cannot be sent
+        if not request.conditional:
+            self._events.cancel()  # it fetches everything: a held event adds nothing
         generation = self._context.generation
         outcome = await self._fetch(request)
         self._apply(outcome, request, generation)
@@ -221,7 +260,8 @@ class Refresher:
 
     def _apply(self, outcome: Outcome, request: FetchRequest, generation: int) -> None:
         stats = self._stats
-        if isinstance(outcome, Fetched | NotModified) and generation != self._context.generation:
+        current = generation == self._context.generation
+        if isinstance(outcome, Fetched | NotModified) and not current:
             # Answered for a context that is no longer current; its follow-up is queued.
             stats["fetch_discarded_old_context"] += 1
             return
@@ -229,13 +269,14 @@ class Refresher:
         if isinstance(outcome, Fetched):
             stats["items_invalid"] += outcome.invalid_items
             stats["stream_entries_invalid"] += outcome.invalid_streams
+            stats["etag_unsendable"] += outcome.etag_dropped
         if not self._lifecycle.status.live:
             return  # an answer that was in flight when the provider went fatal or closed
 
         if isinstance(outcome, Fetched):
             self._on_fetched(outcome)
         elif isinstance(outcome, NotModified):
-            self._on_success()
+            self._on_not_modified()
         elif isinstance(outcome, RateLimited):
             # The trigger is still unanswered: it goes out once the gate opens.
             wait = self._queue.rate_limited(request, outcome.retry_after_s)
@@ -243,9 +284,14 @@ class Refresher:
                 "fetch-429", "bulk evaluation rate limited: no request for %.1f s", wait
             )
             self._health_changed()
-        elif isinstance(outcome, Fatal):
-            self._go_fatal(outcome.status)
+        elif isinstance(outcome, Rejected) and (outcome.status != 400 or not self._live_values):
+            if self._snapshot.from_cache:
+                self._go_rejected(outcome)
+            else:
+                self._go_fatal(f"bulk evaluation answered {outcome.detail or outcome.status}")
         else:
+            if isinstance(outcome, Rejected) and not current:
+                return  # a 400 for a context that is no longer current: nothing to retry
             self._log.warning(
                 f"fetch-{outcome.stat}",
                 "bulk evaluation failed (%s); serving the last good evaluation",
@@ -255,16 +301,40 @@ class Refresher:
             self._health_changed()
             self._context.settle(generation, False)
 
+    @property
+    def _live_values(self) -> bool:
+        return self._snapshot.served and not self._snapshot.from_cache
+
     def _on_fetched(self, outcome: Fetched) -> None:
-        had_snapshot = self._shared.entries is not None
-        changed = changed_keys(self._items, outcome.items) if had_snapshot else []
-        self._items = outcome.items
+        changed = self._snapshot.replace(outcome)
         self._context.etag = outcome.etag
-        self._shared.entries = outcome.entries
-        self._specs = outcome.streams
-        if self._config.change_detection == "sse" and not self._inactivity.idle and self._streams:
-            self._streams.update(self._specs)
-        self._on_success()
+        self._detection.follow()
+        self._persist()
+        self._on_success(changed)
+
+    def _on_not_modified(self) -> None:
+        changed = self._snapshot.confirm()
+        if changed:  # the persisted entry, confirmed by the server
+            self._detection.follow()
+            self._persist()
+        self._on_success(changed)
+
+    def _persist(self) -> None:
+        generation = self._context.generation
+        self._cache.save(
+            self._context.body,
+            self._context.etag,
+            self._snapshot.items,
+            self._snapshot.specs,
+            lambda: generation == self._context.generation,
+        )
+
+    def _on_success(self, changed: list[str]) -> None:
+        self._queue.succeeded()
+        self._context.settle(self._context.generation, True)
+        if self._lifecycle.status is Status.ERROR:  # NOT_READY is left by start() alone
+            self._lifecycle.move(Status.READY)
+        self._health_changed()
         if changed:
             self._stats["config_changes"] += 1
             self._emitter.emit(
@@ -272,135 +342,55 @@ class Refresher:
                 ProviderEventDetails(flags_changed=changed),
             )
 
-    def _on_success(self) -> None:
-        self._queue.succeeded()
-        self._context.settle(self._context.generation, True)
-        if self._lifecycle.status is Status.ERROR:  # NOT_READY is left by start() alone
-            self._lifecycle.move(Status.READY)
-        self._health_changed()
-
-    def _stream_fatal(self, status: int) -> None:
-        self._go_fatal(status, "an event stream")
-
-    def _go_fatal(self, status: int, source: str = "bulk evaluation") -> None:
-        details = ProviderEventDetails(
-            message=f"OFREP server answered HTTP {status}", error_code=ErrorCode.PROVIDER_FATAL
-        )
+    def _go_fatal(self, message: str) -> None:
+        details = ProviderEventDetails(message=message, error_code=ErrorCode.PROVIDER_FATAL)
         if not self._lifecycle.move(Status.FATAL, details):
             return  # already fatal, or closed
-        self._fatal_status = status
+        self._fatal_message = message
         self._stop_background()
         self._context.settle(None, False)
-        logger.error(
-            "%s answered HTTP %d: credentials rejected; the provider stops all requests (fatal)",
-            source,
-            status,
-        )
+        logger.error("%s: configuration rejected; the provider stops all requests (fatal)", message)
 
-    # -- triggers --------------------------------------------------------------------
+    def _go_rejected(self, outcome: Rejected) -> None:
+        # ADR-0009: log, PROVIDER_ERROR, and the persisted entry is served for the session.
+        code = _ERROR_CODES.get(outcome.error_code or "", ErrorCode.GENERAL)
+        message = f"bulk evaluation answered {outcome.detail or outcome.status}"
+        details = ProviderEventDetails(message=message, error_code=code)
+        if self._lifecycle.move(Status.REJECTED, details):
+            self._stop_background()
+            self._context.settle(None, False)
+            logger.error("%s: serving the persisted evaluation; no request again", message)
 
-    def _on_stream_connected(self) -> None:
-        # ADR-0008: changes made while the stream was down (or not yet up) are fetched now.
-        self._queue.request(FetchRequest(conditional=True))
+    # -- context --------------------------------------------------------------------
 
-    def _on_refetch_event(self, etag: str | None, last_modified: str | None) -> None:
-        self._queue.request(
-            FetchRequest(
-                conditional=True, flag_config_etag=etag, flag_config_last_modified=last_modified
-            )
-        )
-
-    def set_context(self, context: EvaluationContext) -> asyncio.Future[bool]:
+    def set_context(self, body: bytes) -> asyncio.Future[bool]:
         """Switch to a new context; the future tells whether its evaluation arrived."""
-        body = encode_context(context)
-        same = body == self._context.body
+        same = body == self._context.body and self._context.usable
         status = self._lifecycle.status
         if not same and status.live:
             self._stats["context_changes"] += 1
             future = self._context.switch(body)
-            self._queue.request(FetchRequest(conditional=False))
+            self._queue.request(FetchRequest(conditional=False), urgent=True)
             return future
         # The same context is answered at once; so is a switch refused (fatal or closed).
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        done.set_result(same and status is not Status.FATAL and self._shared.entries is not None)
+        done.set_result(same and status is not Status.FATAL and self._snapshot.served)
         return done
 
-    # -- polling ---------------------------------------------------------------------
-
-    def _polling_active(self) -> bool:
-        if self._inactivity.idle:
-            return False
-        if self._config.change_detection == "polling":
-            return True
-        # sse: poll while the streams cannot be held (or the server offers none).
-        streams = self._streams
-        return streams is None or streams.count == 0 or not streams.all_connected
-
-    async def _poll_loop(self) -> None:
-        interval = self._config.poll_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            if self._polling_active():
-                self._stats["polls"] += 1
-                self._queue.request(FetchRequest(conditional=True))
-
-    # -- inactivity ------------------------------------------------------------------
-
-    def _inactivity_delay_s(self) -> float:
-        if self._config.inactivity_delay_s is not None:
-            return self._config.inactivity_delay_s
-        server = [s.inactivity_delay_s for s in self._specs if s.inactivity_delay_s]
-        return min(server) if server else DEFAULT_INACTIVITY_DELAY_S
-
-    def _has_background_traffic(self) -> bool:
-        if self._config.change_detection == "polling":
-            return True
-        return bool(self._specs) or self._config.poll_interval_s > 0
-
-    def _on_idle(self) -> None:
-        if self._streams is not None:
-            self._streams.close_all()
-        logger.debug(
-            "no flag resolved for %.1f s: event streams closed", self._inactivity_delay_s()
-        )
+    def context_unusable(self, problem: str) -> None:
+        """The application's new context cannot be encoded: INVALID_CONTEXT on every
+        resolve and an error event, until a context that can be sent replaces it."""
+        if not self._lifecycle.status.live:
+            return
+        self._stats["context_changes"] += 1
+        self._context_unusable(problem)
+        details = ProviderEventDetails(message=problem, error_code=ErrorCode.INVALID_CONTEXT)
+        if not self._lifecycle.move(Status.ERROR, details):
+            self._lifecycle.report(ProviderEvent.PROVIDER_ERROR, details)
         self._health_changed()
 
-    def resume(self) -> None:
-        """Called (via the loop) by the first resolve after an idle period."""
-        self._inactivity.resume()
-
-    def _on_resume(self) -> None:
-        # Unknown time has passed: no If-None-Match, no flagConfig* parameters.
-        self._queue.request(FetchRequest(conditional=False))
-        if self._config.change_detection == "sse" and self._streams is not None:
-            self._streams.update(self._specs)
-
-    # -- staleness -------------------------------------------------------------------
-
-    def _detection_lost(self) -> bool:
-        """Whether a change made on the server could now go unseen."""
-        mode = self._config.change_detection
-        if mode == "none" or self._inactivity.idle:
-            return False
-        if self._queue.failing:
-            return True
-        if mode == "polling" or self._config.poll_interval_s > 0:
-            return False
-        streams = self._streams
-        return streams is not None and not streams.all_connected
-
-    def _health_changed(self) -> None:
-        lost = self._detection_lost()
-        status = self._lifecycle.status
-        if status is Status.STALE and not lost:
-            self._lifecycle.move(Status.READY)
-            status = Status.READY
-        self._clock.update(lost and status in (Status.READY, Status.STALE))
-
-    def _on_stale(self) -> None:
-        stale = ProviderEventDetails(message="change detection lost; serving cached evaluations")
-        if self._detection_lost() and self._lifecycle.move(Status.STALE, stale):
-            logger.warning(
-                "change detection lost for %.0f s: flag values may be stale",
-                self._config.stale_after_s,
-            )
+    def _context_unusable(self, problem: str) -> None:
+        self._stats["context_unusable"] += 1
+        self._context.unusable()
+        self._snapshot.unusable(problem)
+        self._log.warning("context", "%s: every flag resolves to INVALID_CONTEXT", problem)

@@ -12,13 +12,15 @@ then a dict lookup plus a type check on the caller's thread. Mapping rules:
   checks ``isinstance(value, float)``, so they are converted);
 - failure item: its ``errorCode`` mapped onto ``ErrorCode`` (unknown codes -> GENERAL),
   ``errorDetails`` as the message;
-- a key absent from the bulk response: FLAG_NOT_FOUND.
+- a key absent from the bulk response: FLAG_NOT_FOUND;
+- an evaluation read back from the persisted entry (ADR-0009): reason CACHED;
+- while the context cannot be encoded (`ContextError`): INVALID_CONTEXT for every flag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from openfeature.exception import ErrorCode
@@ -77,6 +79,40 @@ def entry_from_item(item: Mapping[str, Any]) -> FlagEntry:
         error_code=None,
         error_message=None,
     )
+
+
+def cached(entry: FlagEntry) -> FlagEntry:
+    """The same evaluation, served from the persisted entry before the server confirmed it."""
+    return entry if entry.error_code is not None else replace(entry, reason=Reason.CACHED)
+
+
+class ContextError(Mapping[str, FlagEntry]):
+    """Served in place of the evaluations while the context cannot be encoded: every key
+    resolves to INVALID_CONTEXT, never to another context's value."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, message: str) -> None:
+        self._entry = FlagEntry(
+            value=_MISSING,
+            variant=None,
+            reason=Reason.ERROR,
+            metadata=_EMPTY,
+            error_code=ErrorCode.INVALID_CONTEXT,
+            error_message=message,
+        )
+
+    def get(self, key: str, default: object = None) -> FlagEntry:
+        return self._entry
+
+    def __getitem__(self, key: str) -> FlagEntry:
+        return self._entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _is_bool(value: object) -> bool:

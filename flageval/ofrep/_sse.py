@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,10 +36,17 @@ _BOM = b"\xef\xbb\xbf"
 # A hostile or broken stream must not grow memory without bound: one line or one
 # event's data above this closes the connection.
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
+# Far above any real change rate (the coalescer turns them into at most 4 fetches a
+# second anyway): past it a stream is flooding, and its connection is dropped.
+DEFAULT_MAX_EVENTS_PER_S = 1000
 
 
 class SSEProtocolError(Exception):
     """The stream broke a limit of the reader (for example an over-long line)."""
+
+
+class SSEFlood(SSEProtocolError):
+    """More events in one second than the reader takes from one stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +170,26 @@ async def pump(
     parser: SSEParser,
     read_timeout_s: float,
     on_event: Callable[[SSEEvent], None],
+    max_events_per_s: int = DEFAULT_MAX_EVENTS_PER_S,
 ) -> None:
     """Read until end of stream. Raises ``TimeoutError`` when no byte (not even a
-    keep-alive comment) arrives for ``read_timeout_s``: the peer is gone."""
+    keep-alive comment) arrives for ``read_timeout_s``: the peer is gone; `SSEFlood`
+    once one second has brought ``max_events_per_s`` events: the caller drops the
+    connection, so a flood costs the loop that many events (plus one chunk) per
+    connection, not a share of a core for as long as it lasts."""
+    window_start = time.monotonic()
+    seen = 0
     while True:
         async with asyncio.timeout(read_timeout_s):
             chunk = await source.readany()
         if not chunk:
             return
-        for event in parser.feed(chunk):
+        events = parser.feed(chunk)
+        for event in events:
             on_event(event)
+        now = time.monotonic()
+        if now - window_start >= 1.0:
+            window_start, seen = now, 0
+        seen += len(events)
+        if seen >= max_events_per_s:
+            raise SSEFlood(f"over {max_events_per_s} events in one second")

@@ -17,13 +17,22 @@ fatal provider cannot become ready again, a closed one cannot emit, and so on.
     STALE                READY   PROVIDER_READY                   change detection back, or idle
     ERROR                READY   PROVIDER_READY                   a fetch succeeded
     READY, STALE, ERROR  FATAL   PROVIDER_ERROR (PROVIDER_FATAL)  401/403 from the bulk endpoint
-                                                                  or from a stream
+                                                                  or from a stream sent our
+                                                                  credentials
+    READY, STALE         ERROR   PROVIDER_ERROR (INVALID_CONTEXT) the new context cannot be
+                                                                  encoded
+    READY, STALE         REJECTED PROVIDER_ERROR (the body's code) 400/401/403 while serving the
+                                                                  persisted entry (ADR-0009)
     all but CLOSED       CLOSED  none                             shutdown
 
-Refused, among others: FATAL to anything but CLOSED; anything out of CLOSED; ERROR to STALE
-(ERROR already says the values are not current, and the SDK would read STALE as better);
-READY to ERROR (after a good fetch, failures keep serving the last good values, at worst
-STALE); NOT_READY to STALE.
+REJECTED is ADR-0009's "log, emit PROVIDER_ERROR and keep serving cached for the
+session": the SDK shows ERROR and still asks the provider, which answers from the
+persisted entry (reason CACHED) and makes no request again.
+
+Refused, among others: FATAL and REJECTED to anything but CLOSED; anything out of CLOSED;
+ERROR to STALE (ERROR already says the values are not current, and the SDK would read
+STALE as better); NOT_READY to STALE. READY to ERROR only for a context that cannot be
+encoded: a failed fetch keeps serving the last good values, at worst STALE.
 
 Transitions out of NOT_READY are silent because initialize() reports them itself. When
 initialize() stops waiting and raises GeneralError, the SDK shows ERROR whatever the real
@@ -52,6 +61,7 @@ class Status(enum.Enum):
     STALE = "STALE"
     ERROR = "ERROR"  # initialize() failed, not fatally: retrying in the background
     FATAL = "FATAL"  # credentials rejected: no request ever again
+    REJECTED = "REJECTED"  # ADR-0009: rejected while serving the persisted entry; kept
     CLOSED = "CLOSED"  # shut down
 
     @property
@@ -59,12 +69,14 @@ class Status(enum.Enum):
         """What the SDK reports for a provider in this status."""
         if self is Status.CLOSED:
             return ProviderStatus.NOT_READY  # as for any provider that was shut down
+        if self is Status.REJECTED:
+            return ProviderStatus.ERROR
         return ProviderStatus(self.value)
 
     @property
     def live(self) -> bool:
-        """Whether requests may still be made (neither FATAL nor CLOSED)."""
-        return self is not Status.FATAL and self is not Status.CLOSED
+        """Whether requests may still be made (not FATAL, REJECTED or CLOSED)."""
+        return self not in (Status.FATAL, Status.REJECTED, Status.CLOSED)
 
 
 _S = Status
@@ -73,10 +85,23 @@ _E = ProviderEvent
 #: from -> {to: the event that reports the move, None when it is silent}.
 TRANSITIONS: dict[Status, dict[Status, ProviderEvent | None]] = {
     _S.NOT_READY: {_S.READY: None, _S.ERROR: None, _S.FATAL: None, _S.CLOSED: None},
-    _S.READY: {_S.STALE: _E.PROVIDER_STALE, _S.FATAL: _E.PROVIDER_ERROR, _S.CLOSED: None},
-    _S.STALE: {_S.READY: _E.PROVIDER_READY, _S.FATAL: _E.PROVIDER_ERROR, _S.CLOSED: None},
+    _S.READY: {
+        _S.STALE: _E.PROVIDER_STALE,
+        _S.ERROR: _E.PROVIDER_ERROR,
+        _S.FATAL: _E.PROVIDER_ERROR,
+        _S.REJECTED: _E.PROVIDER_ERROR,
+        _S.CLOSED: None,
+    },
+    _S.STALE: {
+        _S.READY: _E.PROVIDER_READY,
+        _S.ERROR: _E.PROVIDER_ERROR,
+        _S.FATAL: _E.PROVIDER_ERROR,
+        _S.REJECTED: _E.PROVIDER_ERROR,
+        _S.CLOSED: None,
+    },
     _S.ERROR: {_S.READY: _E.PROVIDER_READY, _S.FATAL: _E.PROVIDER_ERROR, _S.CLOSED: None},
     _S.FATAL: {_S.CLOSED: None},
+    _S.REJECTED: {_S.CLOSED: None},
     _S.CLOSED: {},
 }
 
@@ -85,6 +110,7 @@ _REPORTS: dict[Status, ProviderEvent] = {
     _S.READY: _E.PROVIDER_READY,
     _S.STALE: _E.PROVIDER_STALE,
     _S.FATAL: _E.PROVIDER_ERROR,
+    _S.REJECTED: _E.PROVIDER_ERROR,
 }
 
 
@@ -114,6 +140,11 @@ class Lifecycle:
         if event is not None:
             self._emitter.emit(event, self._details)
         return True
+
+    def report(self, event: ProviderEvent, details: ProviderEventDetails) -> None:
+        """Emit ``event`` without a move (the status stays what it is, and says so)."""
+        self._details = details
+        self._emitter.emit(event, details)
 
     def initialize_raised(self) -> None:
         """initialize() raised GeneralError without waiting for the first fetch's outcome,

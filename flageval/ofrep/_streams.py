@@ -4,8 +4,9 @@ Each connection reconnects by itself with exponential backoff (jittered over the
 half of each step), sends ``Last-Event-ID`` when it has one, and reports four things to
 its owner: it connected (the owner re-fetches at once, closing the gap while it was
 down), a ``refetchEvaluation`` event arrived (with its etag/lastModified, verbatim), its
-state changed (the owner recomputes polling fallback and staleness), or it was answered
-401/403 (the owner goes fatal).
+state changed (the owner recomputes polling fallback and staleness), it was answered
+401/403 with our credentials (the owner goes fatal), or 401/403 without them (the
+stream's own token failed: the owner re-fetches the bulk evaluation for fresh URLs).
 
 Choices where ADR-0008 leaves one:
 - the configured headers (credentials) go to a stream only when its origin (scheme,
@@ -18,8 +19,17 @@ Choices where ADR-0008 leaves one:
   at least ``reconnect_max_s`` (30 s by default), the longest delay: a server or
   proxy that accepts, sends a keep-alive and drops is not hammered with reconnects
   (each followed by a bulk re-fetch);
-- a stream answering 401/403 is fatal, as the bulk endpoint: the provider stops
-  every request for good and emits ERROR (PROVIDER_FATAL);
+- a stream answering 401/403 is fatal, as the bulk endpoint, only when it was sent the
+  configured headers (our origin, headers configured): the server rejected our
+  credentials. Otherwise the token in its URL failed (expired, say): the connection
+  keeps its reconnect backoff and the owner re-fetches the bulk evaluation, whose
+  answer carries fresh stream URLs; so those re-fetches are as rare as the reconnects;
+- an ``id:`` that cannot be sent back in ``Last-Event-ID`` (a control character, or
+  over 1,024 characters) is dropped and counted: kept, it would fail every reconnect;
+- a stream that brings ``max_events_per_s`` events within one second is flooding: the
+  connection is dropped and reconnects with its backoff (which a short-lived
+  connection never resets), and the reconnect's re-fetch covers what was not read; so
+  a flood costs the loop about that many events per connection attempt;
 - a connection is dead after ``sse_read_timeout_s`` without a byte (keep-alive
   comments count as bytes).
 """
@@ -37,10 +47,12 @@ import msgspec
 
 from flageval._common import RateLimitedLog, backoff_s, parse_retry_after, redact_url
 
+from ._bulk import StreamSpec, same_origin
 from ._config import OFREPConfig
-from ._fetch import MAX_RETRY_AFTER_S, StreamSpec, same_origin
+from ._fetch import MAX_RETRY_AFTER_S
+from ._headers import MAX_ECHOED_VALUE_CHARS, sendable
 from ._ratelimit import RateGate
-from ._sse import SSEEvent, SSEParser, pump
+from ._sse import SSEEvent, SSEFlood, SSEParser, pump
 
 _decoder = msgspec.json.Decoder()
 
@@ -56,6 +68,14 @@ def _last_modified(raw: Any) -> str | None:
     if isinstance(raw, str):
         return raw
     return None
+
+
+def _query_value(value: str | None, stats: dict[str, int]) -> str | None:
+    # A value this long makes a URL servers refuse (414): the fetch goes without it.
+    if value is not None and len(value) > MAX_ECHOED_VALUE_CHARS:
+        stats["sse_field_dropped"] += 1
+        return None
+    return value
 
 
 class _Connection:
@@ -85,6 +105,8 @@ class _Connection:
         config = owner.config
         attempt = 0
         auth = same_origin(self.spec.url, config.base_url)
+        # Only a stream sent our credentials can have them rejected.
+        credentials_sent = auth and bool(config.headers)
         where = redact_url(self.spec.url)
         while True:
             await owner.gate.wait()
@@ -109,15 +131,28 @@ class _Connection:
                         owner.stats["fetch_rate_limited"] += 1
                         retry_after = response.headers.get("Retry-After")
                         wait = parse_retry_after(retry_after, MAX_RETRY_AFTER_S)
-                        owner.gate.block(wait if wait is not None else self._backoff_s(attempt))
+                        floor = self._backoff_s(attempt)  # Retry-After: 0 is no licence to storm
+                        owner.gate.block(floor if wait is None else max(wait, floor))
                         owner.log.log(
                             logging.WARNING, "sse-429", "event stream %s answered 429", where
                         )
-                    elif response.status in (401, 403):
+                    elif response.status in (401, 403) and credentials_sent:
                         # Credentials rejected: fatal, as for the bulk endpoint.
                         owner.stats["sse_connect_failures"] += 1
                         owner.on_fatal(response.status)
                         return
+                    elif response.status in (401, 403):
+                        owner.stats["sse_connect_failures"] += 1
+                        owner.stats["sse_token_rejected"] += 1
+                        owner.log.log(
+                            logging.WARNING,
+                            f"sse-token-{where}",
+                            "event stream %s answered HTTP %d: its URL's token was refused; "
+                            "re-fetching the bulk evaluation for fresh stream URLs",
+                            where,
+                            response.status,
+                        )
+                        owner.on_token_rejected()
                     elif response.status != 200 or response.content_type != "text/event-stream":
                         # W3C: any other type fails the connection (else a catch-all page
                         # would pass for a stream that ends at once, and be re-fetched).
@@ -141,10 +176,13 @@ class _Connection:
                             parser,
                             config.sse_read_timeout_s,
                             self._on_event,
+                            max_events_per_s=owner.max_events_per_s,
                         )
             except Exception as exc:
                 # Expected (network, read timeout, reader limits) or not: nothing else
                 # would ever reconnect this stream.
+                if isinstance(exc, SSEFlood):
+                    owner.stats["sse_flood_closes"] += 1
                 if not self.connected:
                     owner.stats["sse_connect_failures"] += 1
                 owner.log.log(
@@ -156,6 +194,9 @@ class _Connection:
                 )
             finally:
                 self.last_event_id = parser.last_event_id
+                if self.last_event_id and not sendable(self.last_event_id):
+                    owner.stats["sse_id_unsendable"] += 1
+                    self.last_event_id = ""
                 if parser.retry_ms is not None:
                     self.retry_ms = parser.retry_ms
                 if self.connected:
@@ -188,7 +229,8 @@ class _Connection:
         stats["sse_refetch_events"] += 1
         etag = payload.get("etag")
         self.owner.on_refetch(
-            etag if isinstance(etag, str) else None, _last_modified(payload.get("lastModified"))
+            _query_value(etag if isinstance(etag, str) else None, stats),
+            _query_value(_last_modified(payload.get("lastModified")), stats),
         )
 
 
@@ -207,6 +249,8 @@ class StreamManager:
         on_refetch: OnRefetch,
         on_state: Callable[[], None],
         on_fatal: Callable[[int], None],
+        on_token_rejected: Callable[[], None],
+        max_events_per_s: int,
     ) -> None:
         self.session = session
         self.config = config
@@ -217,6 +261,8 @@ class StreamManager:
         self.on_refetch = on_refetch
         self.on_state = on_state
         self.on_fatal = on_fatal
+        self.on_token_rejected = on_token_rejected
+        self.max_events_per_s = max_events_per_s
         self._connections: dict[str, _Connection] = {}
 
     @property

@@ -12,23 +12,37 @@ openfeature-sdk 0.10 has no context-changed callback for providers, so a provide
 follows the global context notices a new one on the next resolve (an identity check of
 one object, ~40 ns) and re-fetches in the background; ``on_context_changed`` has the
 signature of the OpenFeature static-context callback for SDKs that call it.
+
+A context the provider cannot encode (an attribute whose ``__str__`` raises, a cyclic
+list) is found on the caller's thread, so the very resolve that brought it answers
+INVALID_CONTEXT, as every later one does until a context that can be sent replaces it.
+
+Process life (``flageval.process``): at exit the provider shuts down; in a forked child
+(gunicorn ``--preload`` workers) the parent's loop, session and sockets are parked, never
+touched, the inherited evaluation is served, and the first use starts the child's own
+loop, streams and polling, which revalidate it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
 from openfeature.exception import GeneralError, OpenFeatureError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 
-from flageval._loop import LoopThread
+from flageval import process
+from flageval._loop import LoopThread, park
 
 from ._config import (
+    DEFAULT_EVENT_DEBOUNCE_S,
+    DEFAULT_EVENT_FETCH_INTERVAL_S,
     DEFAULT_RECONNECT_MAX_S,
     DEFAULT_RECONNECT_MIN_S,
     DEFAULT_RETRY_MAX_S,
@@ -39,9 +53,10 @@ from ._config import (
     OFREPConfig,
     load_config,
 )
+from ._context import ContextEncodingError, encode_context
 from ._diagnostics import logger, new_stats
-from ._refresh import Refresher
-from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, resolve
+from ._refresh import Handover, Refresher
+from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, resolve
 from ._shared import Shared
 from ._status import Status
 
@@ -59,11 +74,15 @@ class OFREPProvider(AbstractProvider):
     polling (``"polling"``) or by nothing but context changes (``"none"``).
 
     ``base_url``, ``headers`` and ``timeout_ms`` fall back to ``OFREP_ENDPOINT``,
-    ``OFREP_HEADERS`` (``k=v,k2=v2``, URL-decoded) and ``OFREP_TIMEOUT_MS`` (default
-    10000). ``poll_interval_s > 0`` with ``"sse"`` polls only while no stream can be
-    held. ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec`` (else
-    120 s). The keyword-only arguments tune timings; the defaults suit production.
-    Invalid settings raise ``ValueError`` naming the setting.
+    ``OFREP_HEADERS`` (``k=v,k2=v2``, URL-decoded first) and ``OFREP_TIMEOUT_MS``
+    (default 10000). ``poll_interval_s > 0`` with ``"sse"`` polls only while no stream
+    can be held. ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec``
+    (else 120 s). Persisted evaluations (ADR-0009): ``cache_mode``
+    (``local-cache-first``, ``network-first``, ``disabled``), ``cache_dir``,
+    ``cache_ttl_s`` and ``cache_key_prefix`` fall back to ``OFREP_CACHE_MODE``,
+    ``OFREP_CACHE_DIR``, ``OFREP_CACHE_TTL_S`` and ``OFREP_CACHE_KEY_PREFIX``. The other
+    keyword-only arguments tune timings; the defaults suit production. Invalid settings
+    raise ``ValueError`` naming the setting.
     """
 
     def __init__(
@@ -83,6 +102,12 @@ class OFREPProvider(AbstractProvider):
         retry_max_s: float = DEFAULT_RETRY_MAX_S,
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        event_debounce_s: float = DEFAULT_EVENT_DEBOUNCE_S,
+        event_fetch_interval_s: float = DEFAULT_EVENT_FETCH_INTERVAL_S,
+        cache_mode: str | None = None,
+        cache_dir: str | Path | None = None,
+        cache_ttl_s: float | None = None,
+        cache_key_prefix: str | None = None,
     ) -> None:
         super().__init__()
         if context is not None and not isinstance(context, EvaluationContext):
@@ -101,6 +126,12 @@ class OFREPProvider(AbstractProvider):
             retry_max_s=retry_max_s,
             stale_after_s=stale_after_s,
             shutdown_timeout_s=shutdown_timeout_s,
+            event_debounce_s=event_debounce_s,
+            event_fetch_interval_s=event_fetch_interval_s,
+            cache_mode=cache_mode,
+            cache_dir=cache_dir,
+            cache_ttl_s=cache_ttl_s,
+            cache_key_prefix=cache_key_prefix,
         )
         self._context = context
         self._follow_global = context is None
@@ -110,6 +141,9 @@ class OFREPProvider(AbstractProvider):
         self._lifecycle = threading.Lock()
         self._thread: LoopThread | None = None
         self._refresher: Refresher | None = None
+        self._pid = os.getpid()
+        self._inherited: Handover | None = None  # a forked child's, until its first use
+        process.track(self)
 
     @property
     def config(self) -> OFREPConfig:
@@ -141,7 +175,9 @@ class OFREPProvider(AbstractProvider):
                 raise GeneralError("the provider's loop thread did not start in time")
             refresher = Refresher(self._config, self._shared, self._stats, self)
             self._thread, self._refresher = thread, refresher
-        future = thread.submit(refresher.start(context))
+            self._inherited = None  # initialize() in a forked child starts afresh
+        body = self._encode(context)
+        future = thread.submit(refresher.start(body))
         if future is None:  # shut down by another thread meanwhile
             raise GeneralError("the provider was shut down during initialize")
         try:
@@ -161,6 +197,7 @@ class OFREPProvider(AbstractProvider):
         with self._lifecycle:
             thread, refresher = self._thread, self._refresher
             self._thread = self._refresher = None
+            self._inherited = None
         if thread is None or refresher is None:
             return
         if thread.in_loop_thread():
@@ -201,26 +238,79 @@ class OFREPProvider(AbstractProvider):
         did: a later change of the global context still takes over."""
         self._switch_context(new_context)
 
+    def _encode(self, context: EvaluationContext) -> bytes | ContextEncodingError:
+        """The request body, or the reason there is none; then every resolve from now on
+        (this thread's next one included) answers INVALID_CONTEXT."""
+        try:
+            return encode_context(context)
+        except ContextEncodingError as exc:
+            self._shared.entries = ContextError(str(exc))
+            return exc
+
     def _switch_context(
         self, context: EvaluationContext, from_global: bool = False
     ) -> concurrent.futures.Future[bool]:
+        self._restart_if_forked()
         thread, refresher = self._thread, self._refresher
         done: concurrent.futures.Future[bool] = concurrent.futures.Future()
         done.set_result(False)
         if thread is None or refresher is None:
             return done  # not started: initialize() will use this context
+        body = self._encode(context)
 
         async def switch() -> bool:
             # Submitted by a resolve that raced a set_context(): the explicit context wins.
             if from_global and not self._follow_global:
                 return False
-            return await refresher.set_context(context)
+            if isinstance(body, ContextEncodingError):
+                refresher.context_unusable(str(body))
+                return False
+            return await refresher.set_context(body)
 
         return thread.submit(switch()) or done  # None: the loop is closed
 
     def _global_context_changed(self, context: EvaluationContext) -> None:
         self._seen_global = context
         self._switch_context(context, from_global=True)
+
+    # -- process life (flageval.process) --------------------------------------------
+
+    def at_exit(self) -> None:
+        if self._pid == os.getpid():
+            self.shutdown()
+
+    def after_fork_in_child(self) -> None:
+        """The parent's loop, thread, session and sockets are parked, never used or
+        closed here; the inherited evaluation stays served until the first use."""
+        self._lifecycle = threading.Lock()  # the parent's may have been held at fork time
+        thread, refresher = self._thread, self._refresher
+        self._thread = self._refresher = None
+        self._pid = os.getpid()
+        self._shared.idle = self._shared.wake_requested = False
+        if thread is None or refresher is None:
+            return
+        thread.forget()
+        park(refresher)
+        handover = refresher.handover()
+        if handover.status.live:  # FATAL, REJECTED and CLOSED make no request again
+            self._inherited = handover
+
+    def _restart_if_forked(self) -> None:
+        """In a forked child, on first use: our own loop, from the parent's evaluation."""
+        with self._lifecycle:
+            inherited, self._inherited = self._inherited, None
+            if inherited is None or self._thread is not None:
+                return
+            thread = LoopThread("flageval-ofrep")
+            try:
+                thread.start(timeout_s=0)  # the resolve that got here does not wait
+            except RuntimeError:
+                logger.warning("forked child: could not start the provider's thread")
+                return
+            refresher = Refresher(self._config, self._shared, self._stats, self)
+            self._thread, self._refresher = thread, refresher
+            self._stats["fork_restarts"] += 1
+        thread.submit(refresher.adopt(inherited))
 
     # -- diagnostics -----------------------------------------------------------------
 
@@ -232,6 +322,8 @@ class OFREPProvider(AbstractProvider):
 
     def _touch(self) -> Shared:
         shared = self._shared
+        if self._inherited is not None:
+            self._restart_if_forked()
         shared.last_used = _monotonic()
         if shared.idle and not shared.wake_requested:
             self._wake()

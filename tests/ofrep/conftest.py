@@ -20,7 +20,17 @@ FAST = {
     "reconnect_max_s": 0.2,
     "retry_min_s": 0.05,
     "retry_max_s": 0.2,
+    # refetch events: the default 50 ms window, a ceiling of 10 fetches a second
+    "event_fetch_interval_s": 0.1,
 }
+
+
+@pytest.fixture(autouse=True)
+def own_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persisted evaluations (ADR-0009) of one test never reach another, nor ~/.cache."""
+    monkeypatch.setenv("OFREP_CACHE_DIR", str(tmp_path_factory.mktemp("ofrep-cache")))
 
 
 @pytest.fixture(autouse=True)

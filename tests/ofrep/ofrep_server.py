@@ -94,6 +94,7 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    target: str = ""  # the request target exactly as sent (path and query, undecoded)
 
     @property
     def json(self) -> Any:
@@ -244,6 +245,7 @@ class OFREPTestServer:
             query=dict(request.query),
             headers=dict(request.headers),
             body=body,
+            target=request.raw_path,
         )
         with self._lock:
             self.requests.append(rec)

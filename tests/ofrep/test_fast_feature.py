@@ -4,6 +4,7 @@ admin API (see fast_feature_server.py for how it is served on 127.0.0.1)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
@@ -92,3 +93,34 @@ def test_422_on_a_bad_body_is_a_non_fatal_error(
     assert client.get_provider_status() == ProviderStatus.READY
     wait_until(lambda: client.get_string_value("f", "") == "B", what="recovered")
     assert provider.stats()["fetch_status_other"] == 3
+
+
+def test_the_persisted_entry_is_revalidated_by_fast_feature_and_corrected_on_change(
+    tmp_path: Path, fast_feature: FastFeatureServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    # Issue 11 §2 against a real server: its ETag covers the response, compared exactly.
+    fast_feature.create_flag("checkout", {"on": True, "off": False}, "on")
+    alice = EvaluationContext("alice")
+    first = make_provider(
+        fast_feature.url, cache_dir=tmp_path, change_detection="none", context=alice
+    )
+    first.initialize(alice)
+    wait_until(lambda: first.stats()["cache_writes"] == 1, what="entry written")
+    first.shutdown()
+
+    second = make_provider(
+        fast_feature.url, cache_dir=tmp_path, change_detection="none", context=alice
+    )
+    second.initialize(alice)  # READY from the entry; the revalidation is a 304
+    wait_until(lambda: second.stats()["fetch_not_modified"] == 1, what="304 from fast-feature")
+    assert fast_feature.bulk_statuses[-1] == 304
+    assert second.resolve_boolean_details("checkout", False).reason == "STATIC"
+    second.shutdown()
+
+    fast_feature.update_flag("checkout", {"on": True, "off": False}, "off")
+    third = make_provider(
+        fast_feature.url, cache_dir=tmp_path, change_detection="none", context=alice
+    )
+    third.initialize(alice)
+    wait_until(lambda: third.resolve_boolean_details("checkout", True).value is False, what="fix")
+    assert fast_feature.bulk_statuses[-1] == 200

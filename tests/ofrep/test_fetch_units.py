@@ -12,17 +12,10 @@ from openfeature.evaluation_context import EvaluationContext
 from yarl import URL
 
 from flageval._common import parse_retry_after
+from flageval.ofrep._bulk import Failed, Fetched, parse_bulk, same_origin
 from flageval.ofrep._config import load_config
-from flageval.ofrep._fetch import (
-    MAX_RETRY_AFTER_S,
-    Failed,
-    Fetched,
-    FetchRequest,
-    bulk_url,
-    encode_context,
-    parse_bulk,
-    same_origin,
-)
+from flageval.ofrep._context import encode_context
+from flageval.ofrep._fetch import MAX_RETRY_AFTER_S, FetchRequest, bulk_url
 
 NOW = 1_700_000_000.0
 

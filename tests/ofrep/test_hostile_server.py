@@ -83,7 +83,7 @@ def test_a_server_listing_many_streams_cannot_starve_bulk_fetches(
 ) -> None:
     from openfeature import api
 
-    from flageval.ofrep._fetch import MAX_EVENT_STREAMS
+    from flageval.ofrep._bulk import MAX_EVENT_STREAMS
 
     server.set_flag("a", 1)
     # 120 distinct streams: followed, they would hold all 100 of the session's

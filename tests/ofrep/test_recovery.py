@@ -49,9 +49,12 @@ def test_an_initialize_that_times_out_keeps_going_and_emits_ready(
 def test_a_stream_answering_401_is_fatal_and_stops_every_request(
     server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
 ) -> None:
-    # OFREP: 401/403 are fatal. A stream that answers them is not retried forever.
+    # OFREP: 401/403 are fatal. A stream sent our credentials that answers them is not
+    # retried forever.
     server.set_flag("a", True)
-    provider = make_provider(server.url, poll_interval_s=0.05)
+    provider = make_provider(
+        server.url, poll_interval_s=0.05, headers={"Authorization": "Bearer t"}
+    )
     api.set_provider_and_wait(provider)
     # The stream appears after initialize: an ERROR emitted while the SDK is still in
     # set_provider_and_wait would be overwritten by its READY status.
@@ -131,7 +134,9 @@ def test_an_answer_in_flight_when_a_stream_goes_fatal_reopens_no_stream(
     # FATAL is terminal: a bulk answer that arrives after a stream's 401 is counted but
     # changes nothing (it used to reconnect the streams it lists).
     server.set_flag("a", True)
-    provider, client = start_with_stream(server, make_provider)
+    provider, client = start_with_stream(
+        server, make_provider, headers={"Authorization": "Bearer t"}
+    )
     server.hold_fetches()
     server.push(refetch(etag="e1"))
     wait_until(lambda: server.in_flight == 1, what="a fetch in flight")

@@ -22,9 +22,11 @@ from openfeature.exception import ErrorCode, GeneralError, ProviderFatalError
 from yarl import URL
 
 from flageval.ofrep import OFREPProvider
+from flageval.ofrep._bulk import NotModified, Outcome, Rejected, parse_bulk
 from flageval.ofrep._config import OFREPConfig
+from flageval.ofrep._context import encode_context
 from flageval.ofrep._diagnostics import new_stats
-from flageval.ofrep._fetch import Fatal, FetchRequest, NotModified, Outcome, fetch_bulk, parse_bulk
+from flageval.ofrep._fetch import FetchRequest, fetch_bulk
 from flageval.ofrep._refresh import BulkFetch, Refresher
 from flageval.ofrep._resolve import STR, resolve
 from flageval.ofrep._shared import Shared
@@ -59,6 +61,9 @@ class Held:
         self.calls += 1
         await self.release.wait()
         return self.outcome
+
+
+EMPTY = encode_context(EvaluationContext())
 
 
 def config(base_url: str, **kwargs: Any) -> OFREPConfig:
@@ -99,9 +104,9 @@ async def test_an_unexpected_fetch_exception_counts_as_a_failed_fetch_and_is_ret
         return await fetch_bulk(*args)
 
     refresher, shared, stats, _ = make(config(server.url, change_detection="none"), buggy_once)
-    await refresher.start(EvaluationContext())
+    await refresher.start(EMPTY)
     before = dict(stats)
-    future = refresher.set_context(EvaluationContext("ann"))
+    future = refresher.set_context(encode_context(EvaluationContext("ann")))
     assert await asyncio.wait_for(future, 5.0) is False  # its fetch failed: settled, not hung
     # The retry (error backoff <= 0.2 s) fetches for "ann".
     await until(lambda: resolve(shared.entries, "who", "", STR).value == "ann")
@@ -115,7 +120,7 @@ async def test_an_unexpected_fetch_exception_counts_as_a_failed_fetch_and_is_ret
 async def test_initialize_giving_up_during_the_first_fetch_reports_its_success_by_event() -> None:
     held = Held(fetched(a=1))
     refresher, shared, _, recorder = make(config("http://127.0.0.1:9"), held)
-    start = asyncio.create_task(refresher.start(EvaluationContext()))
+    start = asyncio.create_task(refresher.start(EMPTY))
     await until(lambda: held.calls == 1)
     refresher.initialize_abandoned()  # the SDK shows ERROR from here
     abandoned = refresher.status
@@ -130,9 +135,9 @@ async def test_initialize_giving_up_during_the_first_fetch_reports_its_success_b
 
 
 async def test_initialize_giving_up_during_the_first_fetch_reports_a_fatal_answer() -> None:
-    held = Held(Fatal(401))
+    held = Held(Rejected(401, None, "HTTP 401"))
     refresher, _, stats, recorder = make(config("http://127.0.0.1:9"), held)
-    start = asyncio.create_task(refresher.start(EvaluationContext()))
+    start = asyncio.create_task(refresher.start(EMPTY))
     await until(lambda: held.calls == 1)
     refresher.initialize_abandoned()
     held.release.set()
@@ -147,7 +152,10 @@ async def test_initialize_giving_up_during_the_first_fetch_reports_a_fatal_answe
 
 @pytest.mark.parametrize(
     ("outcome", "reported"),
-    [(fetched(a=1), ProviderEvent.PROVIDER_READY), (Fatal(403), ProviderEvent.PROVIDER_ERROR)],
+    [
+        (fetched(a=1), ProviderEvent.PROVIDER_READY),
+        (Rejected(403, None, "HTTP 403"), ProviderEvent.PROVIDER_ERROR),
+    ],
 )
 async def test_initialize_giving_up_after_the_first_fetch_reports_the_status_it_reached(
     outcome: Outcome, reported: ProviderEvent
@@ -156,7 +164,7 @@ async def test_initialize_giving_up_after_the_first_fetch_reports_the_status_it_
     held.release.set()
     refresher, _, _, recorder = make(config("http://127.0.0.1:9"), held)
     with contextlib.suppress(ProviderFatalError):
-        await refresher.start(EvaluationContext())
+        await refresher.start(EMPTY)
     assert recorder.events == []  # silent: initialize() reports it by returning or raising
     refresher.initialize_abandoned()  # ...but it raised GeneralError before seeing it
     assert recorder.kinds == [reported]
@@ -178,7 +186,7 @@ async def test_a_failed_start_raises_and_retries_in_error_until_the_first_succes
         config("http://127.0.0.1:9", change_detection="none"), fail_first
     )
     with pytest.raises(GeneralError, match="initial bulk evaluation failed: unexpected OSError"):
-        await refresher.start(EvaluationContext())
+        await refresher.start(EMPTY)
     failed = refresher.status
     assert failed is Status.ERROR and recorder.events == []
     await until(lambda: refresher.status is Status.READY)
@@ -187,7 +195,7 @@ async def test_a_failed_start_raises_and_retries_in_error_until_the_first_succes
     assert stats["fetch_internal_error"] == 1 and stats["fetch_ok"] == 1
     await refresher.close()
     assert refresher.status is Status.CLOSED
-    assert refresher.set_context(EvaluationContext("late")).result() is False
+    assert refresher.set_context(encode_context(EvaluationContext("late"))).result() is False
 
 
 async def test_a_fatal_answer_to_a_set_context_racing_the_first_fetch_fails_initialize() -> None:
@@ -196,12 +204,12 @@ async def test_a_fatal_answer_to_a_set_context_racing_the_first_fetch_fails_init
 
     async def fetch(session: Any, cfg: Any, body: bytes, etag: Any, req: Any) -> Outcome:
         calls.append(body)
-        return await first() if len(calls) == 1 else Fatal(401)
+        return await first() if len(calls) == 1 else Rejected(401, None, "HTTP 401")
 
     refresher, _, _, recorder = make(config("http://127.0.0.1:9"), fetch)
-    start = asyncio.create_task(refresher.start(EvaluationContext()))
+    start = asyncio.create_task(refresher.start(EMPTY))
     await until(lambda: len(calls) == 1)
-    refresher.set_context(EvaluationContext("bob"))  # its fetch answers 401 at once
+    refresher.set_context(encode_context(EvaluationContext("bob")))  # its fetch answers 401 at once
     await until(lambda: len(calls) == 2)
     first.release.set()  # then the first fetch's 200 arrives
     with pytest.raises(ProviderFatalError, match="HTTP 401"):

@@ -22,15 +22,20 @@ ALLOWED: dict[tuple[Status, Status], ProviderEvent | None] = {
     (S.NOT_READY, S.FATAL): None,  # initialize() raises ProviderFatalError
     (S.NOT_READY, S.CLOSED): None,
     (S.READY, S.STALE): E.PROVIDER_STALE,
+    (S.READY, S.ERROR): E.PROVIDER_ERROR,  # the new context cannot be encoded
     (S.READY, S.FATAL): E.PROVIDER_ERROR,
+    (S.READY, S.REJECTED): E.PROVIDER_ERROR,  # ADR-0009: 400/401/403 over a cached entry
     (S.READY, S.CLOSED): None,
     (S.STALE, S.READY): E.PROVIDER_READY,
+    (S.STALE, S.ERROR): E.PROVIDER_ERROR,
     (S.STALE, S.FATAL): E.PROVIDER_ERROR,
+    (S.STALE, S.REJECTED): E.PROVIDER_ERROR,
     (S.STALE, S.CLOSED): None,
     (S.ERROR, S.READY): E.PROVIDER_READY,
     (S.ERROR, S.FATAL): E.PROVIDER_ERROR,
     (S.ERROR, S.CLOSED): None,
     (S.FATAL, S.CLOSED): None,
+    (S.REJECTED, S.CLOSED): None,
 }
 
 # A legal way to reach each status from a new Lifecycle.
@@ -40,6 +45,7 @@ PATHS: dict[Status, list[Status]] = {
     S.STALE: [S.READY, S.STALE],
     S.ERROR: [S.ERROR],
     S.FATAL: [S.FATAL],
+    S.REJECTED: [S.READY, S.REJECTED],
     S.CLOSED: [S.CLOSED],
 }
 
@@ -82,6 +88,8 @@ def test_fatal_and_closed_are_terminal_and_error_never_goes_stale() -> None:
     # The combinations the booleans could represent and the enum cannot.
     fatal, fatal_events = reach(S.FATAL)
     assert [fatal.move(s) for s in (S.READY, S.STALE, S.ERROR, S.NOT_READY)] == [False] * 4
+    rejected, _ = reach(S.REJECTED)
+    assert [rejected.move(s) for s in (S.READY, S.STALE, S.ERROR, S.FATAL)] == [False] * 4
     closed, closed_events = reach(S.CLOSED)
     assert [closed.move(s) for s in Status] == [False] * len(Status)
     error, error_events = reach(S.ERROR)
@@ -104,6 +112,7 @@ def test_initialize_raised_after_the_outcome_reports_the_status_again() -> None:
         (S.READY, [E.PROVIDER_READY]),
         (S.STALE, [E.PROVIDER_STALE]),
         (S.ERROR, []),  # the SDK shows ERROR already
+        (S.REJECTED, [E.PROVIDER_ERROR]),
         (S.CLOSED, []),
     ]:
         lifecycle, recorder = reach(status)
@@ -129,6 +138,8 @@ def test_each_status_maps_onto_an_openfeature_provider_status() -> None:
         S.STALE: ProviderStatus.STALE,
         S.ERROR: ProviderStatus.ERROR,
         S.FATAL: ProviderStatus.FATAL,
+        # ADR-0009: the SDK shows ERROR and still asks the provider (cached values)
+        S.REJECTED: ProviderStatus.ERROR,
         S.CLOSED: ProviderStatus.NOT_READY,
     }
     assert {s for s in Status if s.live} == {S.NOT_READY, S.READY, S.STALE, S.ERROR}

@@ -77,7 +77,8 @@ def test_burst_of_events_during_a_fetch_collapses_into_one_follow_up(
     assert requests[before].query == {"flagConfigEtag": "e0"}
     # the follow-up carries the newest event's metadata
     assert requests[before + 1].query == {"flagConfigEtag": "e9", "flagConfigLastModified": "9"}
-    assert provider.stats()["fetch_coalesced"] == 8
+    # e1..e9: held and merged by the coalescer (8 merges), then one request
+    assert provider.stats()["sse_events_coalesced"] == 8
 
 
 def test_304_keeps_the_streams_and_a_200_without_streams_closes_them(

@@ -1,0 +1,77 @@
+"""What is served, and where it came from. Loop only.
+
+`Snapshot` owns the raw items of the evaluation being served (for change detection),
+the stream specs that came with it, and whether it is the persisted entry not yet
+confirmed by the server (ADR-0009: reason CACHED). It publishes the resolvable entries
+through ``Shared.entries`` (one assignment; resolving threads read it without a lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._bulk import Fetched, StreamSpec
+from ._resolve import ContextError, entry_from_item
+from ._shared import Shared
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+    return sorted(keys)
+
+
+class Snapshot:
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+        self.items: dict[str, Any] = {}
+        self.specs: tuple[StreamSpec, ...] = ()
+        self.from_cache = False
+
+    @property
+    def served(self) -> bool:
+        """Whether evaluations (live or persisted) are being served."""
+        entries = self._shared.entries
+        return entries is not None and not isinstance(entries, ContextError)
+
+    def replace(self, fetched: Fetched) -> list[str]:
+        """Serve a 200's evaluation. Returns the flags whose resolution changed: none for
+        the first evaluation, every flag when it replaces the persisted entry (their
+        reason, at least, is no longer CACHED)."""
+        if self.from_cache:
+            changed = sorted(self.items.keys() | fetched.items.keys())
+        elif self.served:
+            changed = changed_keys(self.items, fetched.items)
+        else:
+            changed = []
+        self.items = fetched.items
+        self.specs = fetched.streams
+        self.from_cache = False
+        self._shared.entries = fetched.entries
+        return changed
+
+    def load_cached(self, fetched: Fetched) -> None:
+        """Serve the persisted entry (its entries carry reason CACHED)."""
+        self.items = fetched.items
+        self.specs = fetched.streams
+        self.from_cache = True
+        self._shared.entries = fetched.entries
+
+    def adopt(self, items: dict[str, Any], specs: tuple[StreamSpec, ...], from_cache: bool) -> None:
+        """A forked child's: the parent's snapshot (its entries are already shared)."""
+        self.items, self.specs, self.from_cache = items, specs, from_cache
+
+    def confirm(self) -> list[str]:
+        """A 304 for the persisted entry: the server's reasons replace CACHED; returns
+        the flags whose resolution changed so (all of them; none when not cached)."""
+        if not self.from_cache:
+            return []
+        self.from_cache = False
+        self._shared.entries = {key: entry_from_item(item) for key, item in self.items.items()}
+        return sorted(self.items)
+
+    def unusable(self, message: str) -> None:
+        """The context cannot be encoded: every flag resolves to INVALID_CONTEXT."""
+        self.items = {}
+        self.from_cache = False
+        self._shared.entries = ContextError(message)
