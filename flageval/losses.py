@@ -26,6 +26,8 @@ DELIVERY_UNKNOWN = "delivery_unknown"
 RETRY_BUFFER_FULL = "retry_buffer_full"
 INTAKE_UNAVAILABLE = "intake_unavailable"
 WORKER_ERROR = "worker_error"
+WORKER_STALLED = "worker_stalled"
+NEVER_STARTED = "never_started"
 
 DROPPED: Mapping[str, str] = {
     QUEUE_OVERFLOW: "the hand-off was full (the worker could not keep up)",
@@ -44,6 +46,15 @@ DROPPED: Mapping[str, str] = {
     RETRY_BUFFER_FULL: "bodies waiting past `retry_buffer_bytes` (oldest first)",
     INTAKE_UNAVAILABLE: "still undelivered when shutdown's deadline came",
     WORKER_ERROR: "an evaluation or batch the worker failed on (a bug; logged)",
+    WORKER_STALLED: (
+        "not delivered when shutdown's deadline came while the worker was still busy in "
+        "application code (a slow `__str__` of a context value): nothing is sent after "
+        "`shutdown()` returns, though a body already in flight may still arrive"
+    ),
+    NEVER_STARTED: (
+        "queued by an `autostart=False` pipeline whose worker was never started "
+        "(`start()` / `start_async()`) before its shutdown or the process's exit"
+    ),
 }
 
 # -- degraded: posted without targeting key and context ---------------------------------

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     # "Once per process" must not hide a test's own message behind an earlier test's.
-    monkeypatch.setattr(config, "_reported", set())
+    monkeypatch.setattr(config, "_reported", set(), raising=False)
 
 
 def errors(caplog: pytest.LogCaptureFixture, level: int = logging.ERROR) -> list[str]:

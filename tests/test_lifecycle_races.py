@@ -229,7 +229,7 @@ def test_shutdown_from_a_signal_handler_during_the_first_start_does_not_deadlock
     script = textwrap.dedent(
         """
         import json, os, signal, time
-        import flageval, flageval.telemetry as tm
+        import flageval, flageval.worker as tm
         from openfeature import api
         from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
