@@ -4,22 +4,26 @@ Registering per object would keep every object ever built in both lists (neither
 be unregistered one by one); instead members sit in a weak registry and the hooks,
 registered once, visit those still alive. Members are ``Telemetry`` pipelines.
 
-Stop signals: ``atexit`` runs only when the interpreter ends normally. A SIGTERM with
-its default action ends the process at once, and uvicorn ends with exactly that: after
-its graceful shutdown it restores the handlers it found and re-raises the signal. So,
-as dd-trace-py does (``register_on_exit_signal``), SIGTERM and SIGINT get a handler of
-ours chained in front of the one in place, installed from the main thread when a
-pipeline is built (in a server, while the application module is imported) or its
-worker starts. What it does depends on the handler it replaced:
+Stop signals: ``atexit`` runs only when the interpreter ends normally, and a SIGTERM
+left to its default action ends the process at once. So, as dd-trace-py does
+(``register_on_exit_signal``), SIGTERM and SIGINT get a handler of ours chained in
+front of the one in place, from the main thread, when a pipeline is built (in a
+server: while the application module is imported) or its worker starts. What it does
+depends on the handler it replaced:
 
-* the default action: shut every pipeline down (deliver), then die of the signal;
-* ``default_int_handler`` (left alone: ``asyncio.run`` needs it) and gunicorn's
-  workers' handlers: nothing, they end through ``sys.exit`` and so ``atexit``;
-* uvicorn's, or anything else: flush what was counted, then call it. Under uvicorn
-  that is all that can run before the process dies, so evaluations made afterwards (by
-  requests still in flight) are lost unless the app is wrapped in
-  ``flageval.asgi.FlagEvalMiddleware``, which shuts down at the lifespan's end, after
-  uvicorn has waited for those requests. Without it, a warning says so once, when the
+* the default action: shut every pipeline down (deliver), then die of the signal as
+  before. This is also how uvicorn ends when it imported the application before
+  taking the signals (one process, and gunicorn's uvicorn workers): after its graceful
+  shutdown it restores the handler it found, ours, and re-raises the signal into it;
+* ``default_int_handler`` (left in place: ``asyncio.run`` looks for it), gunicorn's
+  worker handlers, uvicorn's SIGINT: never chained; they end through ``sys.exit`` or
+  KeyboardInterrupt, so through ``atexit``;
+* uvicorn's SIGTERM handler (``--workers``/``--reload`` children import the app after
+  taking the signals), or any other: flush what was counted, then call it. Under
+  uvicorn that is the last code that runs (it re-raises into the default action), so
+  evaluations made afterwards, by requests still in flight, are lost unless the app is
+  wrapped in ``flageval.asgi.FlagEvalMiddleware`` (it shuts down at the lifespan's
+  end, after uvicorn has waited for those requests); a warning says so once, when the
   first worker starts.
 """
 
@@ -139,7 +143,7 @@ class _Chained:
         _on_signal(signum, frame, self.previous)
 
 
-def _kind(handler: Any) -> str:
+def _kind(handler: Any, sig: int) -> str:
     if handler is signal.SIG_DFL:
         return "dies"
     if handler is signal.default_int_handler:
@@ -148,13 +152,14 @@ def _kind(handler: Any) -> str:
     if owner.startswith("gunicorn."):
         return "exits"  # a worker's handle_exit/handle_quit: it ends via sys.exit
     if owner.startswith("uvicorn."):
-        return "uvicorn"
+        # It re-raises into the handler it found: for SIGINT, default_int_handler.
+        return "uvicorn" if sig == signal.SIGTERM else "exits"
     return "other"
 
 
 def _on_signal(signum: int, frame: FrameType | None, previous: Any) -> None:
     global _in_handler
-    kind = _kind(previous)
+    kind = _kind(previous, signum)
     # A second signal during our work (a second Ctrl+C) goes straight on.
     if not _in_handler and (kind == "dies" or (kind != "exits" and not _lifespans)):
         _in_handler = True
@@ -176,7 +181,7 @@ def _on_signal(signum: int, frame: FrameType | None, previous: Any) -> None:
 def install_signal_handlers() -> None:
     """Chain our handler in front of SIGTERM's and SIGINT's (from the main thread; from
     another, only notice uvicorn). Idempotent. Never where the signal is ignored, nor
-    over a handler Python did not install, nor over ``default_int_handler``."""
+    over a handler Python did not install, nor over one that ends through atexit."""
     global _exposed
     main = threading.current_thread() is threading.main_thread()
     for sig in _STOP_SIGNALS:
@@ -185,13 +190,13 @@ def install_signal_handlers() -> None:
         except (ValueError, OSError):
             continue
         if isinstance(current, _Chained):
-            _exposed = _exposed or _kind(current.previous) == "uvicorn"
+            _exposed = _exposed or _kind(current.previous, sig) == "uvicorn"
             continue
-        if _kind(current) == "uvicorn" and _installed.get(sig) == os.getpid():
+        kind = _kind(current, sig)
+        if kind == "uvicorn" and _installed.get(sig) == os.getpid():
             continue  # uvicorn took ours in when it started, and restores it at the end
-        if _kind(current) == "uvicorn":
-            _exposed = True
-        if not main or current in (signal.SIG_IGN, None, signal.default_int_handler):
+        _exposed = _exposed or kind == "uvicorn"
+        if not main or kind == "exits" or current in (signal.SIG_IGN, None):
             continue
         try:
             signal.signal(sig, _Chained(current))
