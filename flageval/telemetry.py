@@ -150,7 +150,11 @@ class Telemetry:
         h = self._handoff_or_fail()
         runner = Runner.on_own_thread(self.settings, h)
         if runner is None:
-            return  # logged, and the hand-off closed: later evaluations count as closed
+            # Logged, and the hand-off closed: later evaluations count as closed, and
+            # this is the pipeline's end (a shutdown has nothing left to wait for).
+            self._count_unstarted()
+            self._shutdown_done.set()
+            return
         self._runner = runner
         h.open()
         runner.release_when_collected(self, h, self.settings.shutdown_timeout_s)
