@@ -16,6 +16,7 @@ untouched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -67,6 +68,8 @@ class _Lifespan:
 
         try:
             await self.app(scope, receive_, send_)
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             if self.sent:
                 raise  # the application speaks lifespan and failed: the server decides
