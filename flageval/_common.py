@@ -14,7 +14,6 @@ import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, spread: float = 1.0) -> float:
@@ -60,16 +59,20 @@ def parse_retry_after(value: str | None, cap_s: float, now: float | None = None)
 
 def redact_url(url: object) -> str:
     """A URL reduced to scheme://host[:port]/path: no userinfo, query or fragment, the
-    only form of a URL that may reach a log or an error text."""
-    try:
-        parts = urlsplit(str(url))
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
-    except ValueError:
-        return "<unparseable url>"
+    only form of a URL that may reach a log or an error text. Plain string work, so any
+    text comes out as itself minus its secrets (``localhost:8126`` stays that, a URL in
+    the wrong variable stays readable), never "unparseable"."""
+    text = str(url)
+    for mark in "?#":
+        text = text.partition(mark)[0]
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    # Everything before the last "@" is userinfo (a password may hold "/" or ":").
+    rest = rest.rpartition("@")[2]
+    shown = f"{scheme}{sep}{rest}"
+    # Control characters would let a value forge log lines.
+    return "".join(c if c.isprintable() else "?" for c in shown)
 
 
 def check_number(

@@ -28,9 +28,9 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 
 from ._local_intake import LocalIntake
 from .config import INTAKE_PATH, Settings
+from .fields import hash_targeting_key
 from .stats import Stats
 from .telemetry import Telemetry
-from .fields import hash_targeting_key
 
 USERS = 40
 #: A small per-flag cap (the default is 10,000) so that one flag overflows it.

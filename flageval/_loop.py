@@ -165,6 +165,12 @@ class LoopThread:
             self._thread.join(max(0.0, timeout_s))
         return not self._thread.is_alive()
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the thread to end by itself; True if it did within the time."""
+        if not self.in_loop_thread() and self._thread.ident is not None:
+            self._thread.join(max(0.0, timeout_s))
+        return not self._thread.is_alive()
+
     def stop_soon(self) -> None:
         """Stop the loop once the callback running now returns (from the loop itself)."""
         self._loop.call_soon(self._loop.stop)

@@ -1,40 +1,74 @@
 """Configuration: every setting, its environment variable, its default, its validation.
 
 Each setting is a keyword argument of :class:`flageval.Telemetry`; a keyword left out
-falls back to its environment variable, then to the default below. A value that cannot
-be used raises :class:`ValueError` naming the setting (and the variable it came from),
-at construction time, never later on a background thread.
+falls back to its environment variable, then to the default below.
+
+* Keywords are the programmer's: a value that cannot be used raises ValueError naming
+  the setting, at construction (caught in development).
+* The environment is the operator's, and a typo there must never take the application
+  down: an unusable value is logged once at ERROR, naming the variable and what was
+  expected, and the default is used; where no default is safe (where to send the
+  counts, agentless without a key) the pipeline turns itself off with that error.
+* The killswitch is read first, by Datadog's convention (only ``true`` and ``1`` mean
+  on): off means nothing else is read, validated or imported.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, TypedDict, TypeVar, Unpack
+import threading
+from collections.abc import Mapping
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
-from ._common import check_number, redact_url
+from ._checks import BOOLS, NUMBERS, TEXTS, check_field, check_url, is_host, parse_env
+from ._common import redact_url
 from .service import infer_service
+
+log = logging.getLogger("flageval")
 
 KILLSWITCH_ENV = "DD_FLAGGING_EVALUATION_COUNTS_ENABLED"
 INTAKE_PATH = "/evp_proxy/v2/api/v2/flagevaluation"
 AGENTLESS_PATH = "/api/v2/flagevaluation"
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
-_FALSE = frozenset({"false", "0", "no", "off"})
-_TRUE = frozenset({"true", "1", "yes", "on"})
+#: Datadog's booleans (dd-trace-py's ``asbool``): these two mean on, anything else off.
+_DD_ON = frozenset({"true", "1"})
+_DD_OFF = frozenset({"false", "0", "no", "off"})  # off, and clearly meant so: no warning
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
 
-T = TypeVar("T")
+
+def _report(var: str, raw: str, message: str, level: int = logging.ERROR) -> None:
+    """Log ``message`` about ``var`` once per process and value (a pipeline built per
+    request must not log per request); bounded by the environment's own size."""
+    with _reported_lock:
+        if (var, raw) in _reported or len(_reported) >= 1024:
+            return
+        _reported.add((var, raw))
+    log.log(level, "%s", message)
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in _TRUE:
+def enabled_from_env(env: Mapping[str, str]) -> bool:
+    """The killswitch, by Datadog's convention: unset means on, ``true``/``1`` (any
+    case) on, anything else off, with a warning when the spelling is not a known one."""
+    raw = env.get(KILLSWITCH_ENV)
+    if raw is None or not raw.strip():
         return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}, got {text!r}")
+    low = raw.strip().lower()
+    if low in _DD_ON:
+        return True
+    if low not in _DD_OFF:
+        _report(
+            KILLSWITCH_ENV,
+            raw,
+            f"{KILLSWITCH_ENV}={raw!r} is neither 'true'/'1' nor 'false'/'0': evaluation "
+            "telemetry is off (Datadog's convention: anything but true or 1 is false)",
+            logging.WARNING,
+        )
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,108 +132,42 @@ class Settings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, **settings: Unpack[SettingsOverrides]
     ) -> Settings:
-        """Settings from keyword overrides, else environment variables, else defaults."""
+        """Settings from keyword overrides, else environment variables, else defaults
+        (see the module docstring for what a bad value does)."""
         env = os.environ if environ is None else environ
-        overrides: dict[str, Any] = dict(settings)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        given: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+        unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown flageval setting(s): {', '.join(sorted(unknown))}")
-        values: dict[str, Any] = {}
-
-        def pick(name: str, var: str | None, parse: Callable[[str], T]) -> None:
-            if overrides.get(name) is not None:
-                values[name] = overrides[name]
-                return
-            raw = env.get(var) if var else None
-            if raw is None or raw.strip() == "":
-                return
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                raise ValueError(f"invalid {var} (setting {name!r}): {exc}") from None
-
-        pick("enabled", KILLSWITCH_ENV, _parse_bool)
-        pick("agentless", "FLAGEVAL_AGENTLESS", _parse_bool)
-        pick("api_key", "DD_API_KEY", str)
-        pick("site", "DD_SITE", str)
-        pick("intake_url", "FLAGEVAL_INTAKE_URL", str)
-        pick("service", "DD_SERVICE", str)
-        pick("env", "DD_ENV", str)
-        pick("version", "DD_VERSION", str)
-        pick("flush_interval_s", "FLAGEVAL_FLUSH_INTERVAL_S", float)
-        pick("drain_interval_s", "FLAGEVAL_DRAIN_INTERVAL_S", float)
-        pick("queue_size", "FLAGEVAL_QUEUE_SIZE", int)
-        pick("max_full_buckets", "FLAGEVAL_MAX_FULL_BUCKETS", int)
-        pick("max_buckets_per_flag", "FLAGEVAL_MAX_BUCKETS_PER_FLAG", int)
-        pick("max_degraded_buckets", "FLAGEVAL_MAX_DEGRADED_BUCKETS", int)
-        pick("memory_budget_bytes", "FLAGEVAL_MEMORY_BUDGET_BYTES", int)
-        pick("max_body_bytes", "FLAGEVAL_MAX_BODY_BYTES", int)
-        pick("request_timeout_s", "FLAGEVAL_REQUEST_TIMEOUT_S", float)
-        pick("max_retries", "FLAGEVAL_MAX_RETRIES", int)
-        pick("retry_backoff_s", "FLAGEVAL_RETRY_BACKOFF_S", float)
-        pick("retry_buffer_bytes", "FLAGEVAL_RETRY_BUFFER_BYTES", int)
-        pick("shutdown_timeout_s", "FLAGEVAL_SHUTDOWN_TIMEOUT_S", float)
-        pick("full_data_default", "FLAGEVAL_FULL_DATA_DEFAULT", _parse_bool)
-        pick("verify_tls", "FLAGEVAL_VERIFY_TLS", _parse_bool)
-        if overrides.get("agent_url") is not None:
-            values["agent_url"] = overrides["agent_url"]
-        else:
-            values["agent_url"] = _agent_url_from_env(env)
-        values["service"] = values["service"] if "service" in values else infer_service()
+        for name, value in given.items():
+            check_field(name, value)  # strict: the programmer's values
+        enabled = given.get("enabled")
+        if not (enabled_from_env(env) if enabled is None else enabled):
+            # Off: the environment is not read further, but a keyword URL is still
+            # checked, so a typo shows in development whatever the killswitch says.
+            for name in ("agent_url", "intake_url"):
+                if name in given:
+                    check_url(name, given[name], unix=name == "agent_url")
+            return cls(**{**given, "enabled": False})
+        try:
+            values = {**_from_env(env, given), **given}
+        except _Off as off:
+            _report(off.var, off.raw, f"{off}; evaluation telemetry is off")
+            return cls(enabled=False)
         result = cls(**values)
-        result.validate()
+        result.validate()  # what is left to fail is the keywords' (or their mix)
         return result
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot be used."""
-
-        def positive(name: str, minimum: float = 0, inclusive: bool = False) -> None:
-            check_number(getattr(self, name), name, minimum=minimum, inclusive=inclusive)
-
-        def positive_int(name: str, minimum: int = 0, inclusive: bool = False) -> None:
-            value = getattr(self, name)
-            check_number(value, name, minimum=minimum, inclusive=inclusive, integer=True)
-
-        for name in ("flush_interval_s", "drain_interval_s", "request_timeout_s"):
-            positive(name)
-        for name in ("shutdown_timeout_s", "retry_backoff_s"):
-            positive(name, inclusive=True)
-        for name in (
-            "queue_size",
-            "max_full_buckets",
-            "max_buckets_per_flag",
-            "max_degraded_buckets",
-            "memory_budget_bytes",
-            "retry_buffer_bytes",
-        ):
-            positive_int(name)
-        positive_int("max_retries", inclusive=True)
-        # A body must hold at least its envelope and one small row.
-        positive_int("max_body_bytes", minimum=1024, inclusive=True)
+        for f in dataclasses.fields(self):
+            check_field(f.name, getattr(self, f.name))
         if self.retry_buffer_bytes < self.max_body_bytes:
             # Below one body the bound could not hold: a waiting body would exceed it.
             raise ValueError(
                 f"retry_buffer_bytes ({self.retry_buffer_bytes}) must be >= max_body_bytes "
                 f"({self.max_body_bytes})"
             )
-        for name in ("enabled", "agentless", "full_data_default", "verify_tls"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if not isinstance(self.service, str) or not self.service:
-            raise ValueError(f"service must be a non-empty string, got {self.service!r}")
-        for name in ("env", "version"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{name} must be a string, got {value!r}")
-        for name in ("service", "env", "version"):
-            # They go into every body as UTF-8: an undecodable byte from the
-            # environment (a lone surrogate here) would fail every worker start.
-            value = getattr(self, name)
-            if value is not None and not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError(f"{name} is not valid UTF-8 text: {value!r}") from None
         if self.agentless and not self.api_key:
             raise ValueError("agentless requires api_key (or DD_API_KEY)")
         self.endpoint()  # validates agent_url / intake_url / site
@@ -213,22 +181,18 @@ class Settings:
         if self.agentless:
             url = self.intake_url or f"https://event-platform-intake.{self.site}{AGENTLESS_PATH}"
             headers = {"Content-Type": "application/json", "DD-API-KEY": str(self.api_key)}
-            _check_http_url("intake_url", url)
+            check_url("intake_url" if self.intake_url else "site", url, unix=False)
             return Endpoint(url, None, headers, redact_url(url), "agentless")
         if self.intake_url:
-            _check_http_url("intake_url", self.intake_url)
+            check_url("intake_url", self.intake_url, unix=False)
             return Endpoint(self.intake_url, None, headers, redact_url(self.intake_url))
         agent = self.agent_url
-        if not isinstance(agent, str):
-            raise ValueError(f"agent_url must be a string, got {type(agent).__name__}")
+        check_url("agent_url", agent, unix=True)
         if agent.startswith("unix://"):
             path = agent[len("unix://") :]
-            if not path.startswith("/"):
-                raise ValueError("agent_url unix:// needs an absolute socket path")
             return Endpoint(
                 "http://localhost" + INTAKE_PATH, path, headers, "unix://" + path, "agent"
             )
-        _check_http_url("agent_url", agent)
         # The intake path goes after the agent URL's own path, before any query.
         parts = urlsplit(agent)
         path = parts.path.rstrip("/") + INTAKE_PATH
@@ -266,27 +230,93 @@ class SettingsOverrides(TypedDict, total=False):
     verify_tls: bool | None
 
 
-def _check_http_url(name: str, url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{name} is not a valid URL: {redact_url(url)}") from None
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(
-            f"{name} must be http://, https:// or unix:// with a host, got {redact_url(url)}"
-        )
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
+def _from_env(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting not given as a keyword that the environment sets, each checked on
+    its own: a bad one is reported and left out (its default applies). Raises _Off
+    when the values that decide where counts go cannot be used."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, var in {**{n: v[0] for n, v in NUMBERS.items()}, **BOOLS, **TEXTS}.items():
+        raw = env.get(var)
+        if name in given or raw is None or not raw.strip():
+            continue
+        try:
+            values[name] = parse_env(name, raw)
+            origin[name] = var
+        except ValueError as exc:
+            if name == "site" and (given.get("agentless") or env.get("FLAGEVAL_AGENTLESS")):
+                # No default is safe: another site is another region's intake.
+                raise _Off(var, raw, f"{var} {exc}, got {raw!r}") from None
+            default = infer_service() if name == "service" else _DEFAULTS[name]
+            _report(var, raw, f"{var} {exc}, got {raw!r}; using the default {default!r}")
+
+    def effective(name: str) -> Any:
+        return given.get(name, values.get(name, _DEFAULTS[name]))
+
+    if effective("retry_buffer_bytes") < effective("max_body_bytes"):
+        for name in ("retry_buffer_bytes", "max_body_bytes"):
+            if name in origin:
+                var = origin[name]
+                _report(
+                    var,
+                    env[var],
+                    f"{var}={env[var]!r} conflicts: retry_buffer_bytes must be >= "
+                    f"max_body_bytes (one body must fit); using the default {_DEFAULTS[name]}",
+                )
+                del values[name]
+    if effective("agentless") and not effective("api_key") and "agentless" in origin:
+        raise _Off("FLAGEVAL_AGENTLESS", env["FLAGEVAL_AGENTLESS"], "agentless needs DD_API_KEY")
+    if "intake_url" in origin and (effective("agentless") or effective("intake_url")):
+        try:
+            check_url("FLAGEVAL_INTAKE_URL", effective("intake_url"), unix=False)
+        except ValueError as exc:
+            raise _Off("FLAGEVAL_INTAKE_URL", env["FLAGEVAL_INTAKE_URL"], str(exc)) from None
+    if not (effective("agentless") or effective("intake_url")) and "agent_url" not in given:
+        values["agent_url"] = _agent_url_from_env(env)
+    if "service" not in given and "service" not in values:
+        values["service"] = infer_service()
+    return values
+
+
+class _Off(Exception):
+    """An environment value with no safe default: the pipeline turns itself off."""
+
+    def __init__(self, var: str, raw: str, message: str) -> None:
+        super().__init__(message)
+        self.var, self.raw = var, raw
 
 
 def _agent_url_from_env(env: Mapping[str, str]) -> str:
+    """The agent's URL by Datadog's convention: DD_TRACE_AGENT_URL, else
+    http://DD_AGENT_HOST:DD_TRACE_AGENT_PORT (localhost, 8126)."""
     url = env.get("DD_TRACE_AGENT_URL", "").strip()
     if url:
+        try:
+            check_url("DD_TRACE_AGENT_URL", url, unix=True)
+        except ValueError as exc:
+            raise _Off("DD_TRACE_AGENT_URL", url, str(exc)) from None
         return url
-    host = env.get("DD_AGENT_HOST", "").strip() or "localhost"
-    port = env.get("DD_TRACE_AGENT_PORT", "").strip() or "8126"
+    port = env.get("DD_TRACE_AGENT_PORT", "").strip()
     # isascii(): "²" passes isdigit() and then fails int() without naming the variable.
-    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid DD_TRACE_AGENT_PORT (setting 'agent_url'): {port!r}")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        _report(
+            "DD_TRACE_AGENT_PORT",
+            port,
+            f"DD_TRACE_AGENT_PORT must be a port number from 1 to 65535, got {port!r}; "
+            "using the default 8126",
+        )
+        port = ""
+    host = env.get("DD_AGENT_HOST", "").strip() or "localhost"
+    if not is_host(host):
+        hint = " (a URL goes in DD_TRACE_AGENT_URL)" if "/" in host else ""
+        raise _Off(
+            "DD_AGENT_HOST",
+            host,
+            f"DD_AGENT_HOST must be a host name or an IP address{hint}, got {redact_url(host)!r}",
+        )
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # a bare IPv6 address
-    return f"http://{host}:{port}"
+    return f"http://{host}:{int(port) if port else 8126}"

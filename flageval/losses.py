@@ -28,6 +28,8 @@ INTAKE_UNAVAILABLE = "intake_unavailable"
 WORKER_ERROR = "worker_error"
 AGENT_NO_EVP_PROXY = "agent_no_evp_proxy"
 UNREADABLE = "unreadable_value"
+WORKER_STALLED = "worker_stalled"
+NEVER_STARTED = "never_started"
 
 DROPPED: Mapping[str, str] = {
     QUEUE_OVERFLOW: "the hand-off was full (the worker could not keep up)",
@@ -54,6 +56,15 @@ DROPPED: Mapping[str, str] = {
         "a flag key, variant or error message that could not be made text, or metadata "
         "that could not be read (the value's `__str__` or the mapping raised; logged, "
         "rate-limited): no row can be built without them"
+    ),
+    WORKER_STALLED: (
+        "not delivered when shutdown's deadline came while the worker was still busy in "
+        "application code (a slow `__str__` of a context value): nothing is sent after "
+        "`shutdown()` returns, though a body already in flight may still arrive"
+    ),
+    NEVER_STARTED: (
+        "queued by an `autostart=False` pipeline whose worker was never started "
+        "(`start()` / `start_async()`) before its shutdown or the process's exit"
     ),
 }
 

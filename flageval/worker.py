@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -80,6 +81,7 @@ class Worker:
             retry_buffer_bytes=settings.retry_buffer_bytes,
             verify_tls=settings.verify_tls,
             ledger=self.ledger,
+            clock=self._now,
         )
         self.prefix = envelope_prefix(settings.service, settings.env, settings.version)
         self.drained = 0
@@ -88,14 +90,28 @@ class Worker:
         #: True once shutdown has done its final drain: from then on nothing drains the
         #: hand-off, and what is still in it raced past ``close`` (counted ``closed``).
         self.stopped = False
+        #: Set from any thread by :meth:`halt`.
+        self.halted = False
         self._warn = RateLimitedLog(log)
         self._flush_lock: asyncio.Lock | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def halt(self) -> None:
+        """Stop for good, from any thread, without the loop: a shutdown's deadline came
+        while the loop was busy in application code, and its owner has counted what is
+        left. From then on nothing is drained and no request starts (to the sender every
+        deadline has passed), whatever task the loop resumes."""
+        self.halted = True
+
+    def _now(self) -> float:
+        return math.inf if self.halted else time.monotonic()
+
     # -- draining -----------------------------------------------------------------------
     def drain_once(self) -> int:
         """Aggregate up to one batch from the hand-off; returns how many were taken."""
+        if self.halted:
+            return 0
         batch = self.handoff.drain(BATCH)
         if not batch:
             return 0
@@ -140,7 +156,7 @@ class Worker:
     async def _drain_loop(self) -> None:
         assert self._stopping is not None
         interval = self.settings.drain_interval_s
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self.halted:
             try:
                 # Drain what is there without yielding to the loop in between: each
                 # yield is a select() that releases the GIL, and under load evaluating
@@ -205,7 +221,7 @@ class Worker:
     async def _flush_loop(self) -> None:
         assert self._stopping is not None
         interval = self.settings.flush_interval_s
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self.halted:
             try:
                 await asyncio.wait_for(self._stopping.wait(), interval)
                 return

@@ -481,14 +481,15 @@ def test_undecodable_service_name_is_refused_at_construction(
 ) -> None:
     """An undecodable byte in DD_SERVICE (os.environ gives it as a lone surrogate)
     would fail every worker start: each evaluation a hook_error, and an event loop
-    leaked per try. It is refused when the pipeline is built, naming the setting."""
+    leaked per try. A keyword is refused when the pipeline is built, naming the
+    setting; from the environment it is logged and the default used (issue 9: the
+    environment never crashes an application; tests/test_config_env.py)."""
     with pytest.raises(ValueError, match="service"):
         Telemetry(service="svc\udcff", agent_url="http://127.0.0.1:9")
     monkeypatch.setenv("DD_SERVICE", "svc\udcff")
-    with pytest.raises(ValueError, match="service"):
-        Telemetry(agent_url="http://127.0.0.1:9")
+    assert Telemetry(agent_url="http://127.0.0.1:9").settings.service.isascii()
     monkeypatch.setenv("DD_SERVICE", "caf\u00e9")  # valid non-ASCII text is fine
-    tel = Telemetry(agent_url="http://127.0.0.1:9", enabled=False)
+    tel = Telemetry(agent_url="http://127.0.0.1:9")
     assert tel.settings.service == "caf\u00e9"
 
 

@@ -200,3 +200,62 @@ def test_evaluations_after_shutdown_are_closed_without_a_warning_storm(
     assert st.evaluations == 10_010 and st.evaluations_posted == 10 and st.pending == 0
     assert len(caplog.records) <= 1, [r.getMessage() for r in caplog.records[:5]]
     assert intake.evaluations() == 10
+
+
+def _signalled(intake: Intake, body: str, sig: int) -> subprocess.CompletedProcess[str]:
+    """Run PRELUDE + ``body`` (which prints "ready" then waits), send ``sig``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+        env=_env(intake),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)  # bounded wait
+        assert ready, "the child never got ready"
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+WAIT = """
+print("ready", flush=True)
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    time.sleep(0.05)
+print("timed out", flush=True)
+"""
+
+
+def test_plain_script_killed_by_sigterm_delivers_then_dies_of_it(intake: Intake) -> None:
+    """No handler of the application's: SIGTERM's default action ended the process at
+    once and every count was lost. Our handler delivers, then the process still dies
+    of the signal (exit status -15, as without us)."""
+    done = _signalled(intake, 'ev("killed", 700)\n' + WAIT, signal.SIGTERM)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert _keys(intake) == Counter({f"killed-{i}": 1 for i in range(700)})
+
+
+def test_an_ignored_sigterm_stays_ignored_and_asyncio_keeps_its_sigint(intake: Intake) -> None:
+    body = """
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tel2 = Telemetry(agent_url=os.environ["INTAKE_URL"], service="rel-proc")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ev("ignored", 30)
+    print("ready", flush=True)
+    time.sleep(1.0)  # the SIGTERM comes meanwhile, and is ignored
+    print("alive", flush=True)
+    """
+    done = _signalled(intake, body, signal.SIGTERM)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "alive"
+    assert _keys(intake) == Counter({f"ignored-{i}": 1 for i in range(30)})  # atexit
