@@ -241,7 +241,7 @@ def test_uvicorn_workers_without_the_middleware_lose_exactly_what_in_flight_requ
         sum(delivered(server_intake).values()),
         log,
     )
-    assert 1 <= log.count("flageval: running under uvicorn") <= 2, log  # once per worker
+    assert 1 <= log.count("running under uvicorn") <= 2, log  # once per worker
 
 
 @pytest.mark.parametrize("server", ["uvicorn-workers", "uvicorn"])
