@@ -5,8 +5,8 @@ relative link lands, and README's sync and async examples run against a real int
 
 from __future__ import annotations
 
-import ast
 import dataclasses
+import inspect
 import os
 import re
 import subprocess
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flageval import losses
+from flageval import _checks, config, losses
 from flageval.config import KILLSWITCH_ENV, Settings
 from tests.intake import Intake
 
@@ -57,15 +57,12 @@ def test_counters_reason_tables_are_the_ledgers_own_words(
 
 # -- settings ----------------------------------------------------------------------------
 def _env_vars() -> dict[str, list[str]]:
-    """Each setting's variables, read from config.py's ``pick(name, VAR, ...)`` calls."""
-    source = (ROOT / "flageval" / "config.py").read_text()
-    found: dict[str, list[str]] = {"agent_url": []}
-    for call in ast.walk(ast.parse(source)):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "pick":
-            name, var = call.args[0], call.args[1]
-            assert isinstance(name, ast.Constant) and isinstance(var, ast.Constant | ast.Name)
-            value = KILLSWITCH_ENV if isinstance(var, ast.Name) else var.value
-            found[name.value] = [value]
+    """Each setting's variables, as config.py reads them: the killswitch, the tables
+    _checks.py parses the environment by, and the agent URL's (``_agent_url_from_env``)."""
+    found: dict[str, list[str]] = {"enabled": [KILLSWITCH_ENV]}
+    found.update({name: [spec[0]] for name, spec in _checks.NUMBERS.items()})
+    found.update({name: [var] for name, var in {**_checks.BOOLS, **_checks.TEXTS}.items()})
+    source = inspect.getsource(config._agent_url_from_env)
     found["agent_url"] = re.findall(r'env\.get\("(\w+)"', source)
     return found
 
@@ -75,6 +72,7 @@ def test_every_setting_is_documented_with_its_variables_and_default() -> None:
     fields = dataclasses.fields(Settings)
     assert sorted(rows) == sorted(f.name for f in fields)
     env_vars = _env_vars()
+    assert sorted(env_vars) == sorted(f.name for f in fields)
     assert set(env_vars["agent_url"]) == {
         "DD_TRACE_AGENT_URL",
         "DD_AGENT_HOST",
@@ -177,8 +175,11 @@ def test_every_relative_link_lands(page: Path) -> None:
 
 # -- README's examples run -----------------------------------------------------------------------
 def _example(heading: str) -> str:
+    """The section's runnable example: its last python block (any other compiles)."""
     section = README.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    *others, code = re.findall(r"```python\n(.*?)```", section, re.S)
+    for other in others:
+        compile(other, f"README.md, {heading}", "exec")
     return code
 
 
