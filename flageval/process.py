@@ -74,7 +74,9 @@ class Lingering(Protocol):
 _live: weakref.WeakValueDictionary[int, Member] = weakref.WeakValueDictionary()
 _pipelines: weakref.WeakValueDictionary[int, Pipeline] = weakref.WeakValueDictionary()
 _next_id = itertools.count()
-_lock = threading.Lock()
+# Re-entrant: the collector may release a dropped pipeline (linger()) on a thread that
+# holds it while it allocates.
+_lock = threading.RLock()
 _registered = False
 _lingering: list[tuple[Lingering, float]] = []
 
@@ -140,7 +142,7 @@ def _at_exit() -> None:
 
 def _after_fork() -> None:
     global _lock, _lifespans
-    _lock = threading.Lock()  # the parent's may have been held by a thread the child lacks
+    _lock = threading.RLock()  # the parent's may have been held by a thread the child lacks
     _lingering.clear()  # the parent's threads
     _lifespans = 0
     for member in list(_live.values()):

@@ -216,6 +216,36 @@ def test_a_dropped_pipeline_releases_its_thread_and_sockets(intake: Intake) -> N
     assert intake.evaluations() == 300  # and what each had counted was delivered
 
 
+COLLECTED_WHILE_TRACKING = """
+    import gc, os, sys
+    import flageval, flageval.process as process
+
+    gc.disable()
+    tel = flageval.Telemetry(agent_url=os.environ["INTAKE_URL"], service="t")
+    tel.start()
+    del tel  # unreachable, in a cycle: only the collector releases it
+    with process._lock:  # what track() holds while it allocates: the collector may run
+        gc.collect()  # the release runs here, on this thread, and asks for the lock
+    print("no deadlock")
+"""
+
+
+def test_a_pipeline_collected_while_another_is_tracked_does_not_deadlock(intake: Intake) -> None:
+    """Building a pipeline while the collector releases a dropped one hung the building
+    thread for good (5 of 5 runs of 300 start-and-drop cycles): the release asked for
+    the registry's lock that the same thread held."""
+    env = dict(os.environ, INTAKE_URL=intake.url)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(COLLECTED_WHILE_TRACKING)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0 and "no deadlock" in done.stdout, done.stderr[-2000:]
+
+
 def test_never_started_pipeline_counts_its_queue_as_never_started(
     make_telemetry: Any, intake: Intake
 ) -> None:
