@@ -1,16 +1,19 @@
 """Provider settings: constructor arguments, ADR-0007 environment fallbacks, validation.
 
-Everything is checked once, here, so the background loop never meets a bad value:
-an invalid setting raises ``ValueError`` naming the setting (or environment variable).
+Everything is checked once, here, so the background loop never meets a bad value. An
+invalid argument raises ``ValueError`` naming it (a programmer's error); an invalid
+environment value with a safe default (timeout, cache mode, cache TTL) is logged at
+ERROR naming the variable and the default is used (an operator's typo must not stop the
+application); a missing or invalid endpoint has no safe default and raises.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from yarl import URL
 
@@ -18,6 +21,8 @@ from flageval._common import check_number, redact_url
 
 from ._diagnostics import logger
 from ._headers import check_headers, parse_headers, redacted
+
+T = TypeVar("T")
 
 ChangeDetection = Literal["sse", "polling", "none"]
 CHANGE_DETECTIONS: tuple[ChangeDetection, ...] = ("sse", "polling", "none")
@@ -148,15 +153,7 @@ def load_config(
         resolved_headers = check_headers(headers, "headers")
 
     if timeout_ms is None:
-        raw_timeout = env.get(ENV_TIMEOUT_MS)
-        if raw_timeout is None or not raw_timeout.strip():
-            timeout = float(DEFAULT_TIMEOUT_MS)
-        else:
-            try:
-                timeout = float(int(raw_timeout.strip()))
-            except ValueError:
-                raise ValueError(f"{ENV_TIMEOUT_MS} must be an integer number of ms") from None
-            timeout = float(check_number(timeout, ENV_TIMEOUT_MS))
+        timeout = _from_env(env, ENV_TIMEOUT_MS, _positive_int_ms, float(DEFAULT_TIMEOUT_MS))
     else:
         timeout = float(check_number(timeout_ms, "timeout_ms"))
 
@@ -220,20 +217,12 @@ def _cache_settings(
     prefix: str | None,
 ) -> tuple[CacheMode, Path | None, float, str | None]:
     """ADR-0009's settings; each argument falls back to its OFREP_CACHE_* variable."""
-    raw_mode = mode if mode is not None else env.get(ENV_CACHE_MODE, "").strip()
-    if not raw_mode:
-        raw_mode = DEFAULT_CACHE_MODE
-    if raw_mode not in CACHE_MODES:
-        setting = "cache_mode" if mode is not None else ENV_CACHE_MODE
-        raise ValueError(f"{setting} must be one of {', '.join(CACHE_MODES)}; got {raw_mode!r}")
-    checked_mode: CacheMode = raw_mode
+    if mode is None:
+        checked_mode = _from_env(env, ENV_CACHE_MODE, _cache_mode, DEFAULT_CACHE_MODE)
+    else:
+        checked_mode = _cache_mode(mode, "cache_mode")
     if ttl_s is None:
-        raw_ttl = env.get(ENV_CACHE_TTL_S, "").strip()
-        try:
-            ttl = float(raw_ttl) if raw_ttl else DEFAULT_CACHE_TTL_S
-        except ValueError:
-            raise ValueError(f"{ENV_CACHE_TTL_S} must be a number of seconds") from None
-        ttl = float(check_number(ttl, ENV_CACHE_TTL_S))
+        ttl = _from_env(env, ENV_CACHE_TTL_S, _positive_seconds, DEFAULT_CACHE_TTL_S)
     else:
         ttl = float(check_number(ttl_s, "cache_ttl_s"))
     if prefix is None:
@@ -244,6 +233,42 @@ def _cache_settings(
         directory = env.get(ENV_CACHE_DIR, "").strip() or None
     path = Path(directory) if directory is not None else default_cache_dir(env)
     return checked_mode, path, ttl, prefix
+
+
+def _from_env(env: Mapping[str, str], var: str, parse: Callable[[str, str], T], default: T) -> T:
+    """``var``'s value, or ``default`` when unset; an unusable value is logged at ERROR,
+    naming the variable, and the default used."""
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw, var)
+    except ValueError as exc:
+        logger.error("%s; using the default %r", exc, default)
+        return default
+
+
+def _positive_int_ms(raw: str, name: str) -> float:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer number of ms > 0") from None
+    return float(check_number(value, name))
+
+
+def _positive_seconds(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds > 0") from None
+    return float(check_number(value, name))
+
+
+def _cache_mode(raw: str, name: str) -> CacheMode:
+    for mode in CACHE_MODES:
+        if raw == mode:
+            return mode
+    raise ValueError(f"{name} must be one of {', '.join(CACHE_MODES)}, got {raw!r}")
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path | None:

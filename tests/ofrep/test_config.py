@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from flageval.ofrep import OFREPProvider
@@ -74,20 +76,42 @@ def test_missing_endpoint_names_the_variable(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "setting", "default"),
     [
-        ("OFREP_TIMEOUT_MS", "ten"),
-        ("OFREP_CACHE_MODE", "sometimes"),
-        ("OFREP_CACHE_TTL_S", "a month"),
-        ("OFREP_CACHE_TTL_S", "0"),
+        ("OFREP_TIMEOUT_MS", "ten", "timeout_s", 10.0),
+        ("OFREP_TIMEOUT_MS", "-5", "timeout_s", 10.0),
+        ("OFREP_CACHE_MODE", "sometimes", "cache_mode", "local-cache-first"),
+        ("OFREP_CACHE_TTL_S", "a month", "cache_ttl_s", 30 * 24 * 3600.0),
+        ("OFREP_CACHE_TTL_S", "0", "cache_ttl_s", 30 * 24 * 3600.0),
     ],
 )
-def test_invalid_environment_names_the_variable(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+def test_an_invalid_environment_value_is_logged_naming_it_and_the_default_used(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    value: str,
+    setting: str,
+    default: object,
 ) -> None:
+    # An operator's typo must not stop the application from starting (as for FLAGEVAL_*).
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=name):
-        OFREPProvider(base_url="http://127.0.0.1:1")
+    with caplog.at_level(logging.ERROR, logger="flageval.ofrep"):
+        provider = OFREPProvider(base_url="http://127.0.0.1:1")
+    assert getattr(provider.config, setting) == default
+    (record,) = [r for r in caplog.records if r.name == "flageval.ofrep"]
+    assert record.levelno == logging.ERROR and name in record.getMessage()
+    assert "using the default" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [({"timeout_ms": 0}, "timeout_ms"), ({"cache_mode": "sometimes"}, "cache_mode")],
+)
+def test_an_invalid_argument_still_raises_naming_it(
+    kwargs: dict[str, object], setting: str
+) -> None:
+    with pytest.raises(ValueError, match=setting):
+        OFREPProvider(base_url="http://127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
 
 
 def test_constructing_a_provider_starts_no_thread() -> None:
