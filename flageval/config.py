@@ -247,7 +247,8 @@ def _from_env(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any
             values[name] = parse_env(name, raw)
             origin[name] = var
         except ValueError as exc:
-            if name == "site" and (given.get("agentless") or env.get("FLAGEVAL_AGENTLESS")):
+            # BOOLS are read before TEXTS: agentless is known here, parsed, not just set.
+            if name == "site" and given.get("agentless", values.get("agentless", False)):
                 # No default is safe: another site is another region's intake.
                 raise _Off(var, raw, f"{var} {exc}, got {raw!r}") from None
             default = infer_service() if name == "service" else _DEFAULTS[name]

@@ -245,7 +245,7 @@ def on_worker_start() -> None:
             "action after its graceful shutdown, so atexit never runs: what was counted "
             "before the signal is flushed when it comes, but evaluations made after it (by "
             "requests still in flight) are lost. Wrap the application to deliver them "
-            "too: app = flageval.asgi.FlagEvalMiddleware(app)"
+            "too: from flageval.asgi import FlagEvalMiddleware; app = FlagEvalMiddleware(app)"
         )
 
 

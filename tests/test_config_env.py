@@ -125,6 +125,20 @@ def test_where_counts_go_has_no_safe_default_so_the_pipeline_turns_itself_off(
     assert "unparseable" not in message and "localhost://" not in message
 
 
+@pytest.mark.parametrize(("agentless", "enabled"), [("false", True), ("true", False)])
+def test_a_bad_dd_site_turns_telemetry_off_only_when_agentless_is_on(
+    caplog: pytest.LogCaptureFixture, agentless: str, enabled: bool
+) -> None:
+    # DD_SITE decides where counts go only in agentless mode: FLAGEVAL_AGENTLESS=false
+    # (set, but off) must not make a bad site fatal.
+    env = {"DD_SITE": "not a host", "FLAGEVAL_AGENTLESS": agentless, "DD_API_KEY": "k"}
+    settings = Settings.from_env(env)
+    assert settings.enabled is enabled
+    (message,) = errors(caplog)
+    assert message.startswith("DD_SITE must be a site's host name"), message
+    assert message.endswith("evaluation telemetry is off" if not enabled else "'datadoghq.com'")
+
+
 def test_an_unusable_url_in_the_environment_never_shows_its_secrets(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
