@@ -207,8 +207,6 @@ class Worker:
                     ledger=self.ledger,
                 )
             except Exception:
-                # A bug of ours (as for a failed batch): the tiers were already swapped
-                # out, so without this their evaluations would be in no counter at all.
                 # The tiers were already swapped out: without this count their
                 # evaluations would be in no counter at all.
                 self.errors += 1
