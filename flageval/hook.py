@@ -16,6 +16,7 @@ can and cannot do).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from time import time_ns
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +43,19 @@ class Pipeline(Protocol):
 _default_pipeline: Callable[[], Pipeline] | None = None
 
 
+class _Claim(threading.local):
+    """Per thread: which pipeline's hook is between its ``before`` and the provider call.
+
+    The seam with ``flageval.instrument``: a wrapped provider that finds its own
+    hand-off here leaves the evaluation to the hook (counted once, the hook wins), and
+    its short-circuit hook leaves ``(hand-off, context)`` here for the hook to skip."""
+
+    by: object = None
+
+
+CLAIM = _Claim()
+
+
 def set_default_pipeline(factory: Callable[[], Pipeline]) -> None:
     """Give ``FlagEvalHook()`` its process-wide pipeline (flageval.process does, at import)."""
     global _default_pipeline
@@ -61,11 +75,16 @@ class FlagEvalHook(Hook):
             assert _default_pipeline is not None  # set when the flageval package loads
             telemetry = _default_pipeline()
         handoff = telemetry.handoff
-        if handoff is None:  # killswitch: replace the stage with a no-op
+        if handoff is None:  # killswitch: replace the stages with no-ops
+            self.before = _noop_before  # type: ignore[method-assign]
             self.finally_after = _noop  # type: ignore[method-assign]
             return
         self._handoff = handoff
         self._start = telemetry.ensure_started
+
+    def before(self, hook_context: HookContext, hints: HookHints) -> None:
+        # The SDK calls every hook's before anyway; claiming here costs one assignment.
+        CLAIM.by = self._handoff
 
     def finally_after(
         self,
@@ -75,6 +94,12 @@ class FlagEvalHook(Hook):
     ) -> None:
         try:
             ctx = hook_context.evaluation_context
+            claim = CLAIM
+            mark = claim.by
+            if mark is not None:
+                claim.by = None
+                if mark.__class__ is tuple and mark[0] is self._handoff and mark[1] is ctx:
+                    return  # a wrapped provider's short-circuit hook recorded it already
             snapshot: Snapshot = (
                 hook_context.flag_key,
                 details.variant,
@@ -99,4 +124,8 @@ class FlagEvalHook(Hook):
 
 
 def _noop(hook_context: HookContext, details: Any, hints: HookHints) -> None:
+    return None
+
+
+def _noop_before(hook_context: HookContext, hints: HookHints) -> None:
     return None

@@ -1,0 +1,214 @@
+"""The wrapper's resolvers: delegate, then append the snapshot the hook would take.
+
+One closure per resolver and wrapped provider, with everything it reads bound once
+(the wrapped resolver, the hand-off, the type to check): an evaluation costs the
+wrapped call, a thread-local read, one type check, an 8-tuple and a ``deque.append``.
+
+What each outcome records, as the SDK's ``finally_after`` would see it
+(openfeature-sdk 0.10, ``OpenFeatureClient._create_provider_evaluation`` and
+``evaluate_flag_details``):
+
+* a resolution with an error code: its variant, code, message and metadata;
+* a value not of the requested type: TYPE_MISMATCH, the SDK's message, no variant, no
+  metadata (the SDK builds new details);
+* an exception: no variant, no metadata; an ``OpenFeatureError``'s own code and
+  message, any other ``Exception`` GENERAL with its ``error_message`` or ``str()``.
+  The exception is re-raised unchanged (the SDK answers it). A ``BaseException``
+  (cancellation) is not recorded: the SDK's ``finally_after`` never sees one either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from time import time_ns
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from openfeature.exception import ErrorCode, OpenFeatureError
+from openfeature.flag_evaluation import FlagType
+
+from .handoff import Handoff, Snapshot, State
+from .hook import CLAIM
+from .losses import HOOK_ERROR
+
+if TYPE_CHECKING:
+    from openfeature.evaluation_context import EvaluationContext
+
+    from .instrumented import InstrumentedProvider
+
+#: What the SDK checks a resolved value against (``client._typecheck_flag_value``).
+TYPES: Mapping[FlagType, type | tuple[type, ...]] = {
+    FlagType.BOOLEAN: bool,
+    FlagType.STRING: str,
+    FlagType.OBJECT: (dict, list),
+    FlagType.FLOAT: float,
+    FlagType.INTEGER: int,
+}
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+_TYPE_MISMATCH = ErrorCode.TYPE_MISMATCH
+
+
+def mismatch_message(expected: type | tuple[type, ...], value: Any) -> str:
+    """The SDK's TypeMismatchError text, word for word."""
+    return f"Expected type {expected} but got {type(value)}"
+
+
+def raised(err: Exception) -> tuple[ErrorCode, str | None]:
+    """The error code and message the SDK answers an exception from the provider with."""
+    if isinstance(err, OpenFeatureError):
+        return err.error_code, err.error_message
+    return ErrorCode.GENERAL, getattr(err, "error_message", str(err))
+
+
+def _put(handoff: Handoff, start: Callable[[], None], snapshot: Snapshot) -> None:
+    q = handoff.queue
+    if handoff.accepting and len(q) < handoff.capacity:
+        q.append(snapshot)
+        return
+    if handoff.state is State.NEW:
+        start()  # first use: start the worker (once, under a lock)
+    handoff.offer(snapshot)
+
+
+def _record_raise(
+    handoff: Handoff,
+    start: Callable[[], None],
+    flag_key: str,
+    ctx: EvaluationContext | None,
+    err: Exception,
+) -> None:
+    try:
+        code, message = raised(err)
+        tk, attrs = (None, _NO_ATTRIBUTES) if ctx is None else (ctx.targeting_key, ctx.attributes)
+        _put(handoff, start, (flag_key, None, code, message, {}, tk, attrs, time_ns()))
+    except Exception:
+        # str() of the exception raised too: the SDK then answers nothing the hook could
+        # see; counted here so that nothing is lost silently.
+        with contextlib.suppress(Exception):
+            handoff.count(HOOK_ERROR)
+
+
+def recording_sync(
+    inner: Callable[..., Any],
+    flag_type: FlagType,
+    handoff: Handoff,
+    start: Callable[[], None],
+    owner: InstrumentedProvider,
+) -> Callable[..., Any]:
+    expected = TYPES[flag_type]
+    claim = CLAIM
+    clock = time_ns
+
+    def resolve(
+        flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        # Read before the call: a provider that evaluates other flags must not see it.
+        if claim.by is handoff:  # this pipeline's hook records this evaluation
+            claim.by = None
+            owner.stand_aside()
+            return inner(flag_key, default_value, evaluation_context)
+        try:
+            res = inner(flag_key, default_value, evaluation_context)
+        except Exception as err:
+            _record_raise(handoff, start, flag_key, evaluation_context, err)
+            raise
+        try:
+            ctx = evaluation_context
+            if ctx is None:
+                tk, attrs = None, _NO_ATTRIBUTES
+            else:
+                tk, attrs = ctx.targeting_key, ctx.attributes
+            value = res.value
+            if res.error_code or isinstance(value, expected):
+                snapshot: Snapshot = (
+                    flag_key,
+                    res.variant,
+                    res.error_code,
+                    res.error_message,
+                    res.flag_metadata,
+                    tk,
+                    attrs,
+                    clock(),
+                )
+            else:
+                message = mismatch_message(expected, value)
+                snapshot = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
+            q = handoff.queue
+            if handoff.accepting and len(q) < handoff.capacity:
+                q.append(snapshot)
+            else:
+                _put(handoff, start, snapshot)
+        except Exception:
+            with contextlib.suppress(Exception):  # nothing may escape into the SDK
+                handoff.count(HOOK_ERROR)
+        return res
+
+    return resolve
+
+
+def recording_async(
+    inner_async: Callable[..., Any] | None,
+    inner_sync: Callable[..., Any],
+    flag_type: FlagType,
+    handoff: Handoff,
+    start: Callable[[], None],
+    owner: InstrumentedProvider,
+) -> Callable[..., Any]:
+    expected = TYPES[flag_type]
+    claim = CLAIM
+    clock = time_ns
+
+    async def call(flag_key: str, default_value: Any, ctx: EvaluationContext | None) -> Any:
+        if inner_async is None:  # a provider with sync resolvers only
+            return inner_sync(flag_key, default_value, ctx)
+        return await inner_async(flag_key, default_value, ctx)
+
+    async def resolve(
+        flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        # Checked before the first await: the SDK ran the before hooks in this same step.
+        if claim.by is handoff:
+            claim.by = None
+            owner.stand_aside()
+            return await call(flag_key, default_value, evaluation_context)
+        try:
+            if inner_async is None:
+                res = inner_sync(flag_key, default_value, evaluation_context)
+            else:
+                res = await inner_async(flag_key, default_value, evaluation_context)
+        except Exception as err:
+            _record_raise(handoff, start, flag_key, evaluation_context, err)
+            raise
+        try:
+            ctx = evaluation_context
+            if ctx is None:
+                tk, attrs = None, _NO_ATTRIBUTES
+            else:
+                tk, attrs = ctx.targeting_key, ctx.attributes
+            value = res.value
+            if res.error_code or isinstance(value, expected):
+                snapshot: Snapshot = (
+                    flag_key,
+                    res.variant,
+                    res.error_code,
+                    res.error_message,
+                    res.flag_metadata,
+                    tk,
+                    attrs,
+                    clock(),
+                )
+            else:
+                message = mismatch_message(expected, value)
+                snapshot = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
+            q = handoff.queue
+            if handoff.accepting and len(q) < handoff.capacity:
+                q.append(snapshot)
+            else:
+                _put(handoff, start, snapshot)
+        except Exception:
+            with contextlib.suppress(Exception):
+                handoff.count(HOOK_ERROR)
+        return res
+
+    return resolve
