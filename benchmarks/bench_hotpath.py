@@ -3,7 +3,8 @@
 Variants (each its own OpenFeature client on the same InMemoryProvider):
 ``no_hook``; ``empty_hook`` (an empty ``Hook`` subclass: the SDK's fixed price of any
 hook, our floor); ``flageval`` (its worker running on its own thread, posting to the
-agent stand-in); ``otel_span`` (openfeature-hooks-opentelemetry's TracingHook inside a
+agent stand-in); ``wrapper`` (no hook: the provider wrapped by ``flageval.instrument``,
+feeding the same pipeline); ``otel_span`` (openfeature-hooks-opentelemetry's TracingHook inside a
 recording span); ``ddtrace`` (ddtrace's FlagEvalEVPHook + FlagEvaluationWriter, its
 drain and flush threads running). The flag carries consent metadata, so ddtrace does
 its full-data work, as flageval does by default.
@@ -38,11 +39,12 @@ from benchmarks._harness import (
     ddtrace_settle,
     flageval_settle,
     make_client,
+    make_wrapped_client,
     run_paired,
     sync_block,
 )
 
-VARIANTS = ("no_hook", "empty_hook", "flageval", "otel_span", "ddtrace")
+VARIANTS = ("no_hook", "empty_hook", "flageval", "wrapper", "otel_span", "ddtrace")
 ATTRS = (0, 10, 50)
 ASYNC_TASKS = 8
 ASYNC_EVALS_PER_CALL = 96  # per pytest-benchmark call: 8 tasks x 12 evaluations
@@ -56,6 +58,7 @@ def clients(
         "no_hook": make_client("bench-no-hook", []),
         "empty_hook": make_client("bench-empty-hook", [EmptyHook()]),
         "flageval": make_client("bench-flageval", [telemetry.hook]),
+        "wrapper": make_wrapped_client("bench-wrapper", telemetry),
         "otel_span": make_client("bench-otel", [otel_peer.hook]),
         "ddtrace": make_client("bench-ddtrace", [ddtrace_peer.hook]),
     }
@@ -103,6 +106,7 @@ def _variants(
     out = {v: Variant(blocks[v]) for v in VARIANTS}
     out["otel_span"] = Variant(_in_span(blocks["otel_span"], otel))
     out["flageval"].settle = flageval_settle(telemetry)
+    out["wrapper"].settle = flageval_settle(telemetry)
     out["ddtrace"].settle = ddtrace_settle(ddtrace)
     for v in out.values():  # warm-up: caches, first allocations, threads awake
         v.block()
@@ -116,6 +120,9 @@ def _paired_info(paired: Paired, quick: bool) -> dict[str, object]:
     for clock in ("wall", "cpu"):
         info[f"ratio_to_empty_hook_{clock}"] = {
             v: round(paired.ratio(v, "empty_hook", clock), 4) for v in VARIANTS if v != "empty_hook"
+        }
+        info[f"ratio_to_no_hook_{clock}"] = {
+            v: round(paired.ratio(v, "no_hook", clock), 4) for v in VARIANTS if v != "no_hook"
         }
         # flageval's added cost over the floor, against ddtrace's added cost over it.
         info[f"added_cost_flageval_over_ddtrace_{clock}"] = round(
