@@ -25,6 +25,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
+from . import _bench
 from .config import INTAKE_PATH
 from .telemetry import Telemetry
 
@@ -218,7 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--per-thread", type=int, default=2_000)
     demo.add_argument("--tasks", type=int, default=50)
     demo.add_argument("--per-task", type=int, default=40)
+    _bench.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return int(args.run(args))
     for name in ("threads", "per_thread", "tasks", "per_task"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")

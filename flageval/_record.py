@@ -107,9 +107,17 @@ def recording_sync(
         if claim.by is handoff:  # this pipeline's hook records this evaluation
             claim.by = None
             owner.stand_aside()
-            return inner(flag_key, default_value, evaluation_context)
+            return inner(
+                flag_key=flag_key,
+                default_value=default_value,
+                evaluation_context=evaluation_context,
+            )
         try:
-            res = inner(flag_key, default_value, evaluation_context)
+            res = inner(
+                flag_key=flag_key,
+                default_value=default_value,
+                evaluation_context=evaluation_context,
+            )
         except Exception as err:
             _record_raise(handoff, start, flag_key, evaluation_context, err)
             raise
@@ -160,9 +168,14 @@ def recording_async(
     clock = time_ns
 
     async def call(flag_key: str, default_value: Any, ctx: EvaluationContext | None) -> Any:
+        # Called as the SDK calls a provider: by keyword.
         if inner_async is None:  # a provider with sync resolvers only
-            return inner_sync(flag_key, default_value, ctx)
-        return await inner_async(flag_key, default_value, ctx)
+            return inner_sync(
+                flag_key=flag_key, default_value=default_value, evaluation_context=ctx
+            )
+        return await inner_async(
+            flag_key=flag_key, default_value=default_value, evaluation_context=ctx
+        )
 
     async def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
@@ -174,9 +187,17 @@ def recording_async(
             return await call(flag_key, default_value, evaluation_context)
         try:
             if inner_async is None:
-                res = inner_sync(flag_key, default_value, evaluation_context)
+                res = inner_sync(
+                    flag_key=flag_key,
+                    default_value=default_value,
+                    evaluation_context=evaluation_context,
+                )
             else:
-                res = await inner_async(flag_key, default_value, evaluation_context)
+                res = await inner_async(
+                    flag_key=flag_key,
+                    default_value=default_value,
+                    evaluation_context=evaluation_context,
+                )
         except Exception as err:
             _record_raise(handoff, start, flag_key, evaluation_context, err)
             raise

@@ -75,6 +75,18 @@ def instrument(
     return InstrumentedProvider(provider, telemetry)
 
 
+def check_provider(provider: object) -> None:
+    """Raise TypeError unless ``provider`` has what the SDK calls on a provider."""
+    missing = [n for n, _ in _RESOLVERS if not callable(getattr(provider, n, None))]
+    if not callable(getattr(provider, "get_metadata", None)):
+        missing.append("get_metadata")
+    if missing:
+        raise TypeError(
+            f"flageval.instrument() needs an OpenFeature provider, got {type(provider)!r}"
+            f" (missing: {', '.join(missing)})"
+        )
+
+
 class ShortCircuitHook(FlagEvalHook):
     """Records the evaluations the SDK answers without the provider (PROVIDER_NOT_READY,
     PROVIDER_FATAL), exactly as the hook does. The wrapper lists it among its provider
@@ -103,12 +115,7 @@ class InstrumentedProvider(AbstractProvider):
 
     def __init__(self, provider: FeatureProvider, telemetry: Pipeline | None = None) -> None:
         super().__init__()
-        missing = [n for n, _ in _RESOLVERS if not callable(getattr(provider, n, None))]
-        if missing or not callable(getattr(provider, "get_metadata", None)):
-            raise TypeError(
-                f"flageval.instrument() needs an OpenFeature provider, got {type(provider)!r}"
-                f" (missing: {', '.join(missing or ['get_metadata'])})"
-            )
+        check_provider(provider)
         self._provider = provider
         pipeline = default_telemetry() if telemetry is None else telemetry
         self._handoff = handoff = pipeline.handoff
@@ -278,6 +285,8 @@ def _async_of(sync_fn: Callable[..., Any]) -> Callable[..., Any]:
     async def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
     ) -> Any:
-        return sync_fn(flag_key, default_value, evaluation_context)
+        return sync_fn(
+            flag_key=flag_key, default_value=default_value, evaluation_context=evaluation_context
+        )
 
     return resolve

@@ -79,8 +79,10 @@ class Recording(AbstractProvider):
         call = ("track", tracking_event_name, evaluation_context, tracking_event_details)
         self.calls.append(call)
 
-    def _on(self, key: str, default: Any, ctx: EvaluationContext | None = None) -> Any:
-        return FlagResolutionDetails(value=default, variant="on", reason=Reason.STATIC)
+    def _on(
+        self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        return FlagResolutionDetails(value=default_value, variant="on", reason=Reason.STATIC)
 
     resolve_boolean_details = _on  # type: ignore[assignment]
     resolve_string_details = _on  # type: ignore[assignment]
@@ -106,12 +108,18 @@ class SyncOnly:
     def get_provider_hooks(self) -> list[Hook]:
         return []
 
-    def _resolve(self, key: str, default: Any, ctx: EvaluationContext | None = None) -> Any:
-        if key == "missing":
+    def _resolve(
+        self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        if flag_key == "missing":
             return FlagResolutionDetails(
-                value=default, error_code=ErrorCode.FLAG_NOT_FOUND, error_message="no such flag"
+                value=default_value,
+                error_code=ErrorCode.FLAG_NOT_FOUND,
+                error_message="no such flag",
             )
-        return FlagResolutionDetails(value=default, variant=f"v-{key}", flag_metadata={"m": 1})
+        return FlagResolutionDetails(
+            value=default_value, variant=f"v-{flag_key}", flag_metadata={"m": 1}
+        )
 
     resolve_boolean_details = _resolve
     resolve_string_details = _resolve
@@ -208,8 +216,10 @@ def test_not_a_provider_is_refused(make_telemetry: MakeTelemetry) -> None:
         def get_metadata(self) -> Metadata:
             return Metadata(name="half")
 
-        def resolve_boolean_details(self, key: str, default: bool, ctx: Any = None) -> Any:
-            return FlagResolutionDetails(value=default)
+        def resolve_boolean_details(
+            self, flag_key: str, default_value: bool, evaluation_context: Any = None
+        ) -> Any:
+            return FlagResolutionDetails(value=default_value)
 
     tel = make_telemetry(autostart=False)
     with pytest.raises(TypeError, match="missing: resolve_string_details, resolve_integer"):
@@ -318,7 +328,12 @@ def test_a_provider_that_raises_is_recorded_and_the_error_passes_unchanged(
     message: str,
 ) -> None:
     class Raising(SyncOnly):
-        def _resolve(self, key: str, default: Any, ctx: EvaluationContext | None = None) -> Any:
+        def _resolve(
+            self,
+            flag_key: str,
+            default_value: Any,
+            evaluation_context: EvaluationContext | None = None,
+        ) -> Any:
             raise error
 
         resolve_boolean_details = _resolve
@@ -446,3 +461,25 @@ def test_flag_type_table_is_the_sdks() -> None:
                 else mismatch_message(TYPES[flag_type], value)
             )
             assert (err.error_message if err else None) == mine, (flag_type, value)
+
+
+def test_the_wrapped_provider_is_called_as_the_sdk_calls_it(
+    make_telemetry: MakeTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # By keyword: a provider whose parameters are named otherwise fails the same way
+    # wrapped or not (a positional call would have hidden that).
+    class OtherNames(Recording):
+        def resolve_boolean_details(self, key: str, default: bool, ctx: Any = None) -> Any:  # type: ignore[override]
+            return FlagResolutionDetails(value=default, variant="on")
+
+    tel = make_telemetry(autostart=False)
+    api.set_provider_and_wait(OtherNames(), domain="plain")
+    api.set_provider_and_wait(flageval.instrument(OtherNames(), tel), domain="wrapped")
+    with caplog.at_level("CRITICAL", logger="openfeature"):
+        plain = api.get_client("plain").get_boolean_details("x", True, CTX)
+        wrapped = api.get_client("wrapped").get_boolean_details("x", True, CTX)
+    assert plain.error_code == wrapped.error_code == ErrorCode.GENERAL
+    assert wrapped.error_message == plain.error_message
+    assert queued(tel) == [
+        ("x", None, ErrorCode.GENERAL, plain.error_message, {}, "user-7", CTX.attributes)
+    ]
