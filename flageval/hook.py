@@ -54,6 +54,15 @@ class _Claim(threading.local):
 
 
 CLAIM = _Claim()
+#: Whether any wrapped provider exists: only then do hooks claim (a hook-only process
+#: pays one global read per stage for the seam, not a thread-local write).
+_claims = False
+
+
+def enable_claims() -> None:
+    """Have every hook claim its evaluations from now on (the wrapper's first build)."""
+    global _claims
+    _claims = True
 
 
 def set_default_pipeline(factory: Callable[[], Pipeline]) -> None:
@@ -84,7 +93,8 @@ class FlagEvalHook(Hook):
 
     def before(self, hook_context: HookContext, hints: HookHints) -> None:
         # The SDK calls every hook's before anyway; claiming here costs one assignment.
-        CLAIM.by = self._handoff
+        if _claims:
+            CLAIM.by = self._handoff
 
     def finally_after(
         self,
@@ -94,12 +104,13 @@ class FlagEvalHook(Hook):
     ) -> None:
         try:
             ctx = hook_context.evaluation_context
-            claim = CLAIM
-            mark = claim.by
-            if mark is not None:
-                claim.by = None
-                if mark.__class__ is tuple and mark[0] is self._handoff and mark[1] is ctx:
-                    return  # a wrapped provider's short-circuit hook recorded it already
+            if _claims:
+                claim = CLAIM
+                mark = claim.by
+                if mark is not None:
+                    claim.by = None
+                    if mark.__class__ is tuple and mark[0] is self._handoff and mark[1] is ctx:
+                        return  # a wrapped provider's short-circuit hook recorded it already
             snapshot: Snapshot = (
                 hook_context.flag_key,
                 details.variant,

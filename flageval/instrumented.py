@@ -36,7 +36,7 @@ from openfeature.track import TrackingEventDetails
 from ._record import recording_async, recording_sync
 from .default import default_telemetry
 from .handoff import Handoff
-from .hook import CLAIM, FlagEvalHook, Pipeline
+from .hook import CLAIM, FlagEvalHook, Pipeline, enable_claims
 
 log = logging.getLogger("flageval")
 
@@ -119,6 +119,8 @@ class InstrumentedProvider(AbstractProvider):
         self._provider = provider
         pipeline = default_telemetry() if telemetry is None else telemetry
         self._handoff = handoff = pipeline.handoff
+        if handoff is not None:
+            enable_claims()  # from now on a hook of this pipeline can claim what it records
         for name, flag_type in _RESOLVERS:
             inner_sync = getattr(provider, name)
             inner_async = getattr(provider, name + "_async", None)
