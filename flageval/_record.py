@@ -89,50 +89,24 @@ def _record_raise(
             handoff.count(HOOK_ERROR)
 
 
-def recording_sync(
-    inner: Callable[..., Any],
-    flag_type: FlagType,
-    handoff: Handoff,
-    start: Callable[[], None],
-    owner: InstrumentedProvider,
-) -> Callable[..., Any]:
-    expected = TYPES[flag_type]
-    claim = CLAIM
+def _recorder(
+    handoff: Handoff, start: Callable[[], None], expected: type | tuple[type, ...]
+) -> Callable[[str, Any, EvaluationContext | None], None]:
+    """Append the snapshot of one resolution; never raises (counted under hook_error)."""
     clock = time_ns
 
-    def resolve(
-        flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
-    ) -> Any:
-        # Read before the call: a provider that evaluates other flags must not see it.
-        if claim.by is handoff:  # this pipeline's hook records this evaluation
-            claim.by = None
-            owner.stand_aside()
-            return inner(
-                flag_key=flag_key,
-                default_value=default_value,
-                evaluation_context=evaluation_context,
-            )
+    def record(flag_key: str, res: Any, ctx: EvaluationContext | None) -> None:
         try:
-            res = inner(
-                flag_key=flag_key,
-                default_value=default_value,
-                evaluation_context=evaluation_context,
-            )
-        except Exception as err:
-            _record_raise(handoff, start, flag_key, evaluation_context, err)
-            raise
-        try:
-            ctx = evaluation_context
             if ctx is None:
                 tk, attrs = None, _NO_ATTRIBUTES
             else:
                 tk, attrs = ctx.targeting_key, ctx.attributes
-            value = res.value
-            if res.error_code or isinstance(value, expected):
+            code = res.error_code
+            if code or isinstance(res.value, expected):
                 snapshot: Snapshot = (
                     flag_key,
                     res.variant,
-                    res.error_code,
+                    code,
                     res.error_message,
                     res.flag_metadata,
                     tk,
@@ -140,7 +114,7 @@ def recording_sync(
                     clock(),
                 )
             else:
-                message = mismatch_message(expected, value)
+                message = mismatch_message(expected, res.value)
                 snapshot = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
             q = handoff.queue
             if handoff.accepting and len(q) < handoff.capacity:
@@ -150,6 +124,42 @@ def recording_sync(
         except Exception:
             with contextlib.suppress(Exception):  # nothing may escape into the SDK
                 handoff.count(HOOK_ERROR)
+
+    return record
+
+
+def recording_sync(
+    inner: Callable[..., Any],
+    flag_type: FlagType,
+    handoff: Handoff,
+    start: Callable[[], None],
+    owner: InstrumentedProvider,
+) -> Callable[..., Any]:
+    """The wrapper's sync resolver around ``inner``."""
+    record = _recorder(handoff, start, TYPES[flag_type])
+    claim = CLAIM
+
+    def resolve(
+        flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        # Read before the call: a provider that evaluates other flags must not see it.
+        covered = claim.by is handoff  # this pipeline's hook records this evaluation
+        if covered:
+            claim.by = None
+            owner.stand_aside()
+        try:
+            # By keyword, as the SDK calls a provider.
+            res = inner(
+                flag_key=flag_key,
+                default_value=default_value,
+                evaluation_context=evaluation_context,
+            )
+        except Exception as err:
+            if not covered:
+                _record_raise(handoff, start, flag_key, evaluation_context, err)
+            raise
+        if not covered:
+            record(flag_key, res, evaluation_context)
         return res
 
     return resolve
@@ -163,30 +173,20 @@ def recording_async(
     start: Callable[[], None],
     owner: InstrumentedProvider,
 ) -> Callable[..., Any]:
-    expected = TYPES[flag_type]
+    """The wrapper's async resolver around ``inner_async`` (``inner_sync`` if None)."""
+    record = _recorder(handoff, start, TYPES[flag_type])
     claim = CLAIM
-    clock = time_ns
-
-    async def call(flag_key: str, default_value: Any, ctx: EvaluationContext | None) -> Any:
-        # Called as the SDK calls a provider: by keyword.
-        if inner_async is None:  # a provider with sync resolvers only
-            return inner_sync(
-                flag_key=flag_key, default_value=default_value, evaluation_context=ctx
-            )
-        return await inner_async(
-            flag_key=flag_key, default_value=default_value, evaluation_context=ctx
-        )
 
     async def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
     ) -> Any:
         # Checked before the first await: the SDK ran the before hooks in this same step.
-        if claim.by is handoff:
+        covered = claim.by is handoff
+        if covered:
             claim.by = None
             owner.stand_aside()
-            return await call(flag_key, default_value, evaluation_context)
         try:
-            if inner_async is None:
+            if inner_async is None:  # a provider with sync resolvers only
                 res = inner_sync(
                     flag_key=flag_key,
                     default_value=default_value,
@@ -199,37 +199,11 @@ def recording_async(
                     evaluation_context=evaluation_context,
                 )
         except Exception as err:
-            _record_raise(handoff, start, flag_key, evaluation_context, err)
+            if not covered:
+                _record_raise(handoff, start, flag_key, evaluation_context, err)
             raise
-        try:
-            ctx = evaluation_context
-            if ctx is None:
-                tk, attrs = None, _NO_ATTRIBUTES
-            else:
-                tk, attrs = ctx.targeting_key, ctx.attributes
-            value = res.value
-            if res.error_code or isinstance(value, expected):
-                snapshot: Snapshot = (
-                    flag_key,
-                    res.variant,
-                    res.error_code,
-                    res.error_message,
-                    res.flag_metadata,
-                    tk,
-                    attrs,
-                    clock(),
-                )
-            else:
-                message = mismatch_message(expected, value)
-                snapshot = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
-            q = handoff.queue
-            if handoff.accepting and len(q) < handoff.capacity:
-                q.append(snapshot)
-            else:
-                _put(handoff, start, snapshot)
-        except Exception:
-            with contextlib.suppress(Exception):
-                handoff.count(HOOK_ERROR)
+        if not covered:
+            record(flag_key, res, evaluation_context)
         return res
 
     return resolve
