@@ -35,8 +35,6 @@ from .losses import HOOK_ERROR
 if TYPE_CHECKING:
     from openfeature.evaluation_context import EvaluationContext
 
-    from .instrumented import InstrumentedProvider
-
 #: What the SDK checks a resolved value against (``client._typecheck_flag_value``).
 TYPES: Mapping[FlagType, type | tuple[type, ...]] = {
     FlagType.BOOLEAN: bool,
@@ -133,7 +131,7 @@ def recording_sync(
     flag_type: FlagType,
     handoff: Handoff,
     start: Callable[[], None],
-    owner: InstrumentedProvider,
+    stand_aside: Callable[[], None],
 ) -> Callable[..., Any]:
     """The wrapper's sync resolver around ``inner``."""
     record = _recorder(handoff, start, TYPES[flag_type])
@@ -146,7 +144,7 @@ def recording_sync(
         covered = claim.by is handoff  # this pipeline's hook records this evaluation
         if covered:
             claim.by = None
-            owner.stand_aside()
+            stand_aside()
         try:
             # By keyword, as the SDK calls a provider.
             res = inner(
@@ -171,7 +169,7 @@ def recording_async(
     flag_type: FlagType,
     handoff: Handoff,
     start: Callable[[], None],
-    owner: InstrumentedProvider,
+    stand_aside: Callable[[], None],
 ) -> Callable[..., Any]:
     """The wrapper's async resolver around ``inner_async`` (``inner_sync`` if None)."""
     record = _recorder(handoff, start, TYPES[flag_type])
@@ -184,7 +182,7 @@ def recording_async(
         covered = claim.by is handoff
         if covered:
             claim.by = None
-            owner.stand_aside()
+            stand_aside()
         try:
             if inner_async is None:  # a provider with sync resolvers only
                 res = inner_sync(

@@ -129,8 +129,10 @@ class InstrumentedProvider(AbstractProvider):
                 async_fn: Callable[..., Any] = inner_async or _async_of(inner_sync)
             else:
                 start = pipeline.ensure_started
-                sync_fn = recording_sync(inner_sync, flag_type, handoff, start, self)
-                async_fn = recording_async(inner_async, inner_sync, flag_type, handoff, start, self)
+                sync_fn = recording_sync(inner_sync, flag_type, handoff, start, self.stand_aside)
+                async_fn = recording_async(
+                    inner_async, inner_sync, flag_type, handoff, start, self.stand_aside
+                )
             # Instance attributes: the SDK's call finds them before the class's methods.
             setattr(self, name, sync_fn)
             setattr(self, name + "_async", async_fn)
