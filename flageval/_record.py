@@ -20,6 +20,7 @@ What each outcome records, as the SDK's ``finally_after`` would see it
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Mapping
 from time import time_ns
 from types import MappingProxyType
@@ -87,6 +88,31 @@ def _record_raise(
             handoff.count(HOOK_ERROR)
 
 
+_PARAMETERS = ("flag_key", "default_value", "evaluation_context")
+
+
+def as_the_sdk_calls(resolver: Callable[..., Any]) -> Callable[[str, Any, Any], Any]:
+    """``resolver`` called as the SDK calls it, by keyword; positionally when that is
+    the same call (its first three parameters have the protocol's names: ~0.2 us less
+    per evaluation), so that a provider named otherwise fails with the wrapper as it
+    does without it."""
+    try:
+        params = list(inspect.signature(resolver).parameters.values())[:3]
+    except (TypeError, ValueError):
+        params = []
+    if [p.name for p in params] == list(_PARAMETERS) and all(
+        p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params
+    ):
+        return resolver
+
+    def by_keyword(flag_key: str, default_value: Any, evaluation_context: Any) -> Any:
+        return resolver(
+            flag_key=flag_key, default_value=default_value, evaluation_context=evaluation_context
+        )
+
+    return by_keyword
+
+
 def _recorder(
     handoff: Handoff, start: Callable[[], None], expected: type | tuple[type, ...]
 ) -> Callable[[str, Any, EvaluationContext | None], None]:
@@ -136,6 +162,7 @@ def recording_sync(
     """The wrapper's sync resolver around ``inner``."""
     record = _recorder(handoff, start, TYPES[flag_type])
     claim = CLAIM
+    call = as_the_sdk_calls(inner)
 
     def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
@@ -146,12 +173,7 @@ def recording_sync(
             claim.by = None
             stand_aside()
         try:
-            # By keyword, as the SDK calls a provider.
-            res = inner(
-                flag_key=flag_key,
-                default_value=default_value,
-                evaluation_context=evaluation_context,
-            )
+            res = call(flag_key, default_value, evaluation_context)
         except Exception as err:
             if not covered:
                 _record_raise(handoff, start, flag_key, evaluation_context, err)
@@ -174,6 +196,8 @@ def recording_async(
     """The wrapper's async resolver around ``inner_async`` (``inner_sync`` if None)."""
     record = _recorder(handoff, start, TYPES[flag_type])
     claim = CLAIM
+    call_sync = as_the_sdk_calls(inner_sync)
+    call_async = None if inner_async is None else as_the_sdk_calls(inner_async)
 
     async def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
@@ -184,18 +208,10 @@ def recording_async(
             claim.by = None
             stand_aside()
         try:
-            if inner_async is None:  # a provider with sync resolvers only
-                res = inner_sync(
-                    flag_key=flag_key,
-                    default_value=default_value,
-                    evaluation_context=evaluation_context,
-                )
+            if call_async is None:  # a provider with sync resolvers only
+                res = call_sync(flag_key, default_value, evaluation_context)
             else:
-                res = await inner_async(
-                    flag_key=flag_key,
-                    default_value=default_value,
-                    evaluation_context=evaluation_context,
-                )
+                res = await call_async(flag_key, default_value, evaluation_context)
         except Exception as err:
             if not covered:
                 _record_raise(handoff, start, flag_key, evaluation_context, err)
