@@ -193,10 +193,11 @@ def recording_async(
     start: Callable[[], None],
     stand_aside: Callable[[], None],
 ) -> Callable[..., Any]:
-    """The wrapper's async resolver around ``inner_async`` (``inner_sync`` if None)."""
+    """The wrapper's async resolver around ``inner_async``; None: ``inner_sync`` is called
+    positionally instead (a provider without async resolvers, or with AbstractProvider's,
+    which do just that)."""
     record = _recorder(handoff, start, TYPES[flag_type])
     claim = CLAIM
-    call_sync = as_the_sdk_calls(inner_sync)
     call_async = None if inner_async is None else as_the_sdk_calls(inner_async)
 
     async def resolve(
@@ -209,7 +210,7 @@ def recording_async(
             stand_aside()
         try:
             if call_async is None:  # a provider with sync resolvers only
-                res = call_sync(flag_key, default_value, evaluation_context)
+                res = inner_sync(flag_key, default_value, evaluation_context)
             else:
                 res = await call_async(flag_key, default_value, evaluation_context)
         except Exception as err:

@@ -128,6 +128,10 @@ class InstrumentedProvider(AbstractProvider):
                 sync_fn: Callable[..., Any] = inner_sync
                 async_fn: Callable[..., Any] = inner_async or _async_of(inner_sync)
             else:
+                if getattr(inner_async, "__func__", None) is getattr(
+                    AbstractProvider, name + "_async"
+                ):
+                    inner_async = None  # AbstractProvider's: it calls the sync one, as we then do
                 start = pipeline.ensure_started
                 sync_fn = recording_sync(inner_sync, flag_type, handoff, start, self.stand_aside)
                 async_fn = recording_async(
@@ -289,8 +293,6 @@ def _async_of(sync_fn: Callable[..., Any]) -> Callable[..., Any]:
     async def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
     ) -> Any:
-        return sync_fn(
-            flag_key=flag_key, default_value=default_value, evaluation_context=evaluation_context
-        )
+        return sync_fn(flag_key, default_value, evaluation_context)
 
     return resolve
