@@ -309,6 +309,21 @@ def test_sync_only_provider_serves_and_records_async_evaluations(
     ]
 
 
+def test_abstract_provider_with_sync_resolvers_only_serves_async_evaluations(
+    make_telemetry: MakeTelemetry,
+) -> None:
+    tel = make_telemetry(autostart=False)
+    api.set_provider_and_wait(flageval.instrument(Recording(), tel))  # async: the defaults
+    client = api.get_client()
+
+    async def run() -> list[Any]:
+        return [await client.get_float_details_async("r", 1.5, CTX) for _ in range(2)]
+
+    answered = asyncio.run(run())
+    assert [(d.value, d.variant) for d in answered] == [(1.5, "on")] * 2
+    assert queued(tel) == [("r", "on", None, None, {}, "user-7", CTX.attributes)] * 2
+
+
 class Boom(Exception):
     pass
 
