@@ -30,7 +30,7 @@ from openfeature.exception import ErrorCode, OpenFeatureError
 from openfeature.flag_evaluation import FlagType
 
 from .handoff import Handoff, Snapshot, State
-from .hook import CLAIM
+from .hook import CLAIM, SEAM
 from .losses import HOOK_ERROR
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ def _recorder(
 ) -> Callable[[str, Any, EvaluationContext | None], None]:
     """Append the snapshot of one resolution; never raises (counted under hook_error)."""
     clock = time_ns
+    capacity = handoff.capacity  # fixed for the hand-off's life (a fork keeps it)
 
     def record(flag_key: str, res: Any, ctx: EvaluationContext | None) -> None:
         try:
@@ -141,7 +142,7 @@ def _recorder(
                 message = mismatch_message(expected, res.value)
                 snapshot = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
             q = handoff.queue
-            if handoff.accepting and len(q) < handoff.capacity:
+            if handoff.accepting and len(q) < capacity:
                 q.append(snapshot)
             else:
                 _put(handoff, start, snapshot)
@@ -161,14 +162,14 @@ def recording_sync(
 ) -> Callable[..., Any]:
     """The wrapper's sync resolver around ``inner``."""
     record = _recorder(handoff, start, TYPES[flag_type])
-    claim = CLAIM
+    claim, seam = CLAIM, SEAM
     call = as_the_sdk_calls(inner)
 
     def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
     ) -> Any:
         # Read before the call: a provider that evaluates other flags must not see it.
-        covered = claim.by is handoff  # this pipeline's hook records this evaluation
+        covered = seam.claimed and claim.by is handoff  # this pipeline's hook records it
         if covered:
             claim.by = None
             stand_aside()
@@ -197,14 +198,14 @@ def recording_async(
     positionally instead (a provider without async resolvers, or with AbstractProvider's,
     which do just that)."""
     record = _recorder(handoff, start, TYPES[flag_type])
-    claim = CLAIM
+    claim, seam = CLAIM, SEAM
     call_async = None if inner_async is None else as_the_sdk_calls(inner_async)
 
     async def resolve(
         flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
     ) -> Any:
         # Checked before the first await: the SDK ran the before hooks in this same step.
-        covered = claim.by is handoff
+        covered = seam.claimed and claim.by is handoff
         if covered:
             claim.by = None
             stand_aside()

@@ -59,6 +59,19 @@ CLAIM = _Claim()
 _claims = False
 
 
+class _Seam:
+    """``claimed``: a hook has claimed an evaluation once; until then a wrapper skips
+    reading CLAIM (a thread-local read costs ~85 ns here, a slot ~15 ns)."""
+
+    __slots__ = ("claimed",)
+
+    def __init__(self) -> None:
+        self.claimed = False
+
+
+SEAM = _Seam()
+
+
 def enable_claims() -> None:
     """Have every hook claim its evaluations from now on (the wrapper's first build)."""
     global _claims
@@ -95,6 +108,7 @@ class FlagEvalHook(Hook):
         # The SDK calls every hook's before anyway; claiming here costs one assignment.
         if _claims:
             CLAIM.by = self._handoff
+            SEAM.claimed = True
 
     def finally_after(
         self,
