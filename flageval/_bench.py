@@ -43,9 +43,10 @@ from .telemetry import Telemetry
 VARIANTS = ("no hook", "empty hook", "hook", "wrapper")
 DEFAULT_FLAG = "bench-flag"
 KINDS = {"boolean": False, "string": "", "integer": 0, "float": 0.0, "object": {}}
-#: A round (every variant once) should take about this long: short enough for many
-#: rounds in the budget, long enough that the clocks' resolution does not matter.
-ROUND_S = 0.25
+#: One variant's block takes about this long: a few of the worker's drain intervals
+#: (50 ms by default), so that the background work it causes lands inside the block
+#: and shows on the wall clock too, not only in the settling after it.
+BLOCK_S = 0.15
 MIN_ROUNDS = 3
 
 
@@ -203,7 +204,7 @@ def paired(
     for name, block in blocks.items():
         block(20)
         settle.get(name, lambda: None)()
-    n = max(16, int(ROUND_S / (len(blocks) * 1.5 * per_eval)))
+    n = max(16, int(BLOCK_S / (1.3 * per_eval)))
     wall: dict[str, list[float]] = {k: [] for k in blocks}
     cpu: dict[str, list[float]] = {k: [] for k in blocks}
     start = time.perf_counter()
