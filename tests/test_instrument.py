@@ -498,3 +498,22 @@ def test_the_wrapped_provider_is_called_as_the_sdk_calls_it(
     assert queued(tel) == [
         ("x", None, ErrorCode.GENERAL, plain.error_message, {}, "user-7", CTX.attributes)
     ]
+
+
+def test_past_half_full_each_recording_gives_the_gil_up_once(
+    make_telemetry: MakeTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A starved worker (8 threads through the wrapper outpace its GIL share) would let
+    # the queue overflow; past half full each producer yields the GIL once, never waits.
+    import flageval._record as record_module
+
+    yields: list[float] = []
+    monkeypatch.setattr(record_module.time, "sleep", yields.append)
+    tel = make_telemetry(autostart=False, queue_size=8)  # no worker: the queue only fills
+    api.set_provider_and_wait(flageval.instrument(InMemoryProvider(flags()), tel))
+    client = api.get_client()
+    for _ in range(10):
+        assert client.get_boolean_value("b", False, CTX) is True
+    assert len(queued(tel)) == 8
+    assert yields == [0, 0, 0]  # the appends made at depths 5, 6 and 7 (half is 4)
+    assert tel.stats().dropped == {"queue_overflow": 2}
