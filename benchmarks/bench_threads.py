@@ -8,8 +8,8 @@ per-round ratio. ``queue_overflow`` must stay 0: the worker keeps up at the rate
 threads can reach. The deepest the queue got (sampled every 5 ms) shows the margin.
 
 ``test_threads_for_ten_seconds``: 1, 4 and 8 threads evaluating for 10 s each, through
-the hook and through the wrapper (``flageval.instrument``), one after the other on the
-same pipeline: evaluations/s, ``queue_overflow`` (must stay 0) and the deepest queue.
+the hook and through the wrapper (``flageval.instrument``, its own pipeline), one after
+the other: evaluations/s, ``queue_overflow`` (must stay 0) and the deepest queue.
 """
 
 from __future__ import annotations
@@ -168,24 +168,30 @@ def _run_for(client: OpenFeatureClient, threads: int, seconds: float) -> tuple[i
 
 @pytest.mark.parametrize("threads", [1, 4, 8])
 def test_threads_for_ten_seconds(
-    benchmark: BenchmarkFixture, telemetry: flageval.Telemetry, quick: bool, threads: int
+    benchmark: BenchmarkFixture,
+    telemetry: flageval.Telemetry,
+    wrapper_telemetry: flageval.Telemetry,
+    quick: bool,
+    threads: int,
 ) -> None:
     seconds = 0.2 if quick else 10.0
-    clients = {
-        "flageval": make_client(f"bench-run-hook-{threads}", [telemetry.hook]),
-        "wrapper": make_wrapped_client(f"bench-run-wrapper-{threads}", telemetry),
+    variants = {
+        "flageval": (make_client(f"bench-run-hook-{threads}", [telemetry.hook]), telemetry),
+        "wrapper": (
+            make_wrapped_client(f"bench-run-wrapper-{threads}", wrapper_telemetry),
+            wrapper_telemetry,
+        ),
     }
-    settle = flageval_settle(telemetry, timeout_s=30.0)
-    settle()
     out: dict[str, dict[str, int]] = {}
 
     def run() -> None:
-        for name, client in clients.items():
-            overflow = telemetry.stats().dropped.get("queue_overflow", 0)
+        for name, (client, tel) in variants.items():
+            settle = flageval_settle(tel, timeout_s=30.0)
+            settle()
+            overflow = tel.stats().dropped.get("queue_overflow", 0)
             stop, deepest = threading.Event(), []
-            q = telemetry.handoff.queue
             sampler = threading.Thread(
-                target=_sample_depth, args=(q.__len__, stop, deepest), daemon=True
+                target=_sample_depth, args=(tel.handoff.queue.__len__, stop, deepest), daemon=True
             )
             sampler.start()
             n, elapsed = _run_for(client, threads, seconds)
@@ -195,7 +201,7 @@ def test_threads_for_ten_seconds(
             out[name] = {
                 "evaluations": n,
                 "evals_per_s": round(n / elapsed),
-                "queue_overflow": telemetry.stats().dropped.get("queue_overflow", 0) - overflow,
+                "queue_overflow": tel.stats().dropped.get("queue_overflow", 0) - overflow,
                 "deepest_queue": deepest[0] if deepest else 0,
             }
 

@@ -293,7 +293,7 @@ def _check(args: argparse.Namespace) -> None:
         raise BenchError("--seconds must be > 0 and <= 3600")
 
 
-def _build(factory: Callable[[], Any], hook: Hook | None, tel: Telemetry | None) -> Any:
+def _build(factory: Callable[[], Any], tel: Telemetry | None) -> Any:
     try:
         provider = factory()
     except Exception as exc:
@@ -302,7 +302,7 @@ def _build(factory: Callable[[], Any], hook: Hook | None, tel: Telemetry | None)
         check_provider(provider)
     except TypeError as exc:
         raise BenchError(str(exc)) from None
-    return instrument(provider, tel) if tel is not None and hook is None else provider
+    return provider if tel is None else instrument(provider, tel)
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -310,10 +310,20 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = _progress(err)
     intake = LocalIntake()
     url = intake.start()
-    tel = Telemetry(enabled=True, agentless=False, intake_url=url, service="flageval-bench")
-    tel.start()
+    # One pipeline each, as an application using one way in has: a pipeline fed by both
+    # has its hooks claim every evaluation (a cost neither way alone pays).
+    try:
+        tel, tel_w = (
+            Telemetry(enabled=True, agentless=False, intake_url=url, service="flageval-bench")
+            for _ in range(2)
+        )
+    except ValueError as exc:  # a setting from the environment
+        intake.stop()
+        raise BenchError(str(exc)) from None
     clients: dict[str, OpenFeatureClient] = {}
     try:
+        tel.start()
+        tel_w.start()
         hooks: dict[str, Hook | None] = {
             "no hook": None,
             "empty hook": EmptyHook(),
@@ -321,7 +331,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "wrapper": None,
         }
         for i, (name, hook) in enumerate(hooks.items()):
-            provider = _build(factory, hook, tel if name == "wrapper" else None)
+            provider = _build(factory, tel_w if name == "wrapper" else None)
             domain = f"flageval-bench-{i}"
             progress(f"starting {name}: {type(provider).__name__}")
             try:
@@ -336,7 +346,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             args.flag, KINDS[args.kind], ctx
         )
         sync_blocks, async_blocks = _blocks(clients, args.flag, args.kind, ctx)
-        settle = {"hook": _settle(tel), "wrapper": _settle(tel)}
+        settle = {"hook": _settle(tel), "wrapper": _settle(tel_w)}
         modes = ("sync", "async") if args.mode == "both" else (args.mode,)
         reports = []
         for mode in modes:
@@ -354,17 +364,21 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "figures are for that error path (choose a flag with --flag/--type)\n"
             )
         out.write("\n\n".join(reports) + "\n")
-        stats = tel.stats()
-        dropped = ", ".join(f"{k}={v}" for k, v in sorted(stats.dropped.items())) or "none"
-        out.write(f"pipeline: {stats.evaluations:,} evaluations counted, dropped: {dropped}\n")
+        for name, pipeline in (("hook", tel), ("wrapper", tel_w)):
+            stats = pipeline.stats()
+            dropped = ", ".join(f"{k}={v}" for k, v in sorted(stats.dropped.items())) or "none"
+            out.write(
+                f"{name} pipeline: {stats.evaluations:,} evaluations counted, dropped: {dropped}\n"
+            )
         return 0
     finally:
-        _close(tel, intake)
+        _close(tel, tel_w, intake)
 
 
-def _close(tel: Telemetry, intake: LocalIntake) -> None:
+def _close(tel: Telemetry, tel_w: Telemetry, intake: LocalIntake) -> None:
     # Best effort, each part alone: a provider failing its shutdown is not the bench's.
-    for stop in (api.shutdown, lambda: tel.shutdown(5.0), intake.stop):
+    parts = (api.shutdown, lambda: tel.shutdown(5.0), lambda: tel_w.shutdown(5.0), intake.stop)
+    for stop in parts:
         with contextlib.suppress(Exception):
             stop()
 

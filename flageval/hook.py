@@ -54,9 +54,10 @@ class _Claim(threading.local):
 
 
 CLAIM = _Claim()
-#: Whether any wrapped provider exists: only then do hooks claim (a hook-only process
-#: pays one global read per stage for the seam, not a thread-local write).
-_claims = False
+#: The hand-offs a wrapped provider feeds too: only hooks of those claim their
+#: evaluations. Any other hook pays one global read per stage for the seam.
+_wrapped: set[Handoff] = set()
+_claims = False  # _wrapped is not empty
 
 
 class _Seam:
@@ -72,9 +73,10 @@ class _Seam:
 SEAM = _Seam()
 
 
-def enable_claims() -> None:
-    """Have every hook claim its evaluations from now on (the wrapper's first build)."""
+def enable_claims(handoff: Handoff) -> None:
+    """Have hooks of ``handoff`` claim their evaluations (a wrapper of it was built)."""
     global _claims
+    _wrapped.add(handoff)
     _claims = True
 
 
@@ -106,7 +108,7 @@ class FlagEvalHook(Hook):
 
     def before(self, hook_context: HookContext, hints: HookHints) -> None:
         # The SDK calls every hook's before anyway; claiming here costs one assignment.
-        if _claims:
+        if _claims and self._handoff in _wrapped:
             CLAIM.by = self._handoff
             SEAM.claimed = True
 
@@ -118,7 +120,7 @@ class FlagEvalHook(Hook):
     ) -> None:
         try:
             ctx = hook_context.evaluation_context
-            if _claims:
+            if _claims and self._handoff in _wrapped:
                 claim = CLAIM
                 mark = claim.by
                 if mark is not None:

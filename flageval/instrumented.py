@@ -120,7 +120,7 @@ class InstrumentedProvider(AbstractProvider):
         pipeline = default_telemetry() if telemetry is None else telemetry
         self._handoff = handoff = pipeline.handoff
         if handoff is not None:
-            enable_claims()  # from now on a hook of this pipeline can claim what it records
+            enable_claims(handoff)  # from now on this pipeline's hooks claim what they record
         for name, flag_type in _RESOLVERS:
             inner_sync = getattr(provider, name)
             inner_async = getattr(provider, name + "_async", None)

@@ -58,16 +58,18 @@ PROVIDERS = textwrap.dedent(
 )
 
 
-def bench(tmp_path: Path, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+def bench(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "userprov.py").write_text(PROVIDERS)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "flageval", "bench", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=timeout_s,
+        timeout=60,
         check=False,
     )
 
@@ -103,7 +105,8 @@ def test_default_run_prints_the_ratio_table_within_its_budget(tmp_path: Path) ->
         assert table["no hook"][1] == table["no hook"][4] == 1.0
         assert table["empty hook"][2] == table["empty hook"][5] == 1.0
     assert re.search(r"^added CPU per evaluation over no hook: empty hook [-+]\d", out, re.M)
-    assert re.search(r"^pipeline: [\d,]+ evaluations counted, dropped: none$", out, re.M)
+    for way in ("hook", "wrapper"):
+        assert re.search(rf"^{way} pipeline: [\d,]+ evaluations counted, dropped: none$", out, re.M)
     assert "note:" not in out
     assert "round" in done.stderr  # the progress line
 
@@ -145,6 +148,9 @@ def test_a_provider_that_cannot_be_used_fails_the_run(tmp_path: Path, spec: str,
     assert "| variant" not in done.stdout
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
+def test_bad_arguments_and_settings(tmp_path: Path) -> None:
     assert bench(tmp_path, "--seconds", "0").returncode == 1
     assert bench(tmp_path, "--type", "decimal").returncode == 2  # argparse's own usage error
+    done = bench(tmp_path, env={"FLAGEVAL_QUEUE_SIZE": "lots"})
+    assert done.returncode == 1
+    assert "invalid FLAGEVAL_QUEUE_SIZE" in done.stderr and "Traceback" not in done.stderr
