@@ -13,7 +13,7 @@ provider that raises (recorded, then re-raised unchanged, as the SDK then answer
 GENERAL or the error's own code), and TYPE_MISMATCH (the SDK's own check, re-applied:
 the wrapper knows the requested type). What the SDK decides without or after the
 provider, only the hook sees; see ``ShortCircuitHook`` for the one case the wrapper
-recovers (PROVIDER_NOT_READY / FATAL) and notes/wrapper.md for the rest.
+recovers (PROVIDER_NOT_READY / FATAL) and README ("What only the hook sees") for the rest.
 
 Both ways in at once count an evaluation once: the hook claims it in ``before`` (see
 ``flageval.hook.CLAIM``) and the wrapper of the same pipeline stands aside.
