@@ -36,6 +36,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.hook import Hook
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
+import flageval
+
 HERE = Path(__file__).resolve().parent
 FLAG_KEY = "bench-flag"
 #: What a Datadog provider stamps, and consent (so ddtrace does its full-data work,
@@ -105,6 +107,12 @@ def make_client(name: str, hooks: list[Hook]) -> OpenFeatureClient:
     if hooks:
         client.add_hooks(hooks)
     return client
+
+
+def make_wrapped_client(name: str, telemetry: Any) -> OpenFeatureClient:
+    """A client of its own domain whose provider is ``flageval.instrument``-ed (no hook)."""
+    api.set_provider_and_wait(flageval.instrument(make_provider(), telemetry), domain=name)
+    return api.get_client(name)
 
 
 # -- peers ----------------------------------------------------------------------------

@@ -47,6 +47,17 @@ def telemetry(agent: AgentStub) -> Iterator[flageval.Telemetry]:
 
 
 @pytest.fixture(scope="session")
+def wrapper_telemetry(agent: AgentStub) -> Iterator[flageval.Telemetry]:
+    """The pipeline behind the wrapper variant: its own, as an application that uses the
+    wrapper alone has (a pipeline fed by both a hook and a wrapper has its hooks claim
+    each evaluation, a cost a hook-only application does not pay)."""
+    tel = flageval.Telemetry(agent_url=agent.url, service="flageval-bench-wrapper")
+    tel.start()
+    yield tel
+    tel.shutdown(10.0)
+
+
+@pytest.fixture(scope="session")
 def ddtrace_peer(agent: AgentStub) -> Iterator[Ddtrace]:
     peer = start_ddtrace(agent.url)
     yield peer

@@ -70,8 +70,8 @@ def table(data: dict[str, Any]) -> list[str]:
             med = e["median_wall_ns"]
             target = n == 10
             row(
-                f"| {tag} | medians (wall): no hook / empty hook / flageval / otel span / "
-                f"ddtrace | {' / '.join(_fmt_ns(med[k]) for k in med)} | | |"
+                f"| {tag} | medians (wall): {' / '.join(k.replace('_', ' ') for k in med)} | "
+                f"{' / '.join(_fmt_ns(med[k]) for k in med)} | | |"
             )
             row(
                 f"| {tag} | flageval / empty hook, wall | {w['flageval']:.3f} | "
@@ -83,6 +83,22 @@ def table(data: dict[str, Any]) -> list[str]:
                 f"{'<= 1.05' if target else ''} | "
                 f"{_verdict(c['flageval'], 1.05) if target else ''} |"
             )
+            if "wrapper" in w:
+                nw, nc = e["ratio_to_no_hook_wall"], e["ratio_to_no_hook_cpu"]
+                for figure, value, limit in (
+                    ("wrapper / empty hook, wall", w["wrapper"], 0.85),
+                    ("wrapper / empty hook, CPU incl. background", c["wrapper"], 0.85),
+                    ("wrapper / no hook, wall", nw["wrapper"], 1.20),
+                    ("wrapper / no hook, CPU incl. background", nc["wrapper"], 1.20),
+                ):
+                    row(
+                        f"| {tag} | {figure} | {value:.3f} | {f'<= {limit}' if target else ''} | "
+                        f"{_verdict(value, limit) if target else ''} |"
+                    )
+                row(
+                    f"| {tag} | flageval hook / no hook (wall, CPU) | "
+                    f"{nw['flageval']:.3f}, {nc['flageval']:.3f} | | |"
+                )
             for clock, key in (("wall", "wall"), ("CPU", "cpu")):
                 added = e[f"added_cost_flageval_over_ddtrace_{key}"]
                 row(
@@ -115,6 +131,18 @@ def table(data: dict[str, Any]) -> list[str]:
             f"({e['deepest_queue']:,} / {e['queue_capacity']:,}) | 0 | "
             f"{'met' if e['queue_overflow'] == 0 else 'NOT met'} |"
         )
+
+    for threads in (1, 4, 8):
+        e = b.get(f"test_threads_for_ten_seconds[{threads}]", {}).get("extra_info")
+        if not e:
+            continue
+        for name, v in e["variants"].items():
+            row(
+                f"| {threads} thread(s) x {e['seconds']:g} s, {name} | evaluations/s; "
+                f"queue_overflow (deepest queue) | {v['evals_per_s']:,}; {v['queue_overflow']} "
+                f"({v['deepest_queue']:,}) | overflow 0 | "
+                f"{'met' if v['queue_overflow'] == 0 else 'NOT met'} |"
+            )
 
     targets = {"10 attrs, 1,000 distinct": 2000.0, "10 attrs, identical": 1000.0}
     for name, bench in b.items():
@@ -154,7 +182,7 @@ def table(data: dict[str, Any]) -> list[str]:
 
 def single_variant_table(data: dict[str, Any]) -> list[str]:
     """pytest-benchmark's own figures per variant (separate runs: only indicative)."""
-    variants = ("no_hook", "empty_hook", "flageval", "otel_span", "ddtrace")
+    variants = ("no_hook", "empty_hook", "flageval", "wrapper", "otel_span", "ddtrace")
     cells: dict[tuple[str, int], dict[str, str]] = {}
     for bench in data["benchmarks"]:
         name = bench["name"]

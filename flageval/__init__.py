@@ -16,6 +16,7 @@ from __future__ import annotations
 from .config import Settings
 from .default import default_telemetry, flush, shutdown, stats
 from .hook import FlagEvalHook
+from .instrumented import instrument
 from .stats import Stats
 from .telemetry import Telemetry
 
@@ -29,6 +30,7 @@ __all__ = [
     "__version__",
     "default_telemetry",
     "flush",
+    "instrument",
     "shutdown",
     "stats",
 ]

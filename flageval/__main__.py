@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import _bench
 from ._demo import balanced, report, run
 
 
@@ -23,7 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--per-thread", type=int, default=2_000)
     demo.add_argument("--tasks", type=int, default=50)
     demo.add_argument("--per-task", type=int, default=40)
+    _bench.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return int(args.run(args))
     for name in ("threads", "per_thread", "tasks", "per_task"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")

@@ -1,0 +1,224 @@
+"""The wrapper's resolvers: delegate, then append the snapshot the hook would take.
+
+One closure per resolver and wrapped provider, with everything it reads bound once
+(the wrapped resolver, the hand-off, the type to check): an evaluation costs the
+wrapped call, a slot read, one type check, the hook's own snapshot (handoff.snapshot)
+and a ``deque.append``.
+
+What each outcome records, as the SDK's ``finally_after`` would see it
+(openfeature-sdk 0.10, ``OpenFeatureClient._create_provider_evaluation`` and
+``evaluate_flag_details``):
+
+* a resolution with an error code: its variant, code, message and metadata;
+* a value not of the requested type: TYPE_MISMATCH, the SDK's message, no variant, no
+  metadata (the SDK builds new details);
+* an exception: no variant, no metadata; an ``OpenFeatureError``'s own code and
+  message, any other ``Exception`` GENERAL with its ``error_message`` or ``str()``.
+  The exception is re-raised unchanged (the SDK answers it). A ``BaseException``
+  (cancellation) is not recorded: the SDK's ``finally_after`` never sees one either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import Callable, Mapping
+from time import time_ns
+from types import MappingProxyType
+from typing import Any
+
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import ErrorCode, OpenFeatureError
+from openfeature.flag_evaluation import FlagType
+
+from .handoff import Handoff, Snapshot, State
+from .handoff import snapshot as take_snapshot
+from .hook import CLAIM, SEAM
+from .losses import HOOK_ERROR
+
+#: What the SDK checks a resolved value against (``client._typecheck_flag_value``).
+TYPES: Mapping[FlagType, type | tuple[type, ...]] = {
+    FlagType.BOOLEAN: bool,
+    FlagType.STRING: str,
+    FlagType.OBJECT: (dict, list),
+    FlagType.FLOAT: float,
+    FlagType.INTEGER: int,
+}
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+_NO_CONTEXT = EvaluationContext(None, _NO_ATTRIBUTES)
+_TYPE_MISMATCH = ErrorCode.TYPE_MISMATCH
+
+
+def mismatch_message(expected: type | tuple[type, ...], value: Any) -> str:
+    """The SDK's TypeMismatchError text, word for word."""
+    return f"Expected type {expected} but got {type(value)}"
+
+
+def raised(err: Exception) -> tuple[ErrorCode, str | None]:
+    """The error code and message the SDK answers an exception from the provider with."""
+    if isinstance(err, OpenFeatureError):
+        return err.error_code, err.error_message
+    return ErrorCode.GENERAL, getattr(err, "error_message", str(err))
+
+
+def _put(handoff: Handoff, start: Callable[[], None], snapshot: Snapshot) -> None:
+    q = handoff.queue
+    if handoff.accepting and len(q) < handoff.capacity:
+        q.append(snapshot)
+        return
+    if handoff.state is State.NEW:
+        start()  # first use: start the worker (once, under a lock)
+    handoff.offer(snapshot)
+
+
+def _record_raise(
+    handoff: Handoff,
+    start: Callable[[], None],
+    flag_key: str,
+    ctx: EvaluationContext | None,
+    err: Exception,
+) -> None:
+    try:
+        code, message = raised(err)
+        tk, attrs = (None, _NO_ATTRIBUTES) if ctx is None else (ctx.targeting_key, ctx.attributes)
+        _put(handoff, start, (flag_key, None, code, message, {}, tk, attrs, time_ns()))
+    except Exception:
+        # str() of the exception raised too: the SDK then answers nothing the hook could
+        # see; counted here so that nothing is lost silently.
+        with contextlib.suppress(Exception):
+            handoff.count(HOOK_ERROR)
+
+
+_PARAMETERS = ("flag_key", "default_value", "evaluation_context")
+
+
+def as_the_sdk_calls(resolver: Callable[..., Any]) -> Callable[[str, Any, Any], Any]:
+    """``resolver`` called as the SDK calls it, by keyword; positionally when that is
+    the same call (its first three parameters have the protocol's names: ~0.2 us less
+    per evaluation), so that a provider named otherwise fails with the wrapper as it
+    does without it."""
+    try:
+        params = list(inspect.signature(resolver).parameters.values())[:3]
+    except (TypeError, ValueError):
+        params = []
+    if [p.name for p in params] == list(_PARAMETERS) and all(
+        p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params
+    ):
+        return resolver
+
+    def by_keyword(flag_key: str, default_value: Any, evaluation_context: Any) -> Any:
+        return resolver(
+            flag_key=flag_key, default_value=default_value, evaluation_context=evaluation_context
+        )
+
+    return by_keyword
+
+
+def _recorder(
+    handoff: Handoff, start: Callable[[], None], expected: type | tuple[type, ...]
+) -> Callable[[str, Any, EvaluationContext | None], None]:
+    """Append the snapshot of one resolution; never raises (counted under hook_error)."""
+    clock = time_ns
+    capacity = handoff.capacity  # fixed for the hand-off's life (a fork keeps it)
+    # Past half full, the worker is starved of the GIL (8 threads evaluating through the
+    # wrapper outpace its share by ~1.5x): each producer then gives the GIL up once per
+    # evaluation, which holds the queue near half instead of overflowing. No waiting.
+    high_water = capacity // 2
+    sleep = time.sleep
+
+    def record(flag_key: str, res: Any, ctx: EvaluationContext | None) -> None:
+        try:
+            if ctx is None:
+                ctx = _NO_CONTEXT
+            if res.error_code or isinstance(res.value, expected):
+                snap = take_snapshot(flag_key, res, ctx)  # the hook's own, metadata copied
+            else:
+                message = mismatch_message(expected, res.value)
+                tk, attrs = ctx.targeting_key, ctx.attributes
+                snap = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
+            q = handoff.queue
+            depth = len(q)
+            if handoff.accepting and depth < capacity:
+                q.append(snap)
+                if depth > high_water:
+                    sleep(0)
+            else:
+                _put(handoff, start, snap)
+        except Exception:
+            with contextlib.suppress(Exception):  # nothing may escape into the SDK
+                handoff.count(HOOK_ERROR)
+
+    return record
+
+
+def recording_sync(
+    inner: Callable[..., Any],
+    flag_type: FlagType,
+    handoff: Handoff,
+    start: Callable[[], None],
+    stand_aside: Callable[[], None],
+) -> Callable[..., Any]:
+    """The wrapper's sync resolver around ``inner``."""
+    record = _recorder(handoff, start, TYPES[flag_type])
+    claim, seam = CLAIM, SEAM
+    call = as_the_sdk_calls(inner)
+
+    def resolve(
+        flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        # Read before the call: a provider that evaluates other flags must not see it.
+        covered = seam.claimed and claim.by is handoff  # this pipeline's hook records it
+        if covered:
+            claim.by = None
+            stand_aside()
+        try:
+            res = call(flag_key, default_value, evaluation_context)
+        except Exception as err:
+            if not covered:
+                _record_raise(handoff, start, flag_key, evaluation_context, err)
+            raise
+        if not covered:
+            record(flag_key, res, evaluation_context)
+        return res
+
+    return resolve
+
+
+def recording_async(
+    inner_async: Callable[..., Any] | None,
+    inner_sync: Callable[..., Any],
+    flag_type: FlagType,
+    handoff: Handoff,
+    start: Callable[[], None],
+    stand_aside: Callable[[], None],
+) -> Callable[..., Any]:
+    """The wrapper's async resolver around ``inner_async``; None: ``inner_sync`` is called
+    positionally instead (a provider without async resolvers, or with AbstractProvider's,
+    which do just that)."""
+    record = _recorder(handoff, start, TYPES[flag_type])
+    claim, seam = CLAIM, SEAM
+    call_async = None if inner_async is None else as_the_sdk_calls(inner_async)
+
+    async def resolve(
+        flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
+    ) -> Any:
+        # Checked before the first await: the SDK ran the before hooks in this same step.
+        covered = seam.claimed and claim.by is handoff
+        if covered:
+            claim.by = None
+            stand_aside()
+        try:
+            if call_async is None:  # a provider with sync resolvers only
+                res = inner_sync(flag_key, default_value, evaluation_context)
+            else:
+                res = await call_async(flag_key, default_value, evaluation_context)
+        except Exception as err:
+            if not covered:
+                _record_raise(handoff, start, flag_key, evaluation_context, err)
+            raise
+        if not covered:
+            record(flag_key, res, evaluation_context)
+        return res
+
+    return resolve
