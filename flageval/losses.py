@@ -34,7 +34,7 @@ NEVER_STARTED = "never_started"
 DROPPED: Mapping[str, str] = {
     QUEUE_OVERFLOW: "the hand-off was full (the worker could not keep up)",
     CLOSED: "evaluated after `shutdown()` began",
-    HOOK_ERROR: "the hook itself failed (never raised into the SDK)",
+    HOOK_ERROR: "the hook or the provider wrapper itself failed (never raised into the SDK)",
     DEGRADED_CAP: "a new degraded bucket past `max_degraded_buckets`",
     PAYLOAD_LIMIT: "a row too big for a body even without targeting key and context",
     INTAKE_REJECTED: (
