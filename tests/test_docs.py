@@ -1,7 +1,8 @@
 """The docs say what the code does: the loss tables are losses.py's, every setting is in
 docs/settings.md with its variable and default, README's first two command lines are
 the demo and the tests (the one .ci/run runs), every test a doc names exists, every
-relative link lands, and README's sync and async examples run against a real intake."""
+relative link lands, and README's examples (both ways in of the quick start, the sync
+and async applications) run against a real intake."""
 
 from __future__ import annotations
 
@@ -174,10 +175,13 @@ def test_every_relative_link_lands(page: Path) -> None:
 
 
 # -- README's examples run -----------------------------------------------------------------------
+def _section(heading: str) -> str:
+    return README.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _example(heading: str) -> str:
     """The section's runnable example: its last python block (any other compiles)."""
-    section = README.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    *others, code = re.findall(r"```python\n(.*?)```", section, re.S)
+    *others, code = re.findall(r"```python\n(.*?)```", _section(heading), re.S)
     for other in others:
         compile(other, f"README.md, {heading}", "exec")
     return code
@@ -204,6 +208,50 @@ def test_readme_examples_deliver_to_an_agent(heading: str, intake: Intake, tmp_p
     assert body.json()["context"]["service"] == "checkout"
     rows = body.json()["flagEvaluations"]
     assert [(r["flag"]["key"], r["evaluation_count"]) for r in rows] == [("new-checkout", 1)]
+
+
+QUICK_START = "Quick start: the hook, or the wrapper"
+# What the quick start leaves to the reader: a provider (and, for the hook, registering it).
+PROVIDER = """
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+provider = InMemoryProvider({"new-checkout": InMemoryFlag("on", {"on": True, "off": False})})
+"""
+EVALUATE = """
+assert api.get_client().get_boolean_value("new-checkout", False) is True
+flageval.shutdown(timeout_s=5)
+"""
+
+
+@pytest.mark.parametrize("way", ["hook", "wrapper"])
+def test_readme_quick_start_each_way_in_delivers_to_an_agent(
+    way: str, intake: Intake, tmp_path: Path
+) -> None:
+    # The block shows both ways in: the wrapper's lines start at its "# or" comment.
+    (block,) = re.findall(r"```python\n(.*?)```", _section(QUICK_START), re.S)
+    head, wrapper = re.split(r"^# or\b.*\n", block, maxsplit=1, flags=re.M)
+    imports = [line for line in head.splitlines() if line.startswith(("import ", "from "))]
+    hook = [line for line in head.splitlines() if line.strip() and line not in imports]
+    body = "\n".join(hook) + "\napi.set_provider_and_wait(provider)\n" if way == "hook" else wrapper
+    script = tmp_path / "quick_start.py"
+    script.write_text("\n".join(imports) + "\n" + PROVIDER + body + EVALUATE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
+    env.update(DD_TRACE_AGENT_URL=intake.url, DD_SERVICE="checkout", PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (body_sent,) = intake.accepted()
+    assert body_sent.json()["context"]["service"] == "checkout"
+    rows = body_sent.json()["flagEvaluations"]
+    assert [(r["flag"]["key"], r["variant"]["key"], r["evaluation_count"]) for r in rows] == [
+        ("new-checkout", "on", 1)
+    ]
 
 
 def test_readme_ofrep_examples_compile() -> None:
