@@ -55,34 +55,35 @@ MODULES: dict[str, Module] = {
             ("flageval.prune.x_*", "flageval.prune.xǁ_Walkǁ*"),
             (
                 "tests/test_prune.py",
-                "tests/test_mutation_prune.py",
+                "tests/test_prune_contract.py",
                 "tests/reliability/test_hostile.py::test_pruning_is_bounded_and_independent_of_insertion_order",
                 "tests/reliability/test_hostile.py::test_keys_that_print_alike_never_let_insertion_order_decide",
+                "tests/reliability/test_hostile.py::test_keys_whose_str_raises_and_repr_ties_no_longer_decide_by_order",
             ),
         ),
         Module(
             "tiers",
             ("flageval/tiers.py",),
             ("flageval.tiers.*",),
-            ("tests/test_tiers.py", "tests/test_mutation_tiers.py"),
+            ("tests/test_tiers.py", "tests/test_tiers_contract.py"),
         ),
         Module(
             "fields",
             ("flageval/fields.py",),
             ("flageval.fields.*",),
-            ("tests/test_tiers.py", "tests/test_ddtrace_parity.py", "tests/test_mutation_tiers.py"),
+            ("tests/test_tiers.py", "tests/test_ddtrace_parity.py", "tests/test_tiers_contract.py"),
         ),
         Module(
             "wire",
             ("flageval/wire.py",),
             ("flageval.wire.*",),
-            ("tests/test_wire.py", "tests/test_schema.py", "tests/test_mutation_wire.py"),
+            ("tests/test_wire.py", "tests/test_schema.py", "tests/test_wire_limits.py"),
         ),
         Module(
             "retry_after",
             ("flageval/_common.py",),
             ("flageval._common.x_parse_retry_after*", "flageval._common.x_backoff_s*"),
-            ("tests/test_retry_after.py", "tests/test_mutation_retry.py"),
+            ("tests/test_retry_after.py", "tests/test_retry_bounds.py"),
         ),
         Module(
             "transport",
@@ -100,14 +101,14 @@ MODULES: dict[str, Module] = {
                 "tests/test_transport.py",
                 "tests/test_transport_bounds.py",
                 "tests/test_transport_retry_after.py",
-                "tests/test_mutation_retry.py",
+                "tests/test_retry_bounds.py",
             ),
         ),
         Module(
             "ofrep_headers",
             ("flageval/ofrep/_headers.py",),
             ("flageval.ofrep._headers.*",),
-            ("tests/ofrep/test_headers_config.py", "tests/ofrep/test_mutation_ofrep.py"),
+            ("tests/ofrep/test_headers_config.py", "tests/ofrep/test_rules_contract.py"),
         ),
         Module(
             "ofrep_coalesce",
@@ -116,7 +117,7 @@ MODULES: dict[str, Module] = {
             (
                 "tests/ofrep/test_coalescing.py",
                 "tests/ofrep/test_fetch_queue.py",
-                "tests/ofrep/test_mutation_ofrep.py",
+                "tests/ofrep/test_rules_contract.py",
             ),
         ),
     )
