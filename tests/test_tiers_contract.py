@@ -6,6 +6,7 @@ expected values by hand from tiers.py's docstring, losses.py and INTAKE.md."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flageval.fields import hash_targeting_key
+from flageval.fields import MIN_EPOCH_MS, error_text, hash_targeting_key, text
 from flageval.losses import Ledger
 from flageval.prune import MAX_ENTRIES
 from flageval.tiers import BUCKET_OVERHEAD_BYTES, TEXT_OVERHEAD_BYTES, Tiers
@@ -243,3 +244,52 @@ def test_take_moves_keyless_contextless_full_buckets_and_resets_everything() -> 
     # The next interval starts clean: per-flag counts and the kept texts too.
     t.add_batch([snap(tk="u9")])
     assert len(t.full) == 1 and t.bytes_held > 0
+
+
+# -- fields.py: row texts, stamps, errors, the hash ---------------------------------------
+
+
+class Shout(str):
+    def __str__(self) -> str:
+        return "not-this"
+
+
+class GivesSubclass:
+    def __str__(self) -> str:
+        return Shout("odd")
+
+
+def test_row_texts_are_plain_str_whatever_the_value_gave() -> None:
+    for value, expected in ((Shout("x"), "x"), (GivesSubclass(), "odd"), (7, "7")):
+        out = text(value)
+        assert out == expected and type(out) is str
+    assert text("a\ud800b") == "a\ufffdb"
+
+
+def test_provider_stamps_are_used_from_the_minimum_to_the_year_3000_inclusive() -> None:
+    year_3000 = 32_503_680_000_000  # 3000-01-01T00:00:00Z in ms
+    for stamp, used in (
+        (MIN_EPOCH_MS, True),  # INTAKE.md: first_evaluation >= 1759276800000
+        (MIN_EPOCH_MS - 1, False),
+        (year_3000, True),
+        (year_3000 + 1, False),
+    ):
+        t = tiers()
+        t.add_batch([snap(meta={"dd.eval.timestamp_ms": stamp})])
+        ((bucket),) = t.full.values()
+        assert bucket[1] == (stamp if used else T0), stamp
+
+
+def test_a_consented_message_is_sent_as_its_own_text_even_empty() -> None:
+    class Blank:
+        def __str__(self) -> str:
+            return ""
+
+    assert error_text("GENERAL", Blank(), consented=True) == ""
+    assert error_text("GENERAL", "boom", consented=True) == "boom"
+
+
+def test_the_hash_of_a_key_with_a_lone_surrogate_hashes_its_code_point_bytes() -> None:
+    # U+D800 passed through as UTF-8 bytes ED A0 80 (never an error: a key is a key).
+    expected = "sha256_" + hashlib.sha256(b"a\xed\xa0\x80").hexdigest()
+    assert hash_targeting_key("a\ud800") == expected
