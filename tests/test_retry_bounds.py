@@ -33,7 +33,9 @@ def seeded() -> Iterator[None]:
     random.setstate(state)
 
 
-def _draws(attempt: int, base: float, cap: float, spread: float = 1.0) -> list[float]:
+def _draws(attempt: int, base: float, cap: float, spread: float | None = None) -> list[float]:
+    if spread is None:  # the default: full jitter
+        return [backoff_s(attempt, base, cap) for _ in range(400)]
     return [backoff_s(attempt, base, cap, spread) for _ in range(400)]
 
 

@@ -201,24 +201,35 @@ def _mutated_lines(diff: str) -> list[str]:
     ]
 
 
-def run_module(module: Module, work: Path, jobs: int, show: bool) -> dict[str, int]:
+def run_module(
+    module: Module, work: Path, jobs: int, show: bool, rerun: bool = True
+) -> dict[str, int]:
     where = work / module.name
-    _scratch_copy(module, where)
     started = time.monotonic()
-    globs = list(module.mutants)
     log = where / "mutmut.log"
-    with log.open("w") as sink:
-        done = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *globs],
-            cwd=where,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            timeout=3 * 3600,
-            check=False,
-        )
+    code = 0
+    if rerun or not (where / "mutants").is_dir():
+        _scratch_copy(module, where)
+        with log.open("w") as sink:
+            code = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "mutmut",
+                    "run",
+                    "--max-children",
+                    str(jobs),
+                    *module.mutants,
+                ],
+                cwd=where,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=3 * 3600,
+                check=False,
+            ).returncode
     statuses = _statuses(module, where)
-    if done.returncode != 0 or not statuses:
-        print(f"{module.name}: mutmut failed (exit {done.returncode}); see {log}", flush=True)
+    if code != 0 or not statuses:
+        print(f"{module.name}: mutmut failed (exit {code}); see {log}", flush=True)
         return {"failed": 1}
     equivalent = {e["mutant"]: e for e in load_equivalents() if e["module"] == module.name}
     counts = dict.fromkeys(COLUMNS, 0)
@@ -259,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--show", action="store_true", help="print the diff of each survivor")
     parser.add_argument(
+        "--report", action="store_true", help="score the last run in --work again, do not rerun"
+    )
+    parser.add_argument(
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "flageval-mutation",
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  ".join(f"{h:>10}" for h in header), flush=True)
     bad = 0
     for m in chosen:
-        c = run_module(m, args.work, args.jobs, args.show)
+        c = run_module(m, args.work, args.jobs, args.show, rerun=not args.report)
         if "failed" in c:
             bad += 1
             continue
