@@ -17,7 +17,7 @@ import pytest
 from flageval.fields import MIN_EPOCH_MS, error_text, hash_targeting_key, text
 from flageval.losses import Ledger
 from flageval.prune import MAX_ENTRIES
-from flageval.tiers import BUCKET_OVERHEAD_BYTES, TEXT_OVERHEAD_BYTES, Tiers
+from flageval.tiers import BUCKET_OVERHEAD_BYTES, TEXT_OVERHEAD_BYTES, Tiers, merge_bucket
 from tests.test_tiers import T0, snap, tiers
 
 
@@ -153,6 +153,25 @@ def test_an_unreadable_flag_is_dropped_and_logged_with_its_error_type(
     assert t.received == 2 and t.take()[2] == 1
 
 
+def test_an_interrupt_raised_by_a_context_is_kept_for_the_worker() -> None:
+    class Interrupting(BadItems):
+        def __iter__(self) -> Iterator[str]:
+            raise KeyboardInterrupt
+
+    t = tiers()
+    t.add_batch([snap(attrs=Interrupting())])  # type: ignore[arg-type]
+    assert isinstance(t.interrupt, KeyboardInterrupt) and t.context_errors == 1
+
+
+def test_merging_a_whole_bucket_adds_counts_and_keeps_min_first_max_last() -> None:
+    tier: dict[Any, list[int]] = {}
+    key = ("f", "on", None, False, None)
+    merge_bucket(tier, key, 2, T0 + 5, T0 + 9)
+    merge_bucket(tier, key, 3, T0 + 1, T0 + 3)  # earlier first, earlier last
+    merge_bucket(tier, key, 1, T0 + 6, T0 + 12)  # later first, later last
+    assert tier == {key: [6, T0 + 1, T0 + 12]}
+
+
 def test_received_adds_up_over_batches() -> None:
     t = tiers()
     t.add_batch([snap(), snap()])
@@ -177,7 +196,8 @@ def test_times_are_whole_milliseconds_and_repeats_keep_min_and_max() -> None:
 
 def test_a_degraded_bucket_keeps_min_first_and_max_last() -> None:
     t = tiers(max_full_buckets=0)  # every evaluation degrades (cardinality_cap)
-    times = [T0 + 5, T0 + 1, T0 + 9, T0 + 9, T0 + 3, T0 + 1]
+    # T0 + 3, between first and last, moves neither.
+    times = [T0 + 5, T0 + 1, T0 + 9, T0 + 9, T0 + 1, T0 + 3]
     t.add_batch([snap(tk=f"u{i}", t_ms=ms) for i, ms in enumerate(times)])
     assert _degraded(t) == {("f", "on", None, False, None): [6, T0 + 1, T0 + 9]}
 
@@ -209,26 +229,27 @@ def test_without_consent_the_targeting_key_is_hashed_every_time() -> None:
 
 
 def test_the_budget_charges_each_new_text_once_and_refuses_past_it() -> None:
-    # flag "f", variant "on", allocation "a1", error: charged once each when first kept.
-    texts = sum(sys.getsizeof(s) + TEXT_OVERHEAD_BYTES for s in ("f", "on", "a1"))
+    # flag "f", variant "enabled", allocation "a1": charged once each when first kept
+    # (texts of different lengths, so no one of them can stand for another).
+    texts = sum(sys.getsizeof(s) + TEXT_OVERHEAD_BYTES for s in ("f", "enabled", "a1"))
     tk_cost = sys.getsizeof("u1")
     one = BUCKET_OVERHEAD_BYTES + tk_cost + texts
     meta = {"allocationKey": "a1"}
     t = tiers(memory_budget_bytes=one)  # exactly one bucket with its texts
-    t.add_batch([snap(meta=meta), snap(meta=meta, tk="u2")])
+    t.add_batch([snap(variant="enabled", meta=meta), snap(variant="enabled", meta=meta, tk="u2")])
     assert t.bytes_held == one
     assert [k[5] for k in t.full] == ["u1"]
     assert t.ledger.degraded == {"memory_budget": 1}
     # A byte less and not even the first fits.
     t2 = tiers(memory_budget_bytes=one - 1)
-    t2.add_batch([snap(meta=meta)])
+    t2.add_batch([snap(variant="enabled", meta=meta)])
     assert not t2.full and t2.ledger.degraded == {"memory_budget": 1}
     # No targeting key: nothing charged for it (not even a byte).
     t3 = tiers(memory_budget_bytes=one - tk_cost)
-    t3.add_batch([snap(meta=meta, tk=None, attrs={"a": 1})])
+    t3.add_batch([snap(variant="enabled", meta=meta, tk=None, attrs={"a": 1})])
     assert len(t3.full) == 0  # the context's 7 bytes do not fit
     t4 = tiers(memory_budget_bytes=one - tk_cost + len(b'{"a":1}'))
-    t4.add_batch([snap(meta=meta, tk=None, attrs={"a": 1})])
+    t4.add_batch([snap(variant="enabled", meta=meta, tk=None, attrs={"a": 1})])
     assert len(t4.full) == 1 and t4.bytes_held == one - tk_cost + 7
 
 
