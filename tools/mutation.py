@@ -18,6 +18,7 @@ import argparse
 import fnmatch
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -177,6 +178,15 @@ def _scratch_copy(module: Module, into: Path) -> None:
     (into / "pyproject.toml").write_text(pyproject + "\n".join(lines) + "\n", "utf-8")
 
 
+#: Address space per process of a run: a mutant that loops appending (seen: 8 GB before
+#: its timeout) fails with MemoryError instead of pressing a shared machine.
+MEMORY_LIMIT_BYTES = 4 << 30
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+
+
 def _statuses(module: Module, where: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for file in module.files:
@@ -234,6 +244,7 @@ def run_module(
                 stderr=subprocess.STDOUT,
                 timeout=3 * 3600,
                 check=False,
+                preexec_fn=_limit_memory,  # noqa: PLW1509 - no threads in this process
             ).returncode
     statuses = _statuses(module, where)
     if code != 0 or not statuses:
