@@ -244,7 +244,7 @@ def run_module(
                 stderr=subprocess.STDOUT,
                 timeout=3 * 3600,
                 check=False,
-                preexec_fn=_limit_memory,  # noqa: PLW1509 - no threads in this process
+                preexec_fn=_limit_memory,  # this process runs no threads
             ).returncode
     statuses = _statuses(module, where)
     if code != 0 or not statuses:
