@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         "--report", action="store_true", help="score the last run in --work again, do not rerun"
     )
     parser.add_argument(
+        "--equivalents", action="store_true", help="print the equivalents list as a table"
+    )
+    parser.add_argument(
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "flageval-mutation",
@@ -302,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
     chosen = [MODULES[m] for m in args.modules or MODULES]
+    if args.equivalents:
+        print("| module | mutant | mutated line | why it is equivalent |\n|---|---|---|---|")
+        for e in load_equivalents():
+            if e["module"] in {m.name for m in chosen}:
+                name = e["mutant"].rpartition(".")[2]
+                change = e["change"].replace("|", "\\|")
+                print(f"| {e['module']} | `{name}` | `{change}` | {e['reason']} |")
+        return 0
     if args.list:
         for m in chosen:
             print(f"{m.name}: mutates {', '.join(m.files)} ({', '.join(m.mutants)})")
