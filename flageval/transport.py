@@ -286,9 +286,10 @@ class Sender:
     async def _send_one(self, body: Body, deadline: float) -> bool:
         """True when done with the body (delivered or counted as lost); False to buffer."""
         tries = 0
+        wake_by = deadline - min(0.25, self.request_timeout_s)  # time left for an answer
         while True:
             wait = self.not_before - self._clock()
-            if wait > 0 and (self._clock() + wait >= deadline or not await self._sleep(wait)):
+            if wait > 0 and (self._clock() + wait > wake_by or not await self._sleep(wait)):
                 return False
             if self._clock() >= deadline:
                 return False  # not sent: it waits (or is counted unavailable at shutdown)
@@ -312,7 +313,7 @@ class Sender:
                         route.display,
                         exc.said,
                     )
-                if not exc.now or tries > self.max_retries or self._clock() + delay >= deadline:
+                if not exc.now or tries > self.max_retries or self._clock() + delay > wake_by:
                     return False
                 if not await self._sleep(delay):
                     return False

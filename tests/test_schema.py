@@ -150,8 +150,15 @@ def test_rejections(mutate: Callable[[dict[str, Any]], None]) -> None:
 
 
 def test_mutations_do_not_leak_into_the_shared_full_body() -> None:
-    # Guards the rejection tests: each one must start from a valid body.
-    validate_body(FULL_BODY)
+    """Guards the rejection tests: each mutates a copy, so FULL_BODY stays what it was
+    (whatever order the tests ran in) and each starts from a valid body."""
+    pristine = json.dumps(FULL_BODY, sort_keys=True)
+    for name, mutate in REJECTIONS:
+        body = copy.deepcopy(FULL_BODY)
+        mutate(body)
+        assert json.dumps(body, sort_keys=True) != pristine, name  # the copy changed
+        assert json.dumps(FULL_BODY, sort_keys=True) == pristine, name  # the shared did not
+    assert list(_validator().iter_errors(FULL_BODY)) == []
 
 
 def test_context_evaluation_holds_at_most_256_attributes() -> None:

@@ -42,14 +42,23 @@ def test_huge_retry_field_does_not_kill_the_stream(
 ) -> None:
     server.set_flag("f", True, "on")
     provider, _ = start_with_stream(server, make_provider)
+    before = settled(provider, server)
+    stats = provider.stats()
     # 5,000 ASCII digits: int() refuses strings over 4,300 digits with ValueError.
     server.push(b"retry: " + b"9" * 5000 + b"\n\n")
-    server.push(refetch(etag="v2"))
     server.set_flag("f", False, "off")
+    server.push(refetch(etag="v2"))
     wait_until(
         lambda: provider.resolve_boolean_details("f", True).value is False,
         what="refetch after the huge retry field",
     )
+    # The same stream read the refetch event after the field: not dropped, not
+    # reconnected, and the event was the refetch (one bulk request more).
+    after = provider.stats()
+    assert after["sse_connects"] == stats["sse_connects"]
+    assert after["sse_disconnects"] == stats["sse_disconnects"] == 0
+    assert after["sse_refetch_events"] == stats["sse_refetch_events"] + 1
+    assert len(server.bulk_requests()) == before + 1
 
 
 def test_deeply_nested_bulk_body_is_a_failed_fetch_and_is_retried(

@@ -205,8 +205,14 @@ def test_on_context_changed_callback(
     }
     provider = make_provider(server.url)
     api.set_provider_and_wait(provider)
-    provider.on_context_changed(EvaluationContext(), EvaluationContext("zoe"))
+    assert provider.resolve_string_details("who", "").value == "anon"
+    fetched = len(server.bulk_requests())
+    provider.on_context_changed(EvaluationContext(), EvaluationContext("zoe", {"plan": "pro"}))
     wait_until(lambda: provider.resolve_string_details("who", "").value == "zoe")
+    # The callback re-fetched once, with the new context as the request's body.
+    requests = server.bulk_requests()
+    assert len(requests) == fetched + 1
+    assert requests[-1].json == {"context": {"targetingKey": "zoe", "plan": "pro"}}
 
 
 async def test_works_inside_an_asyncio_application(

@@ -165,10 +165,12 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
         peak_retry_bytes=peak.peak,
         shutdown_s=round(took, 3),
     )
-    # Generous on a shared 2-core box (a neighbour's burst can move one phase's median);
-    # blocking on I/O would cost milliseconds, far past this. The real ratios are
-    # reported in the summary.
-    assert f < 2.0 * h + 30.0, (h, f)
+    # What this proves: a fault never blocks evaluation (the claim is "never block", not
+    # "matches the healthy latency"). An evaluation waiting on the intake would wait a
+    # backoff (20 ms) or a request timeout (500 ms), and it would be every evaluation of
+    # the phase, not a few: the median would be 1,000x past this bound, which a
+    # neighbour's burst on a shared 2-core box does not reach. Ratios: the summary.
+    assert f < 2.0 * h + 30.0, f"evaluation blocked by the fault? healthy {h} us, fault {f} us"
 
 
 def _unique_evaluations(client: Any, tag: str, n: int) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
@@ -110,15 +110,30 @@ def _containers(children: Any) -> Any:
 values = st.recursive(leaves, _containers, max_leaves=25)
 
 
+#: A wide part's own keys: "w.k000".. and "w-b", which sorts before all of them.
+WIDE = "w"
+
+
 @st.composite
 def contexts(draw: Any) -> dict[Any, Any]:
     ctx: dict[Any, Any] = draw(st.dictionaries(keys, values, max_size=10))
+    # Drawn keys never start with "w": that name is the wide part's alone.
+    ctx = {k: v for k, v in ctx.items() if not (isinstance(k, str) and k[:1] == WIDE)}
+    # Half the contexts reach the 256 cut (and most pass it): a mapping of 200-400
+    # keys, walked before its sibling "w-b" that sorts before every one of them.
+    # Without the deep part, so the node budget never binds first.
+    wide = draw(st.booleans())
+    if wide:
+        n = draw(st.integers(200, 400))
+        items = [(f"k{i:03d}", i) for i in range(n)]
+        ctx[WIDE] = dict(reversed(items) if draw(st.booleans()) else items)
+        ctx["w-b"] = -1
     if draw(st.booleans()):
         # A cycle: the context reaches itself, and a nested dict reaches its parent.
         inner: dict[str, Any] = {"up": ctx}
         inner["me"] = inner
         ctx["cycle"] = inner
-    if draw(st.booleans()):
+    if not wide and draw(st.booleans()):
         deep: dict[str, Any] = {"leaf": "bottom"}
         for i in range(draw(st.integers(1, 14))):
             deep = {f"d{i}": deep, "x": [deep]}
@@ -175,6 +190,17 @@ def _strict_json(data: bytes) -> Any:
 def test_pruning_is_bounded_and_independent_of_insertion_order(ctx: dict[Any, Any]) -> None:
     flat = flatten(ctx)
     _check_pruned(flat)
+    if WIDE in ctx:
+        # INTAKE.md: flatten, sort the keys, keep the first 256. The rest of the context
+        # is flattened alone (the wide part out of the root; "cycle.up" is still the
+        # root, so still skipped), the wide part's keys are known by construction.
+        wide, wb = ctx.pop(WIDE), ctx.pop("w-b")
+        rest = flatten(ctx)
+        ctx[WIDE], ctx["w-b"] = wide, wb
+        candidates = set(rest) | {f"w.{k}" for k in wide} | {"w-b"}
+        event(f"fields before the cut: {'> 256' if len(candidates) > MAX_FIELDS else '<= 256'}")
+        assert set(flat) == set(sorted(candidates)[:MAX_FIELDS])
+        assert len(flat) == min(len(candidates), MAX_FIELDS)
     key = canonical(ctx)
     again = canonical(_reordered(ctx))
     assert key == again
@@ -474,6 +500,18 @@ def test_keys_that_print_alike_never_let_insertion_order_decide() -> None:
     for first, second in cases:
         assert canonical(first) == canonical(second)
         assert ContextKeys().key(first) == ContextKeys().key(second) == canonical(first)
+
+
+def test_keys_whose_str_raises_and_repr_ties_no_longer_decide_by_order() -> None:
+    """Issue 13's case: two NoStr keys (repr "NoStr()"), one nested in the other's value,
+    once gave {"NoStr()[0]": false} in one order and another key in the other. A
+    non-string key is dropped now (OpenFeature keys are strings): both orders give
+    the same row, and only the real key is in it."""
+    a, b = NoStr(), NoStr()
+    first = {a: [False], b: {a: True}, "k": 1}
+    second = {"k": 1, b: {a: True}, a: [False]}
+    assert flatten(first) == flatten(second) == {"k": 1}
+    assert canonical(first) == canonical(second) == b'{"k":1}'
 
 
 def test_undecodable_service_name_is_refused_at_construction(

@@ -24,7 +24,7 @@ from openfeature.provider.in_memory_provider import InMemoryFlag
 
 from flageval import Telemetry
 from tests.intake import Intake
-from tests.reliability.helpers import assert_conserved, client_with, record
+from tests.reliability.helpers import FLAG, assert_conserved, client_with, record
 from tests.schema_util import validate_body
 
 pytestmark = pytest.mark.reliability
@@ -214,3 +214,35 @@ def test_handoff_too_small_counts_overflow_exactly(make_telemetry: Any, intake: 
         delivered=len(keys),
         dropped=dict(st.dropped),
     )
+
+
+def test_max_full_buckets_binds_under_threads(make_telemetry: Any, intake: Intake) -> None:
+    """The load test's full-bucket check cannot fail there (its memory budget binds
+    first, near 2,000 buckets against a cap of 3,000). Here the cap binds: 4 threads
+    make 2,400 distinct full buckets of one flag with a cap of 500, a per-flag cap
+    and a memory budget far above it. Exactly 500 full rows are posted; the other
+    1,900 evaluations are in the flag's one degraded row, counted cardinality_cap."""
+    tel = make_telemetry(max_full_buckets=500, max_buckets_per_flag=10_000)
+    client = client_with(tel)
+    per_thread = 600
+
+    def run(t: int) -> None:
+        for i in range(per_thread):
+            client.get_boolean_value(FLAG, False, EvaluationContext(f"t{t}-{i}", {"i": i}))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert tel.flush(10.0)  # one flush: one window of buckets
+    tel.shutdown(2.0)
+    made = 4 * per_thread
+    st = assert_conserved(tel, intake, made)
+    full = [row for row in intake.rows() if "targeting_key" in row]
+    degraded = [row for row in intake.rows() if "targeting_key" not in row]
+    assert len(full) == 500
+    assert len({row["targeting_key"] for row in full}) == 500
+    assert all(row["evaluation_count"] == 1 and "context" in row for row in full)
+    assert [row["evaluation_count"] for row in degraded] == [made - 500]
+    assert st.degraded == {"cardinality_cap": made - 500} and st.dropped == {}
