@@ -24,6 +24,32 @@ SNIPPET_BYTES = 1024
 SNIPPET_CHARS = 200
 
 
+class Retryable(Exception):
+    """Nothing reached the intake. ``now``: False when trying again within this flush
+    cannot help (an untrusted certificate): the body waits for the next one."""
+
+    def __init__(
+        self, why: str, said: str, wait_s: float | None = None, *, now: bool = True
+    ) -> None:
+        super().__init__(why)
+        self.why = why
+        self.said = said  # what happened, in words, for the log
+        self.wait_s = wait_s
+        self.now = now
+
+
+class Rejected(Exception):
+    """Not sent again: the intake refused the body (a 4xx other than 429) or may have
+    counted it (no answer came)."""
+
+    def __init__(self, reason: str, status: int | None, text: str = "", *, said: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.text = text
+        self.said = said  # what happened, in words, for the log
+
+
 async def _on_headers_sent(
     session: aiohttp.ClientSession,
     ctx: SimpleNamespace,

@@ -124,6 +124,23 @@ class Runner:
                 self.thread.stop_soon()
         return True
 
+    def abandon(self) -> bool:
+        """start_async()'s loop has ended without shutdown_async(): nothing can post any
+        more, so what was held is counted instead of pending forever. False when the
+        worker failed in that last drain (application code), logged here."""
+        try:
+            lost = self.worker.abandon()
+        except BaseException:
+            log.exception("the worker failed during shutdown")
+            return False
+        if lost:
+            log.warning(
+                "the worker's event loop ended before shutdown; "
+                "%d evaluations counted as intake_unavailable",
+                lost,
+            )
+        return True
+
     def end_thread(self, timeout_s: float) -> None:
         if self.thread is not None:
             self.thread.stop(timeout_s)

@@ -24,8 +24,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, TypeVar, Unpack
 
 from . import process
 from ._runner import ON_LOOP_ERROR, Runner
@@ -174,16 +174,8 @@ class Telemetry:
         process.on_worker_start()
         await asyncio.sleep(0)  # let the worker's tasks start
 
-    # -- the worker's loop -----------------------------------------------------------------
-    def _loop_running(self) -> bool:
-        return self._runner is not None and self._runner.running
-
     def _on_worker_loop(self) -> bool:
         return self._runner is not None and self._runner.on_loop()
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T | None:
-        assert self._runner is not None
-        return self._runner.call(coro, timeout_s)
 
     # -- flush ----------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -198,7 +190,7 @@ class Telemetry:
         if runner is None or not runner.running:
             return h is None or not h.queue
         deadline = time.monotonic() + timeout_s
-        return bool(self._call(runner.worker.flush(deadline, own_task=True), timeout_s + 1.0))
+        return bool(runner.call(runner.worker.flush(deadline, own_task=True), timeout_s + 1.0))
 
     async def flush_async(self, timeout_s: float = 10.0) -> bool:
         """:meth:`flush` for async code: on the worker's loop (``start_async``) it runs
@@ -257,24 +249,11 @@ class Telemetry:
         if runner.running:
             # Keep a small margin of the deadline for closing the loop and the thread.
             inner = deadline - min(0.25, timeout * 0.1)
-            ok = self._call(runner.stop(inner), max(0.0, deadline - time.monotonic()))
+            ok = runner.call(runner.stop(inner), max(0.0, deadline - time.monotonic()))
             if not worker.stopped:
                 self._freeze(WORKER_ERROR if ok is False else WORKER_STALLED)
-        elif runner.thread is None and not worker.stopped:
-            # start_async()'s loop has ended without shutdown_async(): nothing can post
-            # any more; count what was held instead of leaving it pending forever.
-            try:
-                lost = worker.abandon()
-            except BaseException:  # application code in the last drain
-                log.exception("the worker failed during shutdown")
-                self._freeze(WORKER_ERROR)
-            else:
-                if lost:
-                    log.warning(
-                        "the worker's event loop ended before shutdown; "
-                        "%d evaluations counted as intake_unavailable",
-                        lost,
-                    )
+        elif runner.thread is None and not worker.stopped and not runner.abandon():
+            self._freeze(WORKER_ERROR)
         runner.end_thread(deadline - time.monotonic())
         if self._frozen is None and self._drained_for_good():
             self._handoff_or_fail().discard_late()
@@ -366,7 +345,7 @@ class Telemetry:
             async def snap() -> Stats:
                 return self._stats_now()
 
-            result = self._call(snap(), _STATS_WAIT_S)
+            result = runner.call(snap(), _STATS_WAIT_S)
             if result is not None:
                 return result
             if runner.running:

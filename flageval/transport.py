@@ -38,7 +38,17 @@ from types import SimpleNamespace
 import aiohttp
 
 from ._common import RateLimitedLog, backoff_s, parse_retry_after
-from ._http import discard, no_answer, not_connected, not_sent, refused, snippet, trace_config
+from ._http import (
+    Rejected,
+    Retryable,
+    discard,
+    no_answer,
+    not_connected,
+    not_sent,
+    refused,
+    snippet,
+    trace_config,
+)
 from .agent import Route, Routes, identity_headers
 from .config import Endpoint
 from .losses import (
@@ -69,20 +79,6 @@ class SenderReport:
     bodies_posted: int
     attempts: int
     pending_evaluations: int
-
-
-class _Retryable(Exception):
-    """Nothing reached the intake. ``now``: False when trying again within this flush
-    cannot help (an untrusted certificate): the body waits for the next one."""
-
-    def __init__(
-        self, why: str, said: str, wait_s: float | None = None, *, now: bool = True
-    ) -> None:
-        super().__init__(why)
-        self.why = why
-        self.said = said  # what happened, in words, for the log
-        self.wait_s = wait_s
-        self.now = now
 
 
 class Sender:
@@ -299,7 +295,7 @@ class Sender:
                 return True
             try:
                 await self._post(body, deadline, route)
-            except _Retryable as exc:
+            except Retryable as exc:
                 tries += 1
                 if exc.wait_s is not None:
                     self.not_before = self._clock() + exc.wait_s
@@ -318,7 +314,7 @@ class Sender:
                 if not await self._sleep(delay):
                     return False
                 continue
-            except _Rejected as exc:
+            except Rejected as exc:
                 if exc.status == 404 and exc.reason == INTAKE_REJECTED:
                     # The agent may have lost this route (a downgrade, a new config): it
                     # did not take the body, so the body may go where the agent says now.
@@ -377,25 +373,25 @@ class Sender:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
             self._tell_untrusted(route, exc)
-            raise _Retryable("tls_untrusted", "TLS certificate not trusted", now=False) from exc
+            raise Retryable("tls_untrusted", "TLS certificate not trusted", now=False) from exc
         except aiohttp.ClientConnectorError as exc:
             # Nothing reached the intake: safe to send again.
-            raise _Retryable("connect_error", not_connected(exc)) from exc
+            raise Retryable("connect_error", not_connected(exc)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not attempt.sent:
                 # A connect or TLS handshake that stalled (aiohttp says only "timeout"):
                 # no byte of the request left, so this is a refused connection, not a loss.
-                raise _Retryable(*not_sent(exc, total)) from exc
+                raise Retryable(*not_sent(exc, total)) from exc
             # The body may have been taken: at-most-once says do not send it again.
-            raise _Rejected(DELIVERY_UNKNOWN, None, said=no_answer(exc, total)) from exc
+            raise Rejected(DELIVERY_UNKNOWN, None, said=no_answer(exc, total)) from exc
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
             wait_s = (
                 parse_retry_after(retry_after, RETRY_AFTER_CAP_S) if status in (429, 503) else None
             )
-            raise _Retryable(f"status_{status}", f"it answered {status}", wait_s)
-        raise _Rejected(INTAKE_REJECTED, status, text, said=refused(status))
+            raise Retryable(f"status_{status}", f"it answered {status}", wait_s)
+        raise Rejected(INTAKE_REJECTED, status, text, said=refused(status))
 
     def _tell_untrusted(self, route: Route, exc: aiohttp.ClientConnectorCertificateError) -> None:
         """Once (until a post succeeds): what an untrusted certificate is, not a retry."""
@@ -409,12 +405,3 @@ class Sender:
             route.display,
             getattr(exc.certificate_error, "verify_message", None) or "verification failed",
         )
-
-
-class _Rejected(Exception):
-    def __init__(self, reason: str, status: int | None, text: str = "", *, said: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.text = text
-        self.said = said  # what happened, in words, for the log

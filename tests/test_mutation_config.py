@@ -1,4 +1,4 @@
-"""The mutation runner's own configuration (tools/mutation.py; the run itself is not part
+"""The mutation runner's own configuration (tests/mutation.py; the run itself is not part
 of the suite): every module it mutates and every test it selects exists, and every
 equivalent mutant it lists names a module it runs, its mutated line and a reason."""
 
@@ -8,7 +8,7 @@ import fnmatch
 import re
 from pathlib import Path
 
-from tools.mutation import MODULES, ROOT, load_equivalents
+from tests.mutation import MODULES, ROOT, load_equivalents
 
 
 def _test_names(path: Path) -> set[str]:

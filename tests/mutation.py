@@ -1,13 +1,13 @@
 """Mutation run over the modules that carry the contract (issue 13; docs/mutation.md).
 
-    python -m tools.mutation                 # every module, one at a time
-    python -m tools.mutation prune wire      # some of them
-    python -m tools.mutation --list          # what each module mutates and runs
+    python -m tests.mutation                 # every module, one at a time
+    python -m tests.mutation prune wire      # some of them
+    python -m tests.mutation --list          # what each module mutates and runs
 
 Each module runs mutmut in its own scratch copy of the project (flageval/, tests/,
 schemas/, pyproject.toml) with only that module's files mutated and only its tests
 selected, so one run fits a shared 2-core machine. Survivors listed in
-tools/mutation_equivalents.toml (with the mutated line and why no test can tell) are
+tests/mutation_equivalents.toml (with the mutated line and why no test can tell) are
 counted apart; a listed mutant that no longer survives, or whose mutated line changed,
 is reported stale. Not part of CI's run: it takes minutes per module.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EQUIVALENTS = ROOT / "tools" / "mutation_equivalents.toml"
+EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.toml"
 #: What a scratch copy needs: the package, the tests and what the tests read.
 COPIED = ("flageval", "tests", "schemas", "pyproject.toml")
 # Hypothesis draws the same examples every run, so a mutant's verdict does not vary.
@@ -283,7 +283,7 @@ def _score(c: dict[str, int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.mutation", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
     parser.add_argument("modules", nargs="*", help=f"any of: {', '.join(MODULES)} (default: all)")
     parser.add_argument("--list", action="store_true", help="print each module's files and tests")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
