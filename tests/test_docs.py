@@ -187,13 +187,12 @@ def _example(heading: str) -> str:
     return code
 
 
-@pytest.mark.parametrize("heading", ["A sync application", "An async application"])
-def test_readme_examples_deliver_to_an_agent(heading: str, intake: Intake, tmp_path: Path) -> None:
+def _run_against(intake: Intake, tmp_path: Path, code: str, **extra_env: str) -> None:
+    """Run ``code`` as a script of its own, its agent the test's intake; it must exit 0."""
     script = tmp_path / "example.py"
-    script.write_text(_example(heading))
+    script.write_text(code)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
-    env["DD_TRACE_AGENT_URL"] = intake.url
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(DD_TRACE_AGENT_URL=intake.url, PYTHONPATH=str(ROOT), **extra_env)
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
@@ -204,6 +203,11 @@ def test_readme_examples_deliver_to_an_agent(heading: str, intake: Intake, tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("heading", ["A sync application", "An async application"])
+def test_readme_examples_deliver_to_an_agent(heading: str, intake: Intake, tmp_path: Path) -> None:
+    _run_against(intake, tmp_path, _example(heading))
     (body,) = intake.accepted()
     assert body.json()["context"]["service"] == "checkout"
     rows = body.json()["flagEvaluations"]
@@ -232,20 +236,12 @@ def test_readme_quick_start_each_way_in_delivers_to_an_agent(
     imports = [line for line in head.splitlines() if line.startswith(("import ", "from "))]
     hook = [line for line in head.splitlines() if line.strip() and line not in imports]
     body = "\n".join(hook) + "\napi.set_provider_and_wait(provider)\n" if way == "hook" else wrapper
-    script = tmp_path / "quick_start.py"
-    script.write_text("\n".join(imports) + "\n" + PROVIDER + body + EVALUATE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
-    env.update(DD_TRACE_AGENT_URL=intake.url, DD_SERVICE="checkout", PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    _run_against(
+        intake,
+        tmp_path,
+        "\n".join(imports) + "\n" + PROVIDER + body + EVALUATE,
+        DD_SERVICE="checkout",
     )
-    assert done.returncode == 0, done.stderr
     (body_sent,) = intake.accepted()
     assert body_sent.json()["context"]["service"] == "checkout"
     rows = body_sent.json()["flagEvaluations"]
