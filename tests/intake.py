@@ -111,7 +111,8 @@ class Behaviour:
     delay_s: float = 0.0
     #: "reset": read the body, then abort the connection before answering;
     #: "reset_mid_body": abort after reading only the first bytes of the body;
-    #: "garbage": write non-HTTP bytes; "hang": never answer (until the server stops).
+    #: "garbage": write non-HTTP bytes; "hang": never answer (until the server stops);
+    #: "stall_body": send the status and headers, then no byte of the body.
     action: str | None = None
     #: The answer's body (default ``{}``).
     text: str = "{}"
@@ -302,7 +303,12 @@ class Intake:
             request.transport.write(b"\x00\x01 not http at all\r\n\r\n")
             request.transport.close()
             raise asyncio.CancelledError
-        if behaviour.action == "hang":
+        if behaviour.action in ("hang", "stall_body"):
+            if behaviour.action == "stall_body":
+                # The status line and headers go out, then not one byte of the body.
+                stalled = web.StreamResponse(status=behaviour.status, headers=behaviour.headers)
+                stalled.content_length = 1000
+                await stalled.prepare(request)
             assert self._release is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), 3600)

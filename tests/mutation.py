@@ -106,6 +106,7 @@ MODULES: dict[str, Module] = {
                 "tests/test_transport_redirect.py",
                 "tests/test_transport_decisions.py",
                 "tests/test_retry_bounds.py",
+                "tests/test_sender_contract.py",
                 # What only a real agent, TLS or a lost answer shows: the 404 route rule,
                 # no EVP proxy, an untrusted certificate, delivery_unknown.
                 "tests/test_agent.py",
