@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +23,12 @@ from openfeature.client import OpenFeatureClient
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from flageval import Telemetry, wire
+from flageval.agent import RECHECK_S, REDISCOVER_AFTER_404_S
 from flageval.config import Endpoint
 from flageval.losses import Ledger
 from flageval.transport import Sender
 from tests.intake import AGENT_INFO, PATH, PATH_V4, Behaviour, Intake
+from tests.reliability.test_security import tls_files  # noqa: F401 - a fixture
 
 MakeTelemetry = Callable[..., Telemetry]
 T0 = 1_790_000_000_000
@@ -139,6 +144,22 @@ def test_two_kinds_of_failure_each_get_their_own_line(
     assert tel.flush(5.0) is True
     assert len(_lines(caplog, "it answered 500")) == 1
     assert len(_lines(caplog, "it answered 502")) == 1
+
+
+def test_a_rejection_and_a_lost_answer_each_get_their_own_line(
+    make_telemetry: MakeTelemetry, intake: Intake, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flageval")
+    tel = make_telemetry(retry_backoff_s=0.01, request_timeout_s=0.3)
+    _evaluate(tel, 1)
+    intake.script(Behaviour(status=400))
+    assert tel.flush(5.0) is True
+    intake.script(Behaviour(action="hang"))
+    _evaluate(tel, 2)
+    tel.flush(5.0)
+    assert tel.stats().dropped == {"intake_rejected": 1, "delivery_unknown": 2}
+    assert len(_lines(caplog, "counted as intake_rejected")) == 1
+    assert len(_lines(caplog, "counted as delivery_unknown")) == 1
 
 
 def test_a_refused_connection_is_said_in_words(
@@ -261,9 +282,9 @@ def test_a_send_cancelled_while_it_backs_off_keeps_the_body(intake: Intake) -> N
     intake.script(Behaviour(status=500))
 
     async def run() -> Sender:
-        sender = _sender(intake, max_retries=3, retry_backoff_s=5.0)
+        sender = _sender(intake, max_retries=3, retry_backoff_s=30.0)
         body = _body(4)
-        task = asyncio.create_task(sender.send_all([body], time.monotonic() + 60.0))
+        task = asyncio.create_task(sender.send_all([body], time.monotonic() + 120.0))
         await _until(lambda: bool(intake.received))
         await asyncio.sleep(0.05)  # now in its backoff sleep
         task.cancel()
@@ -287,10 +308,12 @@ def test_an_interrupted_backoff_stops_the_send_and_keeps_the_body(
     intake.script(Behaviour(status=500))
 
     async def run() -> tuple[Sender, object]:
-        sender = _sender(intake, max_retries=3, retry_backoff_s=0.2)
+        # Full jitter over 30 s: a draw short enough to retry before the interrupt
+        # (10 ms) comes once in 3,000 runs.
+        sender = _sender(intake, max_retries=3, retry_backoff_s=30.0)
         if when == "before":
             sender.interrupt()
-        task = asyncio.create_task(sender.send_all([_body(3)], time.monotonic() + 30.0))
+        task = asyncio.create_task(sender.send_all([_body(3)], time.monotonic() + 120.0))
         if when == "during":
             await _until(lambda: bool(intake.received))
             await asyncio.sleep(0.005)
@@ -325,3 +348,194 @@ def test_the_retry_buffer_counts_exactly_the_bytes_it_holds(intake: Intake) -> N
 
     asyncio.run(run())
     assert [r.status for r in intake.received] == [500, 500, 200, 200]
+
+
+# -- the backoff's draws, the agent's route, the clock -------------------------------------
+class _Clock:
+    """The monotonic clock, moved on by hand: waits of a minute without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def _agent_sender(intake: Intake, clock: _Clock, **kw: Any) -> Sender:
+    settings: dict[str, Any] = {
+        "request_timeout_s": 5.0,
+        "max_retries": 0,
+        "retry_backoff_s": 0.01,
+        "retry_buffer_bytes": 1 << 20,
+        "verify_tls": True,
+        "clock": clock,
+    }
+    settings.update(kw)
+    return Sender(Endpoint(intake.url, None, {}, intake.url, "agent"), **settings)
+
+
+V2_ONLY = {**AGENT_INFO, "endpoints": [e for e in AGENT_INFO["endpoints"] if "/v4/" not in e]}
+
+
+def test_retries_back_off_from_the_base_doubling(intake: Intake) -> None:
+    """Three 500s, retry_backoff_s=1: the waits are draws from [0, 1], [0, 2], [0, 4],
+    in that order (full jitter); the draws are made the same by seeding the generator."""
+    intake.script(Behaviour(status=500), Behaviour(status=500), Behaviour(status=500))
+    waits: list[float] = []
+
+    async def no_wait(delay: float) -> bool:
+        waits.append(delay)
+        return True
+
+    async def run() -> bool:
+        sender = _sender(intake, max_retries=3, retry_backoff_s=1.0)
+        sender._sleep = no_wait  # type: ignore[method-assign]
+        try:
+            return await sender.send_all([_body(1)], time.monotonic() + 60.0)
+        finally:
+            await sender.close()
+
+    state = random.getstate()
+    try:
+        random.seed(2026)
+        expected = [random.uniform(0.0, 1.0), random.uniform(0.0, 2.0), random.uniform(0.0, 4.0)]
+        random.seed(2026)
+        assert asyncio.run(run()) is True
+    finally:
+        random.setstate(state)
+    assert waits == expected
+    assert [r.status for r in intake.received] == [500, 500, 500, 200]
+
+
+def test_a_400_is_not_a_reason_to_ask_the_agent_again(
+    make_telemetry: MakeTelemetry, intake: Intake
+) -> None:
+    intake.set_info(AGENT_INFO)
+    tel = make_telemetry(retry_backoff_s=0.01)
+    _evaluate(tel, 1)
+    assert tel.flush(5.0) is True
+    assert len(intake.info_requests) == 1
+    intake.script(Behaviour(status=400))
+    _evaluate(tel, 2)
+    assert tel.flush(5.0) is True
+    assert len(intake.info_requests) == 1  # only a 404 says the route may have moved
+    assert tel.stats().dropped == {"intake_rejected": 2}
+
+
+def test_a_flush_with_nothing_to_send_does_not_ask_the_agent(intake: Intake) -> None:
+    """No /info (an old agent): v2, asked again a minute later, but only by a flush
+    that has something to post."""
+    clock = _Clock()
+
+    async def run() -> None:
+        sender = _agent_sender(intake, clock)
+        try:
+            sender.start()
+            assert await sender.send_all([_body(1)], clock() + 5.0) is True
+            assert len(intake.info_requests) == 1
+            clock.offset += RECHECK_S + 1.0  # asking again is due
+            assert await sender.send_all([], clock() + 5.0) is True
+            assert len(intake.info_requests) == 1
+            assert await sender.send_all([_body(2)], clock() + 5.0) is True
+            assert len(intake.info_requests) == 2  # due indeed, for a flush with a body
+        finally:
+            await sender.close()
+
+    asyncio.run(run())
+    assert [r.path for r in intake.received] == [PATH, PATH]
+
+
+def test_a_route_found_after_the_deadline_keeps_the_body(intake: Intake) -> None:
+    """A 404 sends the sender to ask the agent; the deadline passes while it waits for
+    the answer. The new route is not tried so late: the body waits, counted pending."""
+    clock = _Clock()
+    intake.set_info(AGENT_INFO)
+
+    async def run() -> tuple[Sender, bool]:
+        sender = _agent_sender(intake, clock)
+        try:
+            sender.start()
+            assert await sender.send_all([_body(1)], clock() + 5.0) is True
+            intake.set_info(V2_ONLY, Behaviour(delay_s=0.3))
+            intake.script(Behaviour(status=404))
+            task = asyncio.create_task(sender.send_all([_body(5)], clock() + 10.0))
+            await _until(lambda: len(intake.info_requests) == 2)  # it is asking
+            clock.offset += 100.0  # and the deadline passes meanwhile
+            return sender, await asyncio.wait_for(task, 10.0)
+        finally:
+            await sender.close()
+
+    sender, done = asyncio.run(run())
+    assert done is False
+    assert [(r.path, r.status) for r in intake.received] == [(PATH_V4, 200), (PATH_V4, 404)]
+    assert dict(sender.ledger.dropped) == {}
+    assert sender.report().pending_evaluations == 5
+
+
+def test_each_move_of_the_route_counts_as_a_try(intake: Intake) -> None:
+    """max_retries=2. v4 answers 404 (move to v2: try 1), v2 answers 404 half a minute
+    later (move back to v4: try 2), v4 answers 500 (try 3): the body waits."""
+    clock = _Clock()
+    intake.set_info(AGENT_INFO)
+
+    async def run() -> tuple[Sender, bool]:
+        sender = _agent_sender(intake, clock, max_retries=2)
+        try:
+            sender.start()
+            assert await sender.send_all([_body(1)], clock() + 5.0) is True
+            intake.set_info(V2_ONLY)
+            intake.script(
+                Behaviour(status=404),
+                Behaviour(status=404, delay_s=0.3),
+                Behaviour(status=500),
+                Behaviour(status=200),
+            )
+            task = asyncio.create_task(sender.send_all([_body(4)], clock() + 100.0))
+            await _until(lambda: len(intake.received) == 3)  # v2's post is in flight
+            intake.set_info(AGENT_INFO)
+            clock.offset += REDISCOVER_AFTER_404_S + 1.0  # a second 404 may ask again
+            return sender, await asyncio.wait_for(task, 10.0)
+        finally:
+            await sender.close()
+
+    sender, done = asyncio.run(run())
+    assert done is False
+    assert [(r.path, r.status) for r in intake.received] == [
+        (PATH_V4, 200),
+        (PATH_V4, 404),
+        (PATH, 404),
+        (PATH_V4, 500),
+    ]
+    assert sender.report().pending_evaluations == 4
+
+
+def test_an_untrusted_certificate_is_said_again_after_a_post_got_through(
+    tls_files: tuple[Path, Path],  # noqa: F811 - the fixture imported above
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="flageval")
+    cert, key = tls_files
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    intake = Intake(ssl_context=ctx).start()
+    try:
+
+        async def run() -> None:
+            sender = _sender(intake)
+            try:
+                assert await sender.send_all([_body(1)], time.monotonic() + 5.0) is False
+                assert await sender.send_all([], time.monotonic() + 5.0) is False
+                await sender.close()
+                sender.verify_tls = False  # the certificate is fixed (trusted) ...
+                assert await sender.send_all([], time.monotonic() + 5.0) is True
+                await sender.close()
+                sender.verify_tls = True  # ... and later broken again
+                assert await sender.send_all([_body(2)], time.monotonic() + 5.0) is False
+            finally:
+                await sender.close()
+
+        asyncio.run(run())
+    finally:
+        intake.stop()
+    told = [r for r in caplog.records if "is not trusted" in r.getMessage()]
+    assert len(told) == 2  # once for each time it broke, not for every flush

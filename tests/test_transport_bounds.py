@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -198,15 +199,19 @@ def _assert_retried_not_unknown(tel: Telemetry, n: int) -> None:
 
 
 def test_a_connect_stalled_in_a_full_backlog_is_retried_then_delivered_once(
-    full_backlog: tuple[socket.socket, int],
+    full_backlog: tuple[socket.socket, int], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Was: one attempt, all counted delivery_unknown, never retried."""
+    caplog.set_level(logging.WARNING, logger="flageval")
     listener, port = full_backlog
     tel = Telemetry(agent_url=f"http://127.0.0.1:{port}", **STALL)  # type: ignore[arg-type]
     intake = None
     try:
         _client(tel, 40)
         _assert_retried_not_unknown(tel, 40)
+        # Said for what it is: no connection was made in time (not "failed", not lost).
+        said = [r.getMessage() for r in caplog.records if "will retry" in r.getMessage()]
+        assert said and all("(no connection within " in line for line in said)
         # The agent comes up on that port: the waiting body goes, and only once.
         listener.close()
         intake = Intake().start(port)
