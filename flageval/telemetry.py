@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TypeVar, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from . import process
 from ._runner import ON_LOOP_ERROR, Runner
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("flageval")
-
-T = TypeVar("T")
 
 #: stats() waits this long for the worker's loop before answering from plain counters.
 _STATS_WAIT_S = 0.5
