@@ -242,8 +242,10 @@ async def _until(done: Callable[[], bool]) -> None:
     raise AssertionError("not within 10 s")
 
 
-def _sender(intake: Intake, **kw: Any) -> Sender:
-    url = intake.url + PATH
+def _sender(intake: Intake, *, agent: bool = False, **kw: Any) -> Sender:
+    """A sender posting to the intake: at its v2 path, or (agent) along the route the
+    intake's /info gives, as through a Datadog agent."""
+    url = intake.url if agent else intake.url + PATH
     settings: dict[str, Any] = {
         "request_timeout_s": 5.0,
         "max_retries": 0,
@@ -252,7 +254,7 @@ def _sender(intake: Intake, **kw: Any) -> Sender:
         "verify_tls": True,
     }
     settings.update(kw)
-    return Sender(Endpoint(url, None, {}, url), **settings)
+    return Sender(Endpoint(url, None, {}, url, "agent" if agent else "url"), **settings)
 
 
 def test_a_send_cancelled_after_the_request_left_is_counted_unknown_once(
@@ -361,19 +363,6 @@ class _Clock:
         return time.monotonic() + self.offset
 
 
-def _agent_sender(intake: Intake, clock: _Clock, **kw: Any) -> Sender:
-    settings: dict[str, Any] = {
-        "request_timeout_s": 5.0,
-        "max_retries": 0,
-        "retry_backoff_s": 0.01,
-        "retry_buffer_bytes": 1 << 20,
-        "verify_tls": True,
-        "clock": clock,
-    }
-    settings.update(kw)
-    return Sender(Endpoint(intake.url, None, {}, intake.url, "agent"), **settings)
-
-
 V2_ONLY = {**AGENT_INFO, "endpoints": [e for e in AGENT_INFO["endpoints"] if "/v4/" not in e]}
 
 
@@ -428,7 +417,7 @@ def test_a_flush_with_nothing_to_send_does_not_ask_the_agent(intake: Intake) -> 
     clock = _Clock()
 
     async def run() -> None:
-        sender = _agent_sender(intake, clock)
+        sender = _sender(intake, agent=True, clock=clock)
         try:
             sender.start()
             assert await sender.send_all([_body(1)], clock() + 5.0) is True
@@ -452,7 +441,7 @@ def test_a_route_found_after_the_deadline_keeps_the_body(intake: Intake) -> None
     intake.set_info(AGENT_INFO)
 
     async def run() -> tuple[Sender, bool]:
-        sender = _agent_sender(intake, clock)
+        sender = _sender(intake, agent=True, clock=clock)
         try:
             sender.start()
             assert await sender.send_all([_body(1)], clock() + 5.0) is True
@@ -479,7 +468,7 @@ def test_each_move_of_the_route_counts_as_a_try(intake: Intake) -> None:
     intake.set_info(AGENT_INFO)
 
     async def run() -> tuple[Sender, bool]:
-        sender = _agent_sender(intake, clock, max_retries=2)
+        sender = _sender(intake, agent=True, clock=clock, max_retries=2)
         try:
             sender.start()
             assert await sender.send_all([_body(1)], clock() + 5.0) is True
