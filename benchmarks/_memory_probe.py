@@ -38,8 +38,8 @@ if __package__ in (None, ""):
 
 from openfeature.exception import ErrorCode
 
-from flageval.config import Settings
-from flageval.tiers import BUCKET_OVERHEAD_BYTES, Tiers
+from flageval._config import Settings
+from flageval._tiers import BUCKET_OVERHEAD_BYTES, Tiers
 
 FLAGS = [f"flag-{i:02d}" for i in range(64)]
 META = {"allocation_key": "default-allocation"}

@@ -17,10 +17,10 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks._harness import context_attrs
-from flageval.config import MAX_BODY_BYTES
-from flageval.losses import Ledger
-from flageval.tiers import Tiers
-from flageval.wire import envelope_prefix, pack
+from flageval._config import MAX_BODY_BYTES
+from flageval._losses import Ledger
+from flageval._tiers import Tiers
+from flageval._wire import envelope_prefix, pack
 
 FULL_ROWS = 131_072
 FLAGS = 16

@@ -1,7 +1,7 @@
 """Benchmark 7: worker CPU per evaluation for hostile context shapes (issue 9, section 3).
 
 Each shape is a context an application can hand over by mistake or on purpose; the
-pruner must bound its work whatever the shape (flageval/prune.py: at most 4,096 entries
+pruner must bound its work whatever the shape (flageval/_prune.py: at most 4,096 entries
 read and 4,096 values visited per context). Snapshots shaped as the hook makes them (a
 fresh top-level dict per evaluation, the caller's nested objects shared, as the SDK's
 merge gives) go on a real ``Handoff`` and through a real ``Worker.drain_once`` into
@@ -22,9 +22,9 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks._harness import FLAG_KEY, FLAG_METADATA
-from flageval.config import Settings
-from flageval.handoff import Handoff, Snapshot
-from flageval.worker import Worker
+from flageval._config import Settings
+from flageval._handoff import Handoff, Snapshot
+from flageval._worker import Worker
 
 TARGET_MS = 5.0
 CEILING_MS = 10 * TARGET_MS

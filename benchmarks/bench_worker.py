@@ -26,9 +26,9 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks._harness import FLAG_KEY, FLAG_METADATA, context_attrs, nested_attrs
-from flageval.config import Settings
-from flageval.handoff import Handoff, Snapshot
-from flageval.worker import Worker
+from flageval._config import Settings
+from flageval._handoff import Handoff, Snapshot
+from flageval._worker import Worker
 
 #: name -> (evaluations per round, rounds, distinct contexts, builder of one context)
 SCENARIOS: dict[str, tuple[int, int, int, Callable[[int], dict[str, Any]]]] = {

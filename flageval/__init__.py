@@ -8,17 +8,34 @@ and pruned context, and posted in batches to the flag-evaluation intake::
 
     api.add_hooks([FlagEvalHook()])
 
-See README.md for settings, guarantees and the OFREP provider (``flageval.ofrep``).
+The public names are those in ``__all__`` below, plus two public modules:
+``flageval.asgi`` (the ASGI middleware) and ``flageval.ofrep`` (the OFREP provider).
+Every module whose name starts with an underscore is internal; one module per stage:
+
+- ``_hook``: the OpenFeature hook, the only code of ours on the evaluation's hot path;
+- ``_instrumented`` and ``_record``: ``instrument(provider)``, the wrapper's resolvers;
+- ``_handoff``: the snapshot and the bounded hand-off between threads and the worker;
+- ``_worker``: drains the hand-off, aggregates, flushes, on the worker's loop;
+- ``_prune`` and ``_fields``: context pruning and canonical keys; row fields, consent;
+- ``_tiers``: full and degraded tiers, their caps and memory budget;
+- ``_wire``: rows and bodies of at most 5 MiB;
+- ``_transport``, ``_http`` and ``_agent``: posting with retries; the agent's routes;
+- ``_losses`` and ``_stats``: every drop and degrade reason; ``Stats``;
+- ``_telemetry``, ``_runner`` and ``_loop``: a pipeline's life and where its worker runs;
+- ``_process`` and ``_default``: exit, signals and fork; the process-wide pipeline;
+- ``_config``, ``_checks``, ``_service`` and ``_container``: settings; who is posting;
+- ``_common``: helpers both halves share;
+- ``_cli``: ``python -m flageval demo`` and ``python -m flageval bench``.
 """
 
 from __future__ import annotations
 
-from .config import Settings
-from .default import default_telemetry, flush, shutdown, stats
-from .hook import FlagEvalHook
-from .instrumented import instrument
-from .stats import Stats
-from .telemetry import Telemetry
+from ._config import Settings
+from ._default import default_telemetry, flush, shutdown, stats
+from ._hook import FlagEvalHook
+from ._instrumented import instrument
+from ._stats import Stats
+from ._telemetry import Telemetry
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """What a usable value of each setting is: the checks keywords must pass (ValueError
 naming the setting) and the parsing of environment text (ValueError saying what was
-expected; flageval.config names the variable and decides what happens)."""
+expected; flageval._config names the variable and decides what happens)."""
 
 from __future__ import annotations
 

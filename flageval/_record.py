@@ -32,10 +32,10 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode, OpenFeatureError
 from openfeature.flag_evaluation import FlagType
 
-from .handoff import Handoff, Snapshot, State
-from .handoff import snapshot as take_snapshot
-from .hook import CLAIM, SEAM
-from .losses import HOOK_ERROR
+from ._handoff import Handoff, Snapshot, State
+from ._handoff import snapshot as take_snapshot
+from ._hook import CLAIM, SEAM
+from ._losses import HOOK_ERROR
 
 #: What the SDK checks a resolved value against (``client._typecheck_flag_value``).
 TYPES: Mapping[FlagType, type | tuple[type, ...]] = {

@@ -17,13 +17,13 @@ import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import process
+from . import _process as process
+from ._config import Settings
+from ._handoff import Handoff
 from ._loop import LoopThread, OnLoopError, call_on, on_loop, park
-from .config import Settings
-from .handoff import Handoff
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from ._worker import Worker
 
 log = logging.getLogger("flageval")
 
@@ -36,7 +36,7 @@ ON_LOOP_ERROR = (
 
 
 def _new_worker(settings: Settings, handoff: Handoff) -> Worker:
-    from .worker import Worker  # noqa: PLC0415 - here, not at import: it pulls aiohttp
+    from ._worker import Worker  # noqa: PLC0415 - here, not at import: it pulls aiohttp
 
     return Worker(settings, handoff)
 
@@ -152,7 +152,7 @@ class Runner:
             self._finalizer = weakref.finalize(
                 owner, _release, self.thread, self.worker, handoff, timeout_s
             )
-            self._finalizer.atexit = False  # at exit, flageval.process shuts down
+            self._finalizer.atexit = False  # at exit, flageval._process shuts down
 
     def keep(self) -> None:
         """Shut down by its owner: nothing to release when it is collected."""

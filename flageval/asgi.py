@@ -5,7 +5,7 @@
 uvicorn, on SIGTERM, stops accepting, waits for the requests in flight, runs the
 application's lifespan shutdown, then restores the default action and re-raises the
 signal: the process ends there, ``atexit`` never runs. flageval's signal handler
-(flageval.process) flushes when the signal comes, but what requests in flight evaluate
+(flageval._process) flushes when the signal comes, but what requests in flight evaluate
 afterwards has no later moment to go out, except the lifespan's end. This middleware
 takes that moment: after the application's own lifespan shutdown (which may evaluate
 flags too), it shuts every pipeline of the process down, so everything counted before
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from . import process
+from . import _process as process
 
 log = logging.getLogger("flageval")
 

@@ -9,7 +9,7 @@ import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 
-import flageval.default as default_module
+import flageval._default as default_module
 from tests.intake import Intake
 
 

@@ -45,19 +45,19 @@ class Module:
     tests: tuple[str, ...]
 
 
-HOSTILE = "tests/reliability/test_hostile.py::"
+HOSTILE = "tests/telemetry/reliability/test_hostile.py::"
 MODULES: dict[str, Module] = {
     m.name: m
     for m in (
         Module(
             "prune",
-            ("flageval/prune.py",),
+            ("flageval/_prune.py",),
             # ContextKeys (fast path, memo) is another issue's: its results are taken as
             # they are; flatten, the walker, the leaf rule, canonical and the cut are here.
-            ("flageval.prune.x_*", "flageval.prune.xǁ_Walkǁ*"),
+            ("flageval._prune.x_*", "flageval._prune.xǁ_Walkǁ*"),
             (
-                "tests/test_prune.py",
-                "tests/test_prune_contract.py",
+                "tests/telemetry/test_prune.py",
+                "tests/telemetry/test_prune_contract.py",
                 HOSTILE + "test_pruning_is_bounded_and_independent_of_insertion_order",
                 HOSTILE + "test_keys_that_print_alike_never_let_insertion_order_decide",
                 HOSTILE + "test_keys_whose_str_raises_and_repr_ties_no_longer_decide_by_order",
@@ -65,53 +65,61 @@ MODULES: dict[str, Module] = {
         ),
         Module(
             "tiers",
-            ("flageval/tiers.py",),
-            ("flageval.tiers.*",),
-            ("tests/test_tiers.py", "tests/test_tiers_contract.py"),
+            ("flageval/_tiers.py",),
+            ("flageval._tiers.*",),
+            ("tests/telemetry/test_tiers.py", "tests/telemetry/test_tiers_contract.py"),
         ),
         Module(
             "fields",
-            ("flageval/fields.py",),
-            ("flageval.fields.*",),
-            ("tests/test_tiers.py", "tests/test_ddtrace_parity.py", "tests/test_tiers_contract.py"),
+            ("flageval/_fields.py",),
+            ("flageval._fields.*",),
+            (
+                "tests/telemetry/test_tiers.py",
+                "tests/telemetry/test_ddtrace_parity.py",
+                "tests/telemetry/test_tiers_contract.py",
+            ),
         ),
         Module(
             "wire",
-            ("flageval/wire.py",),
-            ("flageval.wire.*",),
-            ("tests/test_wire.py", "tests/test_schema.py", "tests/test_wire_limits.py"),
+            ("flageval/_wire.py",),
+            ("flageval._wire.*",),
+            (
+                "tests/telemetry/test_wire.py",
+                "tests/telemetry/test_schema.py",
+                "tests/telemetry/test_wire_limits.py",
+            ),
         ),
         Module(
             "retry_after",
             ("flageval/_common.py",),
             ("flageval._common.x_parse_retry_after*", "flageval._common.x_backoff_s*"),
-            ("tests/test_retry_after.py", "tests/test_retry_bounds.py"),
+            ("tests/test_retry_after.py", "tests/telemetry/test_retry_bounds.py"),
         ),
         Module(
             "transport",
-            ("flageval/transport.py", "flageval/_http.py"),
+            ("flageval/_transport.py", "flageval/_http.py"),
             # The retry decisions: which answers are retried, how long to wait, when to stop.
             (
-                "flageval.transport.xǁSenderǁsend_all*",
-                "flageval.transport.xǁSenderǁ_send_one*",
-                "flageval.transport.xǁSenderǁ_post*",
-                "flageval.transport.xǁSenderǁ_sleep*",
+                "flageval._transport.xǁSenderǁsend_all*",
+                "flageval._transport.xǁSenderǁ_send_one*",
+                "flageval._transport.xǁSenderǁ_post*",
+                "flageval._transport.xǁSenderǁ_sleep*",
                 "flageval._http.x_not_sent*",
                 "flageval._http.x_no_answer*",
             ),
             (
-                "tests/test_transport.py",
-                "tests/test_transport_bounds.py",
-                "tests/test_transport_retry_after.py",
-                "tests/test_transport_redirect.py",
-                "tests/test_transport_decisions.py",
-                "tests/test_retry_bounds.py",
-                "tests/test_sender_contract.py",
+                "tests/telemetry/test_transport.py",
+                "tests/telemetry/test_transport_bounds.py",
+                "tests/telemetry/test_transport_retry_after.py",
+                "tests/telemetry/test_transport_redirect.py",
+                "tests/telemetry/test_transport_decisions.py",
+                "tests/telemetry/test_retry_bounds.py",
+                "tests/telemetry/test_sender_contract.py",
                 # What only a real agent, TLS or a lost answer shows: the 404 route rule,
                 # no EVP proxy, an untrusted certificate, delivery_unknown.
-                "tests/test_agent.py",
-                "tests/reliability/test_security.py",
-                "tests/reliability/test_delivery.py",
+                "tests/telemetry/test_agent.py",
+                "tests/telemetry/reliability/test_security.py",
+                "tests/telemetry/reliability/test_delivery.py",
             ),
         ),
         Module(

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from flageval import _checks, config, losses
-from flageval.config import KILLSWITCH_ENV, Settings
+from flageval import _checks
+from flageval import _config as config
+from flageval import _losses as losses
+from flageval._config import KILLSWITCH_ENV, Settings
 from tests.intake import Intake
 
 ROOT = Path(__file__).resolve().parent.parent

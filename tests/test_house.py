@@ -6,7 +6,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
-from flageval.config import Settings, SettingsOverrides
+from flageval._config import Settings, SettingsOverrides
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flageval"
 MAX_LINES = 420  # "about 400"
@@ -76,7 +76,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_no_import_cycle_in_the_package() -> None:
     graph = _graph()
-    assert "flageval.telemetry" in graph and "flageval.hook" in graph["flageval.telemetry"]
+    assert "flageval._telemetry" in graph and "flageval._hook" in graph["flageval._telemetry"]
     assert _cycle(graph) is None
 
 

@@ -17,7 +17,7 @@ A context the provider cannot encode (an attribute whose ``__str__`` raises, a c
 list) is found on the caller's thread, so the very resolve that brought it answers
 INVALID_CONTEXT, as every later one does until a context that can be sent replaces it.
 
-Process life (``flageval.process``): at exit the provider shuts down; in a forked child
+Process life (``flageval._process``): at exit the provider shuts down; in a forked child
 (gunicorn ``--preload`` workers) the parent's loop, session and sockets are parked, never
 touched, the inherited evaluation is served, and the first use starts the child's own
 loop, streams and polling, which revalidate it.
@@ -37,7 +37,7 @@ from openfeature.exception import GeneralError, OpenFeatureError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 
-from flageval import process
+from flageval import _process as process
 from flageval._loop import LoopThread, park
 
 from ._config import (
@@ -273,7 +273,7 @@ class OFREPProvider(AbstractProvider):
         self._seen_global = context
         self._switch_context(context, from_global=True)
 
-    # -- process life (flageval.process) --------------------------------------------
+    # -- process life (flageval._process) --------------------------------------------
 
     def at_exit(self) -> None:
         if self._pid == os.getpid():

@@ -1,0 +1,277 @@
+"""Review: lifecycle races between shutdown, stats and flush from other threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from openfeature import api
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+from flageval._handoff import State
+from tests.intake import Behaviour, Intake
+
+
+def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _client(tel: Any) -> Any:
+    api.set_provider_and_wait(
+        InMemoryProvider({"f": InMemoryFlag("on", {"on": True, "off": False})})
+    )
+    client = api.get_client()
+    client.add_hooks([tel.hook])
+    return client
+
+
+def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    # The drain loop never runs on its own during the test (30 s interval), so
+    # evaluations stay in the hand-off until a flush drains them.
+    tel = make_telemetry(drain_interval_s=30.0)
+    client = _client(tel)
+    for _ in range(5):
+        client.get_boolean_value("f", False)
+    # A slow intake holds the first flush (and so the flush lock) for 1.5 s.
+    intake.script(Behaviour(delay_s=1.5))
+    flusher = threading.Thread(target=tel.flush, args=(10.0,))
+    flusher.start()
+    # The first flush has drained the 5 and is posting them.
+    assert intake.wait_for(lambda: len(intake.received) == 1, 5.0)
+    for _ in range(7):
+        client.get_boolean_value("f", False)  # queued before shutdown begins
+    stopper = threading.Thread(target=tel.shutdown, args=(10.0,))
+    stopper.start()
+    # Shutdown began (it then waits for the flush lock); the 7 are still queued.
+    wait_for(lambda: tel.handoff.state is State.CLOSED)
+    during = tel.stats()  # a monitoring thread looks at the counters
+    flusher.join(10)
+    stopper.join(10)
+    after = tel.stats()
+    # All 12 were made before shutdown began: none of them is "closed".
+    assert during.dropped.get("closed", 0) == 0, during
+    assert after.dropped.get("closed", 0) == 0, after
+    assert intake.evaluations() == 12
+    assert after.evaluations_posted == 12 and after.conserved
+
+
+async def test_sync_shutdown_on_the_workers_loop_leaves_ashutdown_working(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    # start_async runs the worker on this loop; the sync shutdown() cannot wait on it
+    # and says so. That mistake must not leave the pipeline half shut: shutdown_async()
+    # afterwards still drains and posts what was counted.
+    tel = make_telemetry(autostart=False)
+    client = _client(tel)
+    await tel.start_async()
+    for _ in range(4):
+        await client.get_boolean_value_async("f", False)
+    with pytest.raises(RuntimeError):
+        tel.shutdown(5.0)
+    await tel.shutdown_async(5.0)
+    after = tel.stats()
+    assert intake.evaluations() == 4, after
+    assert after.evaluations_posted == 4 and after.pending == 0 and after.conserved
+
+
+def test_a_worker_thread_that_cannot_start_closes_the_pipeline_once(
+    make_telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    real_start = threading.Thread.start
+    loops: list[asyncio.AbstractEventLoop] = []
+    real_new_loop = asyncio.new_event_loop
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "flageval-worker":
+            raise RuntimeError("can't start new thread")  # as at a pids limit
+        real_start(self)
+
+    def new_loop() -> asyncio.AbstractEventLoop:
+        loops.append(real_new_loop())
+        return loops[-1]
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(asyncio, "new_event_loop", new_loop)
+    tel = make_telemetry()
+    client = _client(tel)
+    for _ in range(50):
+        assert client.get_boolean_value("f", False) is True
+    monkeypatch.undo()
+    assert len(loops) == 1 and loops[0].is_closed()  # tried once, nothing left open
+    started = time.monotonic()
+    tel.shutdown(1.0)  # no error: there is no thread to join
+    assert tel.flush(1.0) is True
+    assert time.monotonic() - started < 0.5  # nothing to wait for: it ended at the start
+    stats = tel.stats()
+    assert stats.dropped == {"closed": 50} and stats.evaluations == 50 and stats.conserved
+
+
+def test_flush_and_stats_racing_a_shutdown_return_and_do_not_raise(intake: Intake) -> None:
+    from flageval import Telemetry
+
+    failures: list[str] = []
+    slowest = 0.0
+    for _ in range(25):
+        tel = Telemetry(agent_url=intake.url, service="t", flush_interval_s=60.0)
+        tel.start()
+        stop = threading.Event()
+
+        def hammer(tel: Any = tel, stop: threading.Event = stop) -> None:
+            nonlocal slowest
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    assert isinstance(tel.flush(5.0), bool)
+                    assert tel.stats().conserved
+                except BaseException as exc:  # any escape is the bug
+                    failures.append(repr(exc))
+                    return
+                slowest = max(slowest, time.monotonic() - started)
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)
+        tel.shutdown(2.0)
+        time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(10.0)
+    assert failures == []
+    # A call submitted to a loop that a shutdown stopped returns at once, not after
+    # waiting out its 5 s (+1) timeout (generous bound: a loaded 2-core machine).
+    assert slowest < 3.0
+
+
+def test_shutdown_bounds_a_callers_longer_flush_and_still_does_its_final_count(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    tel = make_telemetry(drain_interval_s=30.0)
+    client = _client(tel)
+    for _ in range(5):
+        client.get_boolean_value("f", False)
+    intake.script(Behaviour(delay_s=3.0))  # a slow intake holds the caller's flush
+    result: list[bool] = []
+    flusher = threading.Thread(target=lambda: result.append(tel.flush(10.0)))
+    flusher.start()
+    assert intake.wait_for(lambda: len(intake.received) == 1, 5.0)
+    for _ in range(7):
+        client.get_boolean_value("f", False)  # queued before shutdown begins
+    started = time.monotonic()
+    tel.shutdown(1.0)
+    assert time.monotonic() - started < 2.5  # its own deadline, not the flush's 10 s
+    flusher.join(10.0)
+    assert result == [False]  # cut short by the shutdown
+    stats = tel.stats()
+    # The caller's body may have reached the intake: unknown. The 7 were made before
+    # shutdown began, so they are not "closed": the deadline left them undelivered.
+    assert stats.dropped == {"delivery_unknown": 5, "intake_unavailable": 7}, stats
+    assert stats.pending == 0 and stats.conserved
+    assert tel._worker.sender._session is None  # the session was closed
+
+
+def test_building_many_pipelines_does_not_grow_the_process_hooks(intake: Intake) -> None:
+    import atexit
+    import gc
+    import weakref
+
+    from flageval import Telemetry
+
+    Telemetry(agent_url=intake.url, service="t")  # the process hooks exist from here
+    before = atexit._ncallbacks()
+    refs = []
+    for _ in range(200):
+        tel = Telemetry(agent_url=intake.url, service="t")
+        refs.append(weakref.ref(tel))
+        del tel
+    gc.collect()
+    assert atexit._ncallbacks() == before  # was one atexit entry per pipeline, forever
+    assert all(ref() is None for ref in refs)  # and the hooks keep none of them alive
+
+
+async def test_aflush_and_ashutdown_from_an_app_loop_use_the_workers_own_thread(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    # The default mode (own thread) in an asyncio app: the natural async calls.
+    tel = make_telemetry()
+    client = _client(tel)
+    for _ in range(3):
+        await client.get_boolean_value_async("f", False)
+    assert await tel.flush_async(5.0) is True
+    assert intake.evaluations() == 3
+    # The session (and so every post) belongs to the worker's loop, not to this one.
+    session = tel._worker.sender._session
+    assert session is not None and session._loop is tel._thread._loop
+    for _ in range(2):
+        await client.get_boolean_value_async("f", False)
+    await tel.shutdown_async(5.0)
+    assert not tel._thread.alive  # really shut down: no second call needed
+    stats = tel.stats()
+    assert intake.evaluations() == 5
+    assert stats.evaluations_posted == 5 and stats.pending == 0 and stats.conserved
+
+
+def test_shutdown_from_a_signal_handler_during_the_first_start_does_not_deadlock(
+    intake: Intake,
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import json, os, signal, time
+        import flageval, flageval._worker as tm
+        from openfeature import api
+        from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+        real_init = tm.Worker.__init__
+
+        def slow_init(self, *args, **kwargs):
+            time.sleep(0.5)  # a slow start (a loaded machine): the start lock is held
+            real_init(self, *args, **kwargs)
+
+        tm.Worker.__init__ = slow_init
+        tel = flageval.Telemetry(agent_url=os.environ["INTAKE_URL"], service="t")
+        signal.signal(signal.SIGALRM, lambda *a: tel.shutdown(5.0))  # as on SIGTERM
+        api.set_provider_and_wait(
+            InMemoryProvider({"f": InMemoryFlag("on", {"on": True, "off": False})}))
+        client = api.get_client()
+        client.add_hooks([tel.hook])
+        signal.setitimer(signal.ITIMER_REAL, 0.1)  # fires while the first starts
+        client.get_boolean_value("f", False)
+        s = tel.stats()
+        print(json.dumps({"dropped": s.dropped, "evaluations": s.evaluations,
+                          "conserved": s.conserved, "alive": tel._thread.alive}))
+        """
+    )
+    env = dict(os.environ, INTAKE_URL=intake.url)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The shutdown ran once the interrupted start let the lock go: the worker stopped,
+    # and the evaluation that started it came after the shutdown: "closed".
+    assert result == {
+        "dropped": {"closed": 1},
+        "evaluations": 1,
+        "conserved": True,
+        "alive": False,
+    }

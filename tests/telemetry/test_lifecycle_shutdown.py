@@ -1,0 +1,320 @@
+"""Shutdown is exact and keeps its word: every caller waits for the shutdown in
+progress, a worker busy in application code at the deadline is halted and counted,
+stats() stays bounded and adds up, a dropped pipeline releases its thread, queued
+evaluations of a never-started pipeline say so, and one pipeline's failure never stops
+another's shutdown nor reaches the caller."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+from flageval import Telemetry
+from tests.intake import Behaviour, Intake
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def client_with(*hooks: Any) -> OpenFeatureClient:
+    api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
+    client = api.get_client()
+    client.add_hooks(list(hooks))
+    return client
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "flageval-worker"]
+
+
+def wait_until(predicate: Any, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+def run(code: str, *args: object, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def test_concurrent_shutdowns_all_wait_for_the_one_in_progress(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    """9 of 10 callers returned at once with pending=5000 before."""
+    intake.set_default(Behaviour(delay_s=0.5))  # the shutdown in progress takes >= 0.5 s
+    tel = make_telemetry(drain_interval_s=30.0)  # all 5,000 wait in the hand-off
+    tel.start()
+    client = client_with(tel.hook)
+    for i in range(5000):
+        client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
+    seen: list[tuple[float, int]] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        start = time.monotonic()
+        tel.shutdown(5.0)
+        took, pending = time.monotonic() - start, tel.stats().pending
+        with lock:
+            seen.append((took, pending))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15.0)
+    assert len(seen) == 10
+    assert [pending for _, pending in seen] == [0] * 10
+    assert min(took for took, _ in seen) >= 0.45  # nobody returned before the work was done
+    assert max(took for took, _ in seen) <= 5.0
+    assert intake.evaluations() == 5000
+
+
+def test_a_second_caller_waits_only_up_to_its_own_deadline(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    intake.set_default(Behaviour(delay_s=1.5))
+    tel = make_telemetry()
+    client = client_with(tel.hook)
+    for i in range(10):
+        client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
+    first = threading.Thread(target=tel.shutdown, args=(5.0,))
+    first.start()
+    assert intake.wait_for(lambda: len(intake.received) == 1, 5.0)
+    start = time.monotonic()
+    tel.shutdown(0.2)
+    assert 0.15 <= time.monotonic() - start <= 1.0
+    first.join(10.0)
+    assert intake.evaluations() == 10 and tel.stats().pending == 0
+
+
+DAEMON_SHUTDOWN = """
+    import sys, threading, time
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+    from flageval import Telemetry
+    from flageval._handoff import State
+
+    tel = Telemetry(agent_url=sys.argv[1], flush_interval_s=60, drain_interval_s=30)
+    api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
+    client = api.get_client()
+    client.add_hooks([tel.hook])
+    for i in range(int(sys.argv[2])):
+        client.get_boolean_value("f", False, EvaluationContext(f"u{i % 5000}"))
+    threading.Thread(target=tel.shutdown, args=(20.0,), daemon=True).start()
+    while tel.handoff.state is not State.CLOSED:  # the daemon's shutdown has begun
+        time.sleep(0.001)
+    # main returns: atexit's shutdown must wait for the daemon's, not return at once
+    """
+
+
+def test_atexit_waits_for_a_daemon_threads_shutdown_in_progress(intake: Intake) -> None:
+    """0 of 60,000 delivered before: atexit's shutdown returned at once, and the
+    interpreter then stopped the daemon thread doing the real one."""
+    done = run(DAEMON_SHUTDOWN, intake.url, 60_000)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert intake.evaluations() == 60_000
+
+
+class Slow:
+    """A context value whose ``__str__`` (run by the worker while pruning) takes seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.entered = threading.Event()
+        self.left = threading.Event()
+
+    def __str__(self) -> str:
+        self.entered.set()
+        time.sleep(self.seconds)
+        self.left.set()
+        return "slow"
+
+
+def test_a_worker_busy_in_application_code_at_the_deadline(intake: Intake) -> None:
+    """Before: shutdown returned with evaluations pending and nothing counted (or
+    counted ``closed``), stats() blocked for seconds."""
+    tel = Telemetry(agent_url=intake.url, service="t", flush_interval_s=60.0)
+    slow = Slow(3.0)
+    client = client_with(tel.hook)
+    client.get_boolean_value("f", False, EvaluationContext("slow", {"v": slow}))
+    assert slow.entered.wait(5.0)  # the worker is inside str()
+    for i in range(1000):
+        client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
+    # While it is busy: stats() answers within its bound, from numbers that add up.
+    start = time.monotonic()
+    busy = tel.stats()
+    assert time.monotonic() - start < 0.8
+    assert (busy.evaluations, busy.pending, busy.conserved) == (1001, 1001, True)
+    # A caller's flush waits on the busy loop: it must not post after shutdown returns.
+    flusher = threading.Thread(target=tel.flush, args=(10.0,), daemon=True)
+    flusher.start()
+    start = time.monotonic()
+    tel.shutdown(1.0)
+    took = time.monotonic() - start
+    returned_at = time.time()
+    assert took <= 1.5, took  # on time, although the worker is still in str()
+    assert not slow.left.is_set()
+    for _ in range(3):
+        start = time.monotonic()
+        after = tel.stats()
+        assert time.monotonic() - start < 0.1  # the books are closed: no loop to ask
+        assert after.evaluations == 1001 and after.pending == 0
+        assert after.dropped == {"worker_stalled": 1001} and after.conserved
+    client.get_boolean_value("f", False)  # after shutdown: counted, as ever, "closed"
+    assert slow.left.wait(5.0)
+    assert wait_until(lambda: not worker_threads(), 5.0)  # the thread ended after all
+    flusher.join(5.0)
+    assert [r for r in intake.received if r.at >= returned_at] == []
+    assert intake.received == []
+    final = tel.stats()
+    assert final.dropped == {"worker_stalled": 1001, "closed": 1}
+    assert final.evaluations == 1002 and final.pending == 0 and final.conserved
+
+
+def test_a_dropped_pipeline_releases_its_thread_and_sockets(intake: Intake) -> None:
+    """300 pipelines started and dropped without shutdown() kept 302 threads and 910
+    file descriptors before. Now each one's thread does the final flush and ends."""
+    gc.collect()
+    threads_before, fds_before = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    client = client_with()
+    for i in range(300):
+        tel = Telemetry(agent_url=intake.url, service="t", flush_interval_s=60.0)
+        client.add_hooks([tel.hook])
+        client.get_boolean_value("f", False, EvaluationContext(f"dropped-{i}"))
+        client.hooks.clear()
+        del tel
+    gc.collect()
+    assert wait_until(lambda: threading.active_count() == threads_before, 20.0), (
+        threading.active_count()
+    )
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 3
+    assert intake.evaluations() == 300  # and what each had counted was delivered
+
+
+COLLECTED_WHILE_TRACKING = """
+    import gc, os, sys
+    import flageval, flageval._process as process
+
+    gc.disable()
+    tel = flageval.Telemetry(agent_url=os.environ["INTAKE_URL"], service="t")
+    tel.start()
+    del tel  # unreachable, in a cycle: only the collector releases it
+    with process._lock:  # what track() holds while it allocates: the collector may run
+        gc.collect()  # the release runs here, on this thread, and asks for the lock
+    print("no deadlock")
+"""
+
+
+def test_a_pipeline_collected_while_another_is_tracked_does_not_deadlock(intake: Intake) -> None:
+    """Building a pipeline while the collector releases a dropped one hung the building
+    thread for good (5 of 5 runs of 300 start-and-drop cycles): the release asked for
+    the registry's lock that the same thread held."""
+    env = dict(os.environ, INTAKE_URL=intake.url)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(COLLECTED_WHILE_TRACKING)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0 and "no deadlock" in done.stdout, done.stderr[-2000:]
+
+
+def test_never_started_pipeline_counts_its_queue_as_never_started(
+    make_telemetry: Any, intake: Intake
+) -> None:
+    tel = make_telemetry(autostart=False)
+    client = client_with(tel.hook)
+    for i in range(100):
+        client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
+    tel.at_exit()  # what the process's exit does
+    client.get_boolean_value("f", False)
+    stats = tel.stats()
+    assert stats.dropped == {"never_started": 100, "closed": 1}
+    assert stats.evaluations == 101 and stats.pending == 0 and stats.conserved
+    assert intake.received == []
+
+
+TWO_PIPELINES = """
+    import json, sys, time
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+    from flageval import Telemetry
+
+    class Hostile:
+        def __str__(self):
+            raise {exc}
+
+    url = sys.argv[1]
+    healthy = Telemetry(agent_url=url, service="healthy", flush_interval_s=60)
+    # Built last, so shut down first at exit; it drains only then (30 s interval).
+    hostile = Telemetry(agent_url=url, service="hostile", flush_interval_s=60,
+                        drain_interval_s=30)
+    api.set_provider_and_wait(InMemoryProvider({{"f": InMemoryFlag("on", {{"on": True}})}}))
+    a, b = api.get_client("a"), api.get_client("b")
+    a.add_hooks([healthy.hook])
+    b.add_hooks([hostile.hook])
+    for i in range(1000):
+        a.get_boolean_value("f", False, EvaluationContext(f"h{{i}}"))
+    hostile.start()
+    b.get_boolean_value("f", False, EvaluationContext("x", {{"v": Hostile()}}))
+    {direct}
+    """
+
+
+@pytest.mark.parametrize("exc", ["GeneratorExit", "KeyboardInterrupt", "SystemExit(3)"])
+def test_one_pipelines_failure_never_stops_anothers_shutdown_at_exit(
+    intake: Intake, exc: str
+) -> None:
+    done = run(TWO_PIPELINES.format(exc=exc, direct=""), intake.url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    services = {r.json()["context"]["service"] for r in intake.accepted()}
+    assert "healthy" in services
+    healthy = [r for r in intake.accepted() if r.json()["context"]["service"] == "healthy"]
+    assert sum(row["evaluation_count"] for r in healthy for row in r.json()["flagEvaluations"]) == (
+        1000
+    )
+
+
+def test_shutdown_never_raises_what_application_code_raised_into_its_caller(
+    intake: Intake,
+) -> None:
+    direct = textwrap.dedent(
+        """
+        hostile.shutdown(5.0)  # must return, not raise GeneratorExit here
+        s = hostile.stats()
+        print(json.dumps({"pending": s.pending, "conserved": s.conserved,
+                          "evaluations": s.evaluations}))
+        """
+    ).replace("\n", "\n    ")
+    done = run(TWO_PIPELINES.format(exc="GeneratorExit", direct=direct), intake.url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"pending": 0, "conserved": True, "evaluations": 1}
