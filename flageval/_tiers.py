@@ -44,6 +44,7 @@ from openfeature.exception import ErrorCode
 from ._common import RateLimitedLog
 from ._fields import (
     MAX_FIELD_CHARS,
+    READ_KEYS,
     error_text,
     hash_targeting_key,
     read_meta,
@@ -157,13 +158,18 @@ class Tiers:
         held = 0
         # What the previous snapshot's flag, variant, error and metadata came to.
         # Evaluations of one flag come in runs: the same flag, variant and error objects
-        # and equal copies of the flag's metadata, compared (~60 ns) rather than read
-        # again (~0.6 us). Only plain values are remembered (a str() is read each time).
+        # and equal copies of the flag's metadata, compared (~100 ns) rather than read
+        # again (~0.6 us). Only plain values are remembered (a str() is read each time),
+        # and metadata only when, besides comparing equal, the values read_meta reads
+        # (at most two) are the very objects read (1 == True, but only True consents).
         p_flag: Any = _NOTHING
         p_variant: Any = _NOTHING
         p_code: Any = _NOTHING
         p_message: Any = _NOTHING
         p_meta: Any = _NOTHING
+        r1 = r2 = READ_KEYS[0]
+        v1: Any = _NOTHING
+        v2: Any = _NOTHING
         flag = ""
         variant: str | None = None
         allocation: str | None = None
@@ -179,13 +185,22 @@ class Tiers:
                     or raw_variant is not p_variant
                     or code is not p_code
                     or message is not p_message
-                    or (meta is not p_meta and meta != p_meta)
+                    or (
+                        meta is not p_meta
+                        and (
+                            meta != p_meta
+                            or meta.get(r1, _NOTHING) is not v1
+                            or meta.get(r2, _NOTHING) is not v2
+                        )
+                    )
                 ):
                     p_flag = _NOTHING  # until read whole
                     flag, variant, allocation, error, consent, stamp = self._fields(
                         raw_flag, raw_variant, code, message, meta
                     )
-                    if _plain(raw_flag, raw_variant, code, message):
+                    read = [(k, meta[k]) for k in READ_KEYS if k in meta] if meta else []
+                    if _plain(raw_flag, raw_variant, code, message) and len(read) <= 2:
+                        (r1, v1), (r2, v2) = (read * 2 + [(READ_KEYS[0], _NOTHING)] * 2)[:2]
                         p_flag, p_variant, p_code, p_message = raw_flag, raw_variant, code, message
                         p_meta = meta
                 if stamp is not None:

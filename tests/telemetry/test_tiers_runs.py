@@ -105,3 +105,30 @@ def test_a_provider_stamp_is_read_with_its_metadata() -> None:
     stamped = [snap(meta={"dd.eval.timestamp_ms": T0 + i}, t_ms=T0 + 500) for i in (3, 1, 2)]
     t.add_batch(stamped)
     assert list(t.full.values()) == [[3, T0 + 1, T0 + 3]]
+
+
+def test_metadata_equal_in_value_but_not_in_type_is_read_again() -> None:
+    """1 == True, but only the boolean True is consent: a run never lends a previous
+    copy's reading to metadata that compares equal to it."""
+    t = tiers(full_data_default=False)
+    key = "__dd_observe_full_evaluation_data"
+    t.add_batch([snap(meta={key: True}, attrs={"a": 1}), snap(meta={key: 1}, attrs={"a": 1})])
+    assert rows(t) == [
+        ("f", "on", None, None, hash_targeting_key("u1"), b"", 1),  # 1: not consent
+        ("f", "on", None, None, "u1", b'{"a":1}', 1),
+    ]
+
+
+class Claims(str):
+    """An allocation value equal to every string, whose own text is its own."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+
+def test_metadata_values_that_claim_equality_are_read_again() -> None:
+    t = tiers()
+    t.add_batch([snap(meta={"allocation_key": "a1"}), snap(meta={"allocation_key": Claims("a2")})])
+    assert sorted(r[2] for r in rows(t)) == ["a1", "a2"]
