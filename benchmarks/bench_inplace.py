@@ -7,14 +7,14 @@ then waits until the worker has aggregated them; the worker thread's own CPU clo
 (``pthread_getcpuclockid``) over the block and the wait, per evaluation. Alone: the
 same stream as snapshot tuples (benchmark 4's builder) drained by ``Worker.drain_once``
 on the benchmark's thread into a worker kept across rounds (so its buckets exist, as
-they do in place within a flush interval). The difference is what the hand-off costs
-the worker beyond aggregation (retained snapshots and the collections they cause,
-objects made on another core, GIL switches).
+they do in place within a flush interval).
 
 Also per round, on the process CPU clock: the same evaluations through a client with
 an empty hook, so ``(hook - empty hook)`` is everything flageval adds per evaluation,
-whichever thread pays; the part the worker thread does not pay is the caller's (the
-hook itself, and collections the retained snapshots cause on the caller's thread).
+whichever thread pays. The hand-off's in-place overhead is that minus the worker alone:
+the hook's snapshot and append, the retained snapshots and the collections they cause
+(mostly on the evaluating thread), objects made on one core and freed on the other,
+GIL switches. Per round, median over rounds.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def test_worker_in_place_against_alone(
     overhead = [a - b for a, b in zip(per["in_place"], per["alone"], strict=True)]
     added = [a - b for a, b in zip(per["hook"], per["empty_hook"], strict=True)]
     caller = [a - b for a, b in zip(added, per["in_place"], strict=True)]
+    handoff = [a - b for a, b in zip(added, per["alone"], strict=True)]
     benchmark.extra_info.update(
         {
             "evaluations_per_block": n,
@@ -129,6 +130,10 @@ def test_worker_in_place_against_alone(
                 3,
             ),
             "added_by_flageval_ns_median": round(statistics.median(added), 1),
+            # Everything flageval adds in place beyond aggregating: the hook's snapshot and
+            # append, the retention and the collections it causes, the objects made on one
+            # core and freed on another, the GIL switches.
+            "handoff_overhead_ns_median": round(statistics.median(handoff), 1),
             "added_on_callers_thread_ns_median": round(statistics.median(caller), 1),
             "quick": quick,
         }

@@ -73,22 +73,22 @@ _encode_in_order = msgspec.json.Encoder().encode
 
 def flat_key(attrs: dict[str, Any], raw: bytes) -> bytes:
     """The canonical key of a flat context (exact ``str`` keys, values of exact plain
-    types) whose sorted encoding is ``raw`` (so no lone surrogate anywhere).
+    types) whose sorted encoding is ``raw``, with no ``null`` in it (no NaN or
+    infinity; and no lone surrogate anywhere, or it would not encode).
 
     When nothing is to be skipped, ``raw`` is the key, cut to the first 256 keys if
     there are more. Nothing is skipped when no key is excluded, nothing is escaped (no
-    backslash in ``raw``, so no quote inside a string), no ``null`` (NaN and infinity)
-    and no run of 257 bytes without a quote: every key's and string's bytes (at least
-    its characters), and every int's digits with the ``:`` before and the ``,`` or
-    ``}`` after, are such a run, so keys and strings are at most 256 characters and
-    ints at most 254 digits. Otherwise (or unsure: a string of 256 characters in more
-    bytes), the exact filter decides."""
+    backslash in ``raw``, so no quote inside a string) and there is no run of 257 bytes
+    without a quote: every key's and string's bytes (at least its characters), and
+    every int's digits with the ``:`` before and the ``,`` or ``}`` after, are such a
+    run, so keys and strings are at most 256 characters and ints at most 254 digits.
+    Otherwise (or unsure: a string of 256 characters in more bytes), the exact filter
+    decides."""
     if (
         "targetingKey" in attrs
         or "targeting_key" in attrs
         or b"\\" in raw
         or (len(raw) > MAX_STRING_CHARS and _LONG_RUN in raw.translate(_QUOTES))
-        or _find_null(raw) is not None
     ):
         return flat_pruned(attrs)
     if len(attrs) <= MAX_FIELDS:
@@ -184,18 +184,21 @@ class ContextKeys:
             self._core.clear()
 
     def _remember(self, raw: bytes, result: bytes) -> bytes:
-        """Keep ``raw`` -> ``result``; returns ``result`` at its exact size (msgspec's
-        buffers carry up to 50% spare capacity, and a bucket keeps its key for a flush
-        interval, charged by its length), the same object for every later hit. A raw
-        with ``null`` (NaN or infinity) is not kept."""
+        """Keep ``raw`` -> ``result`` (``raw`` holds no ``null``); returns ``result`` at
+        its exact size (msgspec's buffers carry up to 50% spare capacity, and a bucket
+        keeps its key for a flush interval, charged by its length), the same object for
+        every later hit."""
+        same = result is raw
         result = bytes(memoryview(result))
-        size = len(raw) + (0 if result == raw else len(result)) + _MEMO_ENTRY_OVERHEAD
-        if size > self._memo_max_bytes // 64 or _find_null(raw) is not None:
+        # The key is kept as msgspec made it when it differs from the result: counted
+        # with its spare capacity.
+        size = (0 if same else len(raw) * 3 // 2) + len(result) + _MEMO_ENTRY_OVERHEAD
+        if size > self._memo_max_bytes // 64:
             return result  # one entry never takes more than 1/64 of the memo
         if len(self._memo) >= self._memo_max or self._memo_bytes + size > self._memo_max_bytes:
             self._memo.clear()
             self._memo_bytes = 0
-        self._memo[result if result == raw else bytes(memoryview(raw))] = result
+        self._memo[result if same else raw] = result
         self._memo_bytes += size
         return result
 
@@ -219,13 +222,15 @@ class ContextKeys:
                 hit = None if dense else self._memo.get(raw)
                 if hit is not None:
                     return hit
+                # NaN and infinity both encode as null: such a raw is never memoised.
+                null = _find_null(raw) is not None
                 if _only_str(map(type, attributes)):
                     self._fast_hits += 1
-                    if dense:
+                    if dense or null:  # the exact filter, not memoised
                         return bytes(memoryview(flat_pruned(attributes)))
                     return self._remember(raw, flat_key(attributes, raw))
-                if _find_null(raw) is not None:
-                    raw = None  # NaN and infinity both encode as null: never memoised
+                if null:
+                    raw = None
         self.slow_runs += 1
         result = canonical(attributes)
         if raw is not None:

@@ -39,6 +39,8 @@ The canonical key of a pruned context is its JSON encoding with sorted keys: exa
 the bytes that appear in the posted row, so two evaluations share a bucket exactly
 when their rows print the same, and ``1``, ``1.0``, ``true`` and ``"1"`` stay apart.
 The same bytes are embedded in the payload at flush time without re-encoding.
+``_keys.py`` computes these very bytes faster for flat contexts of plain values (and
+memoises the rest); this module is the rule.
 """
 
 from __future__ import annotations
