@@ -81,9 +81,9 @@ class Endpoint:
         return f"Endpoint({self.display!r}, unix_socket={self.unix_socket!r})"
 
 
-def _seconds(default: float, doc: str, env: str, floor: float = 0.0, zero: bool = False) -> Any:
-    """A duration: at most a day; above 0, or at least ``floor``, or 0 too (``zero``)."""
-    inclusive = floor > 0 or zero
+def _seconds(default: float, doc: str, env: str, floor: float = 0.0, zero_ok: bool = False) -> Any:
+    """A duration: at most a day; above 0 (at least 0 when ``zero_ok``), or at least ``floor``."""
+    inclusive = floor > 0 or zero_ok
     return setting(default, doc, env=env, minimum=floor, inclusive=inclusive, maximum=DAY_S)
 
 
@@ -151,7 +151,7 @@ class Settings:
         3, "retries within one flush", env="FLAGEVAL_MAX_RETRIES", maximum=_MOST, inclusive=True
     )
     retry_backoff_s: float = _seconds(
-        0.5, "base of the exponential backoff", "FLAGEVAL_RETRY_BACKOFF_S", zero=True
+        0.5, "base of the exponential backoff", "FLAGEVAL_RETRY_BACKOFF_S", zero_ok=True
     )
     retry_buffer_bytes: int = setting(
         16 * 1024 * 1024,
@@ -160,7 +160,7 @@ class Settings:
         maximum=_MOST,
     )
     shutdown_timeout_s: float = _seconds(
-        5.0, "default deadline of shutdown()", "FLAGEVAL_SHUTDOWN_TIMEOUT_S", zero=True
+        5.0, "default deadline of shutdown()", "FLAGEVAL_SHUTDOWN_TIMEOUT_S", zero_ok=True
     )
     full_data_default: bool = setting(
         True, "consent when a flag's metadata does not say", env="FLAGEVAL_FULL_DATA_DEFAULT"

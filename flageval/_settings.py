@@ -12,7 +12,7 @@ what both share is here:
 * an environment value that cannot be used is never raised: :func:`load` returns it as
   a :class:`Problem`, and the half logs it once (:func:`report_once`) and uses the
   default, or stops where no default is safe;
-* a bad value is quoted by its first ``QUOTE_CHARS`` (64) characters at most.
+* a bad value is quoted by its first ``_common.QUOTE_CHARS`` (64) characters at most.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from ._common import QUOTE_CHARS, check_number, describe_bounds, quote, shown
-
-__all__ = ["QUOTE_CHARS", "Declared", "Problem", "declared", "load", "report_once", "setting"]
+from ._common import check_number, describe_bounds, quote, shown
 
 #: The longest wait a duration may ask for. Past ~1e10 s threading's waits overflow.
 DAY_S = 86_400.0

@@ -1,8 +1,9 @@
 """The docs say what the code does: the loss tables are losses.py's, every setting is in
-docs/settings.md with its variable and default, README's first two command lines are
-the demo and the tests (the one .ci/run runs), every test a doc names exists, every
-relative link lands, and README's examples (both ways in of the quick start, the sync
-and async applications) run against a real intake."""
+docs/settings.md or docs/ofrep.md as declared (variables, default, range, doc line),
+README's first two command lines are the demo and the tests (the one .ci/run runs),
+every test a doc names exists, every relative link lands, and README's examples (both
+ways in of the quick start, the sync and async applications) run against a real
+intake."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from flageval import _losses as losses
+from flageval._common import QUOTE_CHARS
 from flageval._config import Settings
-from flageval._settings import QUOTE_CHARS, declared
+from flageval._settings import declared
 from flageval.ofrep._config import OFREPConfig
 from tests.intake import Intake
 
