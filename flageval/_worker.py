@@ -35,12 +35,6 @@ from ._wire import envelope_prefix, pack
 log = logging.getLogger("flageval")
 
 BATCH = 4096
-#: Under load (a drain took at least BUSY_BATCH), the next drain comes after BUSY_DRAIN_S
-#: instead of the drain interval: a snapshot the worker holds past a collection of the
-#: young generation is promoted, and promoted snapshots drive full collections on the
-#: evaluating threads (0.2-0.5 us per evaluation measured, benchmarks/README.md 4c).
-BUSY_BATCH = 128
-BUSY_DRAIN_S = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,12 +172,6 @@ class Worker:
             except Exception:  # pragma: no cover - drain_once guards itself
                 self.errors += 1
                 log.exception("drain loop error")
-                budget = self.handoff.capacity
-            if self.handoff.capacity - budget >= BUSY_BATCH and interval > BUSY_DRAIN_S:
-                # A plain sleep: a timer, where wait_for costs a task and a cancellation
-                # (~24 against ~47 us of CPU here); shutdown is seen at the next turn.
-                await asyncio.sleep(BUSY_DRAIN_S)
-                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
 
