@@ -612,11 +612,28 @@ check_direct(void)
 }
 #endif
 
+/* untracked(snapshot) -> snapshot, no longer followed by the cyclic collector. */
+static PyObject *
+untracked(PyObject *module, PyObject *snapshot)
+{
+    if (PyTuple_CheckExact(snapshot) && PyObject_GC_IsTracked(snapshot)) {
+        PyObject_GC_UnTrack(snapshot);
+    }
+    return Py_NewRef(snapshot);
+}
+
+static PyMethodDef ckeys_functions[] = {
+    {"untracked", (PyCFunction)untracked, METH_O,
+     "untracked(snapshot) -> snapshot: a tuple the cyclic collector no longer follows."},
+    {NULL},
+};
+
 static struct PyModuleDef ckeys_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "flageval._ckeys",
     .m_doc = "The compiled flat path of flageval._keys.",
     .m_size = -1,
+    .m_methods = ckeys_functions,
 };
 
 PyMODINIT_FUNC

@@ -19,20 +19,19 @@ Two implementations of the flat path, one result:
   bound leaves a run of over 256 bytes without a quote, when nothing is escaped).
 
 ``FLAGEVAL_PURE_PYTHON=1`` in the environment at import selects the Python one; so
-does a missing or unloadable compiled module. Every other context (nested values,
+does a missing or unloadable compiled module (``_compiled``). Every other context (nested values,
 other types, non-string keys, lone surrogates) goes to the full pruner, memoised.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
+from ._compiled import CKEYS
 from ._prune import (
     EMPTY,
     EXCLUDED_TOP,
@@ -51,8 +50,6 @@ from ._prune import (
 MEMO_MAX_BYTES = 4 * 1024 * 1024
 #: Per memo entry beyond its two byte strings: two bytes headers and a dict slot.
 _MEMO_ENTRY_OVERHEAD = 200
-#: The environment variable that selects the pure-Python flat path.
-PURE_PYTHON_ENV = "FLAGEVAL_PURE_PYTHON"
 # The compiled path's encoders (into its own buffer): sorted, and keys as they come
 # (for keys that come sorted already: the same bytes without the sort).
 _encode_into = msgspec.json.Encoder(order="sorted").encode_into
@@ -111,17 +108,8 @@ def flat_pruned(attrs: dict[str, Any]) -> bytes:
     return encode_sorted(out) if out else EMPTY
 
 
-def _load_core() -> Any:
-    if os.environ.get(PURE_PYTHON_ENV, "").strip() not in ("", "0"):
-        return None
-    try:
-        return importlib.import_module("flageval._ckeys").FlatKeys
-    except ImportError:  # not built (no compiler where it was installed): pure Python
-        return None
-
-
 #: The compiled flat path's type, or None (pure Python).
-CORE: Any = _load_core()
+CORE: Any = None if CKEYS is None else CKEYS.FlatKeys
 _SELECTED: Any = object()  # ContextKeys' default: CORE as it is when one is made
 
 

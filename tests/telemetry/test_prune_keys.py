@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flageval._keys import CORE, PURE_PYTHON_ENV, ContextKeys
+from flageval._compiled import PURE_PYTHON_ENV
+from flageval._keys import CORE, ContextKeys
 from flageval._prune import EMPTY, ContextTooLarge, canonical
 from flageval._tiers import Tiers
 from flageval._wire import envelope_prefix, pack
