@@ -65,6 +65,9 @@ _QUOTES = bytes(0 if b == ord('"') else 1 for b in range(256))
 _LONG_RUN = b"\x01" * (MAX_STRING_CHARS + 1)
 #: Bytes an attribute takes in a typical encoding, at most (past it, long strings).
 _DENSE_BYTES = 64
+# An exact-size copy: joining with an empty bytes makes a new object of the right size
+# (~1,100 instructions, against ~3,000 for bytes(memoryview(b))).
+_exact = b"".join
 _encode_in_order = msgspec.json.Encoder().encode
 
 
@@ -177,16 +180,17 @@ class ContextKeys:
         keeps its key for a flush interval, charged by its length), the same object for
         every later hit."""
         same = result is raw
-        result = bytes(memoryview(result))
+        result = _exact((result, EMPTY))
         # The key is kept as msgspec made it when it differs from the result: counted
         # with its spare capacity.
         size = (0 if same else len(raw) * 3 // 2) + len(result) + _MEMO_ENTRY_OVERHEAD
         if size > self._memo_max_bytes // 64:
             return result  # one entry never takes more than 1/64 of the memo
-        if len(self._memo) >= self._memo_max or self._memo_bytes + size > self._memo_max_bytes:
-            self._memo.clear()
+        memo = self._memo
+        if len(memo) >= self._memo_max or self._memo_bytes + size > self._memo_max_bytes:
+            memo.clear()
             self._memo_bytes = 0
-        self._memo[result if same else raw] = result
+        memo[result if same else raw] = result
         self._memo_bytes += size
         return result
 
@@ -215,7 +219,16 @@ class ContextKeys:
                 if _only_str(map(type, attributes)):
                     self._fast_hits += 1
                     if dense or null:  # the exact filter, not memoised
-                        return bytes(memoryview(flat_pruned(attributes)))
+                        return _exact((flat_pruned(attributes), EMPTY))
+                    if (
+                        len(raw) <= MAX_STRING_CHARS
+                        and b"\\" not in raw
+                        and "targetingKey" not in attributes
+                        and "targeting_key" not in attributes
+                    ):
+                        # Short, nothing escaped or excluded: flat_key's own answer,
+                        # inline (the usual first sight of a small context).
+                        return self._remember(raw, raw)
                     return self._remember(raw, flat_key(attributes, raw))
                 if null:
                     raw = None
@@ -223,4 +236,4 @@ class ContextKeys:
         result = canonical(attributes)
         if raw is not None:
             return self._remember(raw, result)
-        return bytes(memoryview(result))
+        return _exact((result, EMPTY))
