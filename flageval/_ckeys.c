@@ -36,9 +36,11 @@
 
 typedef struct {
     Py_uhash_t hash;
-    PyObject *dict;   /* strong; NULL: a free slot */
-    uint64_t version; /* the dict's when it was keyed */
-    PyObject *result; /* strong */
+    PyObject *dict;     /* strong; NULL: a free slot */
+    uint64_t version;   /* the dict's when it was keyed: while unchanged, so are ... */
+    Py_ssize_t n;       /* ... its size and ... */
+    PyObject **entries; /* ... its entry table, n (key, value) pairs without a hole */
+    PyObject *result;   /* strong */
 } Entry;
 
 typedef struct {
@@ -118,11 +120,20 @@ version(PyObject *attrs)
 }
 #endif
 
+/* One value's share of a context's identity hash: independent of the others (no chain
+ * of multiplications through the loop), summed, then mixed once. */
 static inline Py_uhash_t
-mix(Py_uhash_t h, const void *value)
+share(const void *value, Py_uhash_t i)
 {
-    h = (h ^ (Py_uhash_t)(uintptr_t)value) * 0x9E3779B97F4A7C15ULL;
-    return h ^ (h >> 31);
+    Py_uhash_t v = (Py_uhash_t)(uintptr_t)value;
+    return (v ^ (v >> 17)) * (0x9E3779B97F4A7C15ULL + 2 * i);
+}
+
+static inline Py_uhash_t
+finish(Py_uhash_t h)
+{
+    h = (h ^ (h >> 31)) * 0xC2B2AE3D27D4EB4FULL;
+    return h ^ (h >> 29);
 }
 
 /* The dict's keys and values as 2n borrowed pointers in order (key, value, ...): its
@@ -138,9 +149,9 @@ pointers(PyObject **buf, PyObject *attrs, Py_ssize_t n, Py_uhash_t *hash)
     StrEntry *entries = str_entries(attrs, &count);
     if (entries != NULL && count == n) {
         for (Py_ssize_t e = 0; e < n; e++) {
-            h = mix(h, entries[e].value);
+            h += share(entries[e].value, (Py_uhash_t)e);
         }
-        *hash = h;
+        *hash = finish(h);
         return (PyObject **)entries;
     }
     if (entries != NULL) {
@@ -161,9 +172,9 @@ pointers(PyObject **buf, PyObject *attrs, Py_ssize_t n, Py_uhash_t *hash)
         buf[i] = Py_None;
     }
     for (i = 1; i < 2 * n; i += 2) {
-        h = mix(h, buf[i]);
+        h += share(buf[i], (Py_uhash_t)(i / 2));
     }
-    *hash = h;
+    *hash = finish(h);
     return buf;
 }
 
@@ -345,12 +356,10 @@ grow(FlatKeys *self)
 static PyObject *
 find(FlatKeys *self, Py_uhash_t h, PyObject **items, Py_ssize_t n)
 {
-    Py_ssize_t j = (Py_ssize_t)(h & (Py_uhash_t)(self->slots - 1)), count;
+    Py_ssize_t j = (Py_ssize_t)(h & (Py_uhash_t)(self->slots - 1));
     for (Entry *e = &self->table[j]; e->dict != NULL; e = &self->table[j]) {
-        StrEntry *entries;
-        if (e->hash == h && PyDict_GET_SIZE(e->dict) == n && version(e->dict) == e->version &&
-            (entries = str_entries(e->dict, &count)) != NULL && count == n &&
-            memcmp(entries, items, sizeof(PyObject *) * 2 * (size_t)n) == 0) {
+        if (e->hash == h && e->n == n && version(e->dict) == e->version &&
+            memcmp(e->entries, items, sizeof(PyObject *) * 2 * (size_t)n) == 0) {
             return e->result;
         }
         j = (j + 1) & (self->slots - 1);
@@ -364,8 +373,8 @@ static void
 store(FlatKeys *self, Py_uhash_t h, PyObject *attrs, uint64_t tag, PyObject *result)
 {
     Py_ssize_t count;
-    if (self->used >= TABLE_ENTRIES || str_entries(attrs, &count) == NULL ||
-        count != PyDict_GET_SIZE(attrs) ||
+    StrEntry *entries = str_entries(attrs, &count);
+    if (self->used >= TABLE_ENTRIES || entries == NULL || count != PyDict_GET_SIZE(attrs) ||
         (2 * (self->used + 1) > self->slots && grow(self) < 0)) {
         PyErr_Clear();
         return;
@@ -374,7 +383,8 @@ store(FlatKeys *self, Py_uhash_t h, PyObject *attrs, uint64_t tag, PyObject *res
     while (self->table[j].dict != NULL) {
         j = (j + 1) & (self->slots - 1);
     }
-    self->table[j] = (Entry){h, Py_NewRef(attrs), tag, Py_NewRef(result)};
+    self->table[j] =
+        (Entry){h, Py_NewRef(attrs), tag, count, (PyObject **)entries, Py_NewRef(result)};
     self->used++;
 }
 
@@ -424,7 +434,7 @@ FlatKeys_clear(FlatKeys *self, PyObject *Py_UNUSED(ignored))
         Entry *e = &self->table[i];
         if (e->dict != NULL) {
             PyObject *dict = e->dict, *result = e->result;
-            *e = (Entry){0, NULL, 0, NULL};
+            *e = (Entry){0, NULL, 0, 0, NULL, NULL};
             self->used--;
             Py_DECREF(dict);
             Py_DECREF(result);
