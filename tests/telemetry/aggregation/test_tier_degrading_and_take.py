@@ -1,7 +1,8 @@
 """Tiers paths the mutation run found untested (issue 13): a targeting key that cannot be
 made text, a context past the entry budget or unreadable, interrupts raised by values,
 repeats of degraded buckets, the budget's text charge, hashing without consent, and
-what take() hands over. Snapshots in the hook's layout (see tests/telemetry/test_tiers.py);
+what take() hands over. Snapshots in the hook's layout (see
+tests/telemetry/aggregation/test_tier_buckets.py);
 expected values by hand from tiers.py's docstring, losses.py and INTAKE.md."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from flageval._fields import MIN_EPOCH_MS, error_text, hash_targeting_key, text
 from flageval._losses import Ledger
 from flageval._prune import MAX_ENTRIES
 from flageval._tiers import BUCKET_OVERHEAD_BYTES, TEXT_OVERHEAD_BYTES, Tiers, merge_bucket
-from tests.telemetry.test_tiers import T0, snap, tiers
+from tests.telemetry.aggregation.test_tier_buckets import T0, snap, tiers
 
 
 class BadKey:

@@ -521,7 +521,8 @@ def test_undecodable_service_name_is_refused_at_construction(
     would fail every worker start: each evaluation a hook_error, and an event loop
     leaked per try. A keyword is refused when the pipeline is built, naming the
     setting; from the environment it is logged and the default used (issue 9: the
-    environment never crashes an application; tests/telemetry/test_config_env.py)."""
+    environment never crashes an application;
+    tests/telemetry/config/test_environment_cannot_crash.py)."""
     with pytest.raises(ValueError, match="service"):
         Telemetry(service="svc\udcff", agent_url="http://127.0.0.1:9")
     monkeypatch.setenv("DD_SERVICE", "svc\udcff")

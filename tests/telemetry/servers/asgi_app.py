@@ -1,6 +1,7 @@
 """A FastAPI app as a new user writes it: the hook added at import, as README says.
 
-Run by tests/telemetry/servers/test_servers.py under uvicorn and gunicorn as a subprocess.
+Run by tests/telemetry/servers/test_graceful_stops_deliver.py under uvicorn and gunicorn as
+a subprocess.
 ``/eval`` evaluates ``n`` times from an async endpoint, ``/eval_sync`` from a sync one
 (FastAPI runs it on its thread pool); ``/hold`` evaluates ``k`` times, writes the file
 named by ``HOLD_MARK`` (the request is in flight), waits ``hold_s``, then evaluates ``m``

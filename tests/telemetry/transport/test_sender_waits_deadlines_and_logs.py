@@ -29,7 +29,7 @@ from flageval._config import Endpoint
 from flageval._losses import Ledger
 from flageval._transport import Sender
 from tests.intake import AGENT_INFO, PATH, PATH_V4, Behaviour, Intake
-from tests.telemetry.reliability.test_security import tls_files  # noqa: F401 - a fixture
+from tests.telemetry.reliability.test_secrets_and_privacy import tls_files  # noqa: F401 - a fixture
 
 MakeTelemetry = Callable[..., Telemetry]
 T0 = 1_790_000_000_000
