@@ -24,7 +24,7 @@ from flageval import FlagEvalHook
 from flageval import _config as config
 from flageval._config import KILLSWITCH_ENV, Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 from flageval import Telemetry
 from tests.intake import Behaviour, Intake
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def client_with(*hooks: Any) -> OpenFeatureClient:

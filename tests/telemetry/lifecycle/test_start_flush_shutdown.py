@@ -30,7 +30,7 @@ from flageval import FlagEvalHook, Telemetry
 from tests.intake import Behaviour, Intake
 
 MakeTelemetry = Callable[..., Telemetry]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 KILLSWITCH = "DD_FLAGGING_EVALUATION_COUNTS_ENABLED"
 
 

@@ -26,7 +26,7 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 from flageval import Telemetry
 from tests.intake import Intake
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 #: Answers every request (GET /info too) with 200 and a 1 GiB body made as it is sent.
 BIG_SERVER = textwrap.dedent(
