@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 
 import flageval._default as default_module
+from flageval._handoff import Handoff
 from tests.intake import Intake
 
 
@@ -60,3 +62,20 @@ def make_telemetry(intake: Intake) -> Iterator[object]:
     for tel in made:
         tel.shutdown(5.0)
     assert threading.active_count() <= before + 1  # the intake thread at most
+
+
+@pytest.fixture
+def drained(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a worker has taken what its hand-off held (an empty take included): a
+    test that needs evaluations to wait in the hand-off until a flush makes them after
+    this, with a long drain interval, instead of sleeping through the worker's start."""
+    event = threading.Event()
+    real = Handoff.drain
+
+    def drain(self: Handoff, limit: int) -> Any:
+        taken = real(self, limit)
+        event.set()
+        return taken
+
+    monkeypatch.setattr(Handoff, "drain", drain)
+    return event

@@ -40,7 +40,7 @@ def worker_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "flageval-worker"]
 
 
-def wait_until(predicate: Any, timeout_s: float) -> bool:
+def wait_until(predicate: Any, timeout_s: float = 30.0) -> bool:
     end = time.monotonic() + timeout_s
     while not predicate() and time.monotonic() < end:
         time.sleep(0.01)
@@ -84,29 +84,34 @@ def test_concurrent_shutdowns_all_wait_for_the_one_in_progress(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(15.0)
+        t.join(30.0)
     assert len(seen) == 10
     assert [pending for _, pending in seen] == [0] * 10
     assert min(took for took, _ in seen) >= 0.45  # nobody returned before the work was done
-    assert max(took for took, _ in seen) <= 5.0
     assert intake.evaluations() == 5000
 
 
 def test_a_second_caller_waits_only_up_to_its_own_deadline(
     make_telemetry: Any, intake: Intake
 ) -> None:
-    intake.set_default(Behaviour(delay_s=1.5))
+    """The first caller's final post is held by the intake until the test lets it go:
+    a second caller with 0.2 s waits that long and returns while the first shutdown
+    is still in progress; the first then delivers everything."""
+    intake.set_default(Behaviour(action="hold"))
     tel = make_telemetry()
     client = client_with(tel.hook)
     for i in range(10):
         client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
-    first = threading.Thread(target=tel.shutdown, args=(5.0,))
+    first = threading.Thread(target=tel.shutdown, args=(60.0,))
     first.start()
-    assert intake.wait_for(lambda: len(intake.received) == 1, 5.0)
+    assert intake.wait_for(lambda: len(intake.received) == 1)
     start = time.monotonic()
     tel.shutdown(0.2)
-    assert 0.15 <= time.monotonic() - start <= 1.0
-    first.join(10.0)
+    assert time.monotonic() - start >= 0.15  # it did wait, for its own 0.2 s
+    assert first.is_alive()  # and returned before the shutdown in progress ended
+    intake.release_held()
+    first.join(30.0)
+    assert not first.is_alive()
     assert intake.evaluations() == 10 and tel.stats().pending == 0
 
 
@@ -140,56 +145,60 @@ def test_atexit_waits_for_a_daemon_threads_shutdown_in_progress(intake: Intake) 
 
 
 class Slow:
-    """A context value whose ``__str__`` (run by the worker while pruning) takes seconds."""
+    """A context value whose ``__str__`` (run by the worker while pruning) does not
+    return until the test releases it."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self) -> None:
         self.entered = threading.Event()
+        self.release = threading.Event()
         self.left = threading.Event()
 
     def __str__(self) -> str:
         self.entered.set()
-        time.sleep(self.seconds)
+        self.release.wait(60.0)
         self.left.set()
         return "slow"
+
+
+def returns(call: Any, timeout_s: float = 30.0) -> Any:
+    """``call()``'s result, from another thread; fails if it has not returned by then."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert out, f"{call} did not return within {timeout_s} s"
+    return out[0]
 
 
 def test_a_worker_busy_in_application_code_at_the_deadline(intake: Intake) -> None:
     """Before: shutdown returned with evaluations pending and nothing counted (or
     counted ``closed``), stats() blocked for seconds."""
     tel = Telemetry(agent_url=intake.url, service="t", flush_interval_s=60.0)
-    slow = Slow(3.0)
+    slow = Slow()
     client = client_with(tel.hook)
     client.get_boolean_value("f", False, EvaluationContext("slow", {"v": slow}))
-    assert slow.entered.wait(5.0)  # the worker is inside str()
+    assert slow.entered.wait(30.0)  # the worker is inside str(), until released
     for i in range(1000):
         client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
-    # While it is busy: stats() answers within its bound, from numbers that add up.
-    start = time.monotonic()
-    busy = tel.stats()
-    assert time.monotonic() - start < 0.8
+    # While it is busy: stats() answers, from numbers that add up.
+    busy = returns(tel.stats)
+    assert not slow.left.is_set()  # answered while the worker was still in str()
     assert (busy.evaluations, busy.pending, busy.conserved) == (1001, 1001, True)
     # A caller's flush waits on the busy loop: it must not post after shutdown returns.
     flusher = threading.Thread(target=tel.flush, args=(10.0,), daemon=True)
     flusher.start()
-    start = time.monotonic()
-    tel.shutdown(1.0)
-    took = time.monotonic() - start
-    returned_at = time.time()
-    assert took <= 1.5, took  # on time, although the worker is still in str()
-    assert not slow.left.is_set()
+    returns(lambda: tel.shutdown(1.0))
+    assert not slow.left.is_set()  # it kept its deadline: the worker is still in str()
     for _ in range(3):
-        start = time.monotonic()
-        after = tel.stats()
-        assert time.monotonic() - start < 0.1  # the books are closed: no loop to ask
+        after = tel.stats()  # the books are closed: the same answer, whatever the loop
         assert after.evaluations == 1001 and after.pending == 0
         assert after.dropped == {"worker_stalled": 1001} and after.conserved
     client.get_boolean_value("f", False)  # after shutdown: counted, as ever, "closed"
-    assert slow.left.wait(5.0)
-    assert wait_until(lambda: not worker_threads(), 5.0)  # the thread ended after all
-    flusher.join(5.0)
-    assert [r for r in intake.received if r.at >= returned_at] == []
-    assert intake.received == []
+    slow.release.set()
+    assert slow.left.wait(30.0)
+    assert wait_until(lambda: not worker_threads())  # the thread ended after all
+    flusher.join(30.0)
+    assert intake.received == []  # nothing was posted, before or after shutdown returned
     final = tel.stats()
     assert final.dropped == {"worker_stalled": 1001, "closed": 1}
     assert final.evaluations == 1002 and final.pending == 0 and final.conserved
@@ -208,7 +217,7 @@ def test_a_dropped_pipeline_releases_its_thread_and_sockets(intake: Intake) -> N
         client.hooks.clear()
         del tel
     gc.collect()
-    assert wait_until(lambda: threading.active_count() == threads_before, 20.0), (
+    assert wait_until(lambda: threading.active_count() == threads_before), (
         threading.active_count()
     )
     gc.collect()

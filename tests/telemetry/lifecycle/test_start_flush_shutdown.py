@@ -138,9 +138,8 @@ def test_after_shutdown_evaluations_are_closed_without_a_warning_storm(
     assert stats.evaluations == 5010 and stats.evaluations_posted == 10 and stats.conserved
     noisy = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert len(noisy) <= 2, [r.getMessage() for r in noisy]
-    time.sleep(0.1)
-    assert len(intake.received) == bodies  # nothing posted after shutdown
-    assert flageval_threads() == []  # and nothing restarted the worker
+    assert flageval_threads() == []  # nothing restarted the worker: nothing can post
+    assert len(intake.received) == bodies  # and nothing was posted after shutdown
 
 
 def test_shutdown_is_idempotent(make_telemetry: MakeTelemetry, intake: Intake) -> None:
@@ -148,9 +147,8 @@ def test_shutdown_is_idempotent(make_telemetry: MakeTelemetry, intake: Intake) -
     evaluate(client_with(tel.hook), 3)
     tel.shutdown(5.0)
     for _ in range(3):
-        start = time.monotonic()
-        tel.shutdown(5.0)
-        assert time.monotonic() - start < 1.0
+        tel.shutdown(5.0)  # returns, raises nothing, sends nothing again
+    assert flageval_threads() == []
     with pytest.raises(RuntimeError):
         tel.start()  # a shut-down pipeline does not come back
     assert intake.evaluations() == 3
@@ -169,14 +167,14 @@ def test_shutdown_meets_its_deadline_when_the_intake_hangs(
     client = api.get_client()
     for k in range(100):
         client.get_boolean_value("f", False, EvaluationContext(f"user-{k:03d}"))
-    timeout = 1.0
     start = time.monotonic()
-    tel.shutdown(timeout)  # the request alone would wait 30 s
-    elapsed = time.monotonic() - start
-    assert elapsed <= timeout + 2.0  # generous slack for a loaded 2-core machine
+    tel.shutdown(1.0)
+    # The hanging request alone would keep it 30 s; a loaded machine does not turn a
+    # 1 s deadline into 10.
+    assert time.monotonic() - start < 10.0
     start = time.monotonic()
-    tel.shutdown(timeout)  # idempotent, and at once
-    assert time.monotonic() - start < 0.5
+    tel.shutdown(60.0)  # idempotent: nothing is waited for again
+    assert time.monotonic() - start < 10.0
     assert len(intake.received) == 1  # one body went out and hangs; the rest never did
     in_flight = sum(r["evaluation_count"] for r in intake.received[0].json()["flagEvaluations"])
     assert 0 < in_flight < 100
@@ -186,7 +184,7 @@ def test_shutdown_meets_its_deadline_when_the_intake_hangs(
     assert stats.dropped == {"delivery_unknown": in_flight, "intake_unavailable": 100 - in_flight}
     assert stats.evaluations_posted == 0 and stats.evaluations == 100 and stats.conserved
     # The worker thread ends with shutdown (it had its margin of the deadline).
-    end = time.monotonic() + 5.0
+    end = time.monotonic() + 30.0
     while flageval_threads() and time.monotonic() < end:
         time.sleep(0.01)
     assert flageval_threads() == []
@@ -215,7 +213,6 @@ def test_killswitch_starts_nothing(
     evaluate(client, 200)
     assert tel.flush(1.0)
     assert_all_zero(tel.stats())
-    time.sleep(0.2)  # several flush intervals, had anything been running
     assert socket_fds() <= sockets_before
     new = {t.name for t in set(threading.enumerate()) - threads_before}
     assert not any(name.startswith("flageval") for name in new), new
@@ -383,7 +380,9 @@ def test_fork_child_starts_clean_and_nothing_is_sent_twice(intake: Intake) -> No
         """
         n1, n2, n3 = map(int, sys.argv[2:5])
         evaluate(n1, "before")
-        time.sleep(0.2)  # let the parent's worker take them into its tiers
+        end = time.monotonic() + 30
+        while tel.handoff.queue and time.monotonic() < end:
+            time.sleep(0.01)  # the parent's worker takes them into its tiers
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -467,7 +466,11 @@ def test_start_async_loop_ended_without_ashutdown_counts_what_it_held(
         await tel.start_async()
         for i in range(40):
             await client.get_boolean_value_async("f", False, EvaluationContext(f"u{i}"))
-        await asyncio.sleep(0.2)  # drained into the tiers; no flush (60 s interval)
+        for _ in range(3000):  # drained into the tiers (no flush: 60 s interval)
+            if not tel.handoff.queue:
+                break
+            await asyncio.sleep(0.01)
+        assert not tel.handoff.queue
 
     asyncio.run(app())
     tel.shutdown(1.0)
