@@ -217,9 +217,7 @@ def test_a_dropped_pipeline_releases_its_thread_and_sockets(intake: Intake) -> N
         client.hooks.clear()
         del tel
     gc.collect()
-    assert wait_until(lambda: threading.active_count() == threads_before), (
-        threading.active_count()
-    )
+    assert wait_until(lambda: threading.active_count() == threads_before), threading.active_count()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 3
     assert intake.evaluations() == 300  # and what each had counted was delivered

@@ -105,21 +105,20 @@ def test_v2_only_agent_gets_v2(make_telemetry: MakeTelemetry, intake: Intake) ->
 def test_no_info_falls_back_to_v2_and_asks_again_later(
     make_telemetry: MakeTelemetry, intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(agent, "RECHECK_S", 0.3)
     tel = make_telemetry()  # the stand-in has no /info yet: 404, an old agent
     client = client_of(tel)
     evaluate(client, 3)
     assert tel.flush(5.0)
     assert [r.path for r in intake.received] == [PATH]
+    assert len(intake.info_requests) == 1  # within the re-check interval: not asked again
     # The agent is upgraded: a flush past the re-check interval finds v4.
     intake.set_info(AGENT_INFO)
-    time.sleep(0.4)
+    monkeypatch.setattr(agent, "RECHECK_S", 0.0)  # the interval has passed
     evaluate(client, 2)
     assert tel.flush(5.0)
     assert [r.path for r in intake.received] == [PATH, PATH_V4]
     assert len(intake.info_requests) == 2
     evaluate(client, 1)
-    time.sleep(0.4)
     assert tel.flush(5.0)
     assert len(intake.info_requests) == 2  # discovered now: no more asking
     assert intake.evaluations() == 6 and tel.stats().dropped == {}
@@ -128,19 +127,21 @@ def test_no_info_falls_back_to_v2_and_asks_again_later(
 def test_info_that_hangs_is_bounded_by_the_request_timeout(
     make_telemetry: MakeTelemetry, intake: Intake
 ) -> None:
+    """/info never answers: evaluations go on meanwhile, and a flush waits for the
+    discovery one request timeout (2 s), not half its own deadline (30 s), then posts
+    to v2."""
     intake.set_info(AGENT_INFO, Behaviour(action="hang"))
-    tel = make_telemetry(request_timeout_s=0.5)
+    tel = make_telemetry(request_timeout_s=2.0)
     client = client_of(tel)
     evaluate(client, 5)
-    assert intake.wait_for(lambda: len(intake.info_requests) == 1, 5.0)
-    # The discovery hangs on the worker's loop; evaluating threads never wait for it.
+    assert intake.wait_for(lambda: len(intake.info_requests) == 1)
+    evaluate(client, 2000)  # while the discovery hangs on the worker's loop
     started = time.monotonic()
-    evaluate(client, 2000)
-    assert time.monotonic() - started < 2.0
-    started = time.monotonic()
-    assert tel.flush(5.0)
+    assert tel.flush(60.0)
     took = time.monotonic() - started
-    assert took < 1.5, took  # at most one request timeout waiting for /info, then v2
+    # Half the flush's deadline would be 30 s; a loaded machine does not turn 2 s
+    # into 15.
+    assert took < 15.0, took
     assert [r.path for r in intake.received] == [PATH]
     assert intake.evaluations() == 2005 and tel.stats().dropped == {}
 
@@ -167,9 +168,8 @@ def test_no_evp_proxy_is_one_error_and_a_named_loss_not_a_404_every_flush(
     assert "lists no EVP proxy" in text and "agent_no_evp_proxy" in text and "7.64.3" in text
     assert len(intake.info_requests) == 1  # re-checked at most every minute
     # The agent gets its proxy back: past the re-check interval, bodies go again.
-    monkeypatch.setattr(agent, "RECHECK_S", 0.2)
     intake.set_info(AGENT_INFO)
-    time.sleep(0.3)
+    monkeypatch.setattr(agent, "RECHECK_S", 0.0)  # the interval has passed
     evaluate(client, 4, tag="back")
     assert tel.flush(5.0)
     assert [r.path for r in intake.received] == [PATH_V4] and intake.evaluations() == 4
@@ -297,7 +297,6 @@ def test_no_evp_proxy_is_told_once_even_when_info_flaps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO, logger="flageval")
-    monkeypatch.setattr(agent, "RECHECK_S", 0.2)
     intake.set_default(Behaviour(status=404))  # an agent without a proxy 404s its routes
     intake.set_info(info_with(NO_PROXY))
     tel = make_telemetry()
@@ -305,11 +304,10 @@ def test_no_evp_proxy_is_told_once_even_when_info_flaps(
     evaluate(client, 3, tag="a")
     assert tel.flush(5.0)
     intake.set_info(None, Behaviour(status=503))  # the agent restarting: no /info
-    time.sleep(0.3)
+    monkeypatch.setattr(agent, "RECHECK_S", 0.0)  # from now on every flush re-checks
     evaluate(client, 2, tag="b")
     assert tel.flush(5.0)  # the v2 fallback is tried; its 404 is a rejection
     intake.set_info(info_with(NO_PROXY))  # back, still without a proxy
-    time.sleep(0.3)
     evaluate(client, 4, tag="c")
     assert tel.flush(5.0)
     # At start, at each of two re-checks, and once more after the fallback's 404.

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,22 @@ from tests.intake import Intake
 
 ROOT = Path(__file__).resolve().parents[3]
 
-#: Answers every request (GET /info too) with 200 and a 1 GiB body made as it is sent.
+#: Answers every request (GET /info too) with 200 and a 1 GiB body made as it is sent;
+#: writes to the file named by argv[1] how many bytes of answers went out, as they go.
 BIG_SERVER = textwrap.dedent(
     """
     import asyncio, sys
     SIZE, CHUNK = 1 << 30, b"0" * 65536
+    sent = 0
+
+    def tell():
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            f.write(str(sent))
+        import os
+        os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 
     async def handle(reader, writer):
+        global sent
         try:
             while True:
                 head = await reader.readuntil(b"\\r\\n\\r\\n")
@@ -43,12 +51,16 @@ BIG_SERVER = textwrap.dedent(
                         await reader.readexactly(int(line.split(b":")[1]))
                 writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
                              b"Content-Length: %d\\r\\n\\r\\n" % SIZE)
-                for _ in range(SIZE // len(CHUNK)):
+                for i in range(SIZE // len(CHUNK)):
                     writer.write(CHUNK)
                     await writer.drain()
+                    sent += len(CHUNK)
+                    if i % 16 == 0:
+                        tell()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            tell()
             writer.close()
 
     async def main():
@@ -63,7 +75,8 @@ BIG_SERVER = textwrap.dedent(
 #: Posts 100 evaluations to the agent at argv[1]; prints RSS before, peak after, stats.
 RSS_CLIENT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
+    import aiohttp  # imported now, so that "before" holds what the worker imports
     from openfeature import api
     from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
     from flageval import Telemetry
@@ -78,28 +91,30 @@ RSS_CLIENT = textwrap.dedent(
     api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
     client = api.get_client()
     client.add_hooks([tel.hook])
+    tel.start()
     for _ in range(100):
         client.get_boolean_value("f", False)
-    time.sleep(0.3)
     before = kib("VmRSS")
-    t0 = time.monotonic()
     ok = tel.flush(30)
-    took = time.monotonic() - t0
     st = tel.stats()
     print(json.dumps({"before_kib": before, "peak_kib": kib("VmHWM"), "ok": ok,
-                      "took_s": took, "posted": st.evaluations_posted,
-                      "dropped": dict(st.dropped)}))
+                      "posted": st.evaluations_posted, "dropped": dict(st.dropped)}))
     tel.shutdown(5)
     """
 )
 
 
 def test_a_1gib_answer_does_not_grow_the_client(tmp_path: Path) -> None:
-    """Was 37 MB -> 2.09 GB RSS (the body read whole). The bound: 64 MiB of growth."""
+    """An agent that answers every request with 200 and a 1 GiB body: the client reads
+    the status and gives the body up; it grows by less than 64 MiB (reading the body
+    whole takes a gigabyte), and far less than the gigabyte ever leaves the server."""
     (tmp_path / "server.py").write_text(BIG_SERVER)
     (tmp_path / "client.py").write_text(RSS_CLIENT)
+    sent = tmp_path / "sent"
     server = subprocess.Popen(
-        [sys.executable, str(tmp_path / "server.py")], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(tmp_path / "server.py"), str(sent)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
@@ -119,9 +134,10 @@ def test_a_1gib_answer_does_not_grow_the_client(tmp_path: Path) -> None:
     got = json.loads(out.stdout.strip().splitlines()[-1])
     growth_mib = (got["peak_kib"] - got["before_kib"]) / 1024
     assert growth_mib < 64, got
-    # The status was 200: delivered, and the 1 GiB that followed was never waited for.
+    # The status was 200: delivered, and the 1 GiB that followed was never read: the
+    # server got out only what the sockets' buffers took before the client let go.
     assert got["ok"] is True and got["posted"] == 100 and got["dropped"] == {}, got
-    assert got["took_s"] < 5.0, got
+    assert int(sent.read_text()) < 256 << 20, sent.read_text()
 
 
 def _client(tel: Telemetry, n: int) -> None:
@@ -147,9 +163,8 @@ def full_backlog() -> Iterator[tuple[socket.socket, int]]:
         with contextlib.suppress(BlockingIOError):
             filler.connect(("127.0.0.1", port))
         fillers.append(filler)
-    time.sleep(0.1)
     probe = socket.socket()
-    probe.settimeout(0.3)
+    probe.settimeout(0.3)  # its timing out is the outcome: a short wait cannot flake
     with pytest.raises(TimeoutError):
         probe.connect(("127.0.0.1", port))  # the stand-in really stalls a connect
     probe.close()
@@ -185,14 +200,16 @@ def silent_tls() -> Iterator[int]:
 STALL = {
     "service": "stall",
     "flush_interval_s": 60.0,
-    "request_timeout_s": 0.4,
+    # Long enough for a loaded machine's healthy post once the agent is up; each of the
+    # three stalled tries waits it out.
+    "request_timeout_s": 1.0,
     "max_retries": 2,
     "retry_backoff_s": 0.02,
 }
 
 
 def _assert_retried_not_unknown(tel: Telemetry, n: int) -> None:
-    assert tel.flush(5.0) is False  # not delivered: it waits, as after a refusal
+    assert tel.flush(30.0) is False  # not delivered: it waits, as after a refusal
     st = tel.stats()
     assert st.post_attempts == 3, st  # the first try and max_retries=2 retries
     assert st.dropped == {} and st.pending == n and st.conserved, st
@@ -215,7 +232,7 @@ def test_a_connect_stalled_in_a_full_backlog_is_retried_then_delivered_once(
         # The agent comes up on that port: the waiting body goes, and only once.
         listener.close()
         intake = Intake().start(port)
-        assert tel.flush(5.0) is True
+        assert tel.flush(30.0) is True
         assert intake.evaluations() == 40 and len(intake.received) == 1
         tel.shutdown(2.0)
         st = tel.stats()
@@ -227,7 +244,9 @@ def test_a_connect_stalled_in_a_full_backlog_is_retried_then_delivered_once(
 
 
 def test_a_tls_handshake_that_never_completes_is_retried(silent_tls: int) -> None:
-    tel = Telemetry(agent_url=f"https://127.0.0.1:{silent_tls}", **STALL)  # type: ignore[arg-type]
+    # No post is ever answered here: the tries may time out sooner.
+    settings: dict[str, Any] = {**STALL, "request_timeout_s": 0.4}
+    tel = Telemetry(agent_url=f"https://127.0.0.1:{silent_tls}", **settings)
     try:
         _client(tel, 25)
         _assert_retried_not_unknown(tel, 25)
