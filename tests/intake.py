@@ -168,7 +168,7 @@ class Intake:
     # -- control --------------------------------------------------------------------
     def start(self, port: int = 0) -> Intake:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(STOP_TIMEOUT_S)
         return self
 
     async def _start(self, port: int) -> None:

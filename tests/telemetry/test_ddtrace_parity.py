@@ -169,7 +169,7 @@ class Scripted(AbstractProvider):
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         if self.ready is not None:
-            self.ready.wait(10.0)
+            self.ready.wait(30.0)
 
     def _resolve(self, flag_key: str, default_value: Any, evaluation_context: Any = None) -> Any:
         case = self.cases[flag_key]

@@ -40,9 +40,9 @@ def _client(tel: Any) -> Any:
 def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
     make_telemetry: Any, intake: Intake
 ) -> None:
-    # The drain loop never runs on its own during the test (30 s interval), so
+    # The drain loop never runs on its own during the test (an hour's interval), so
     # evaluations stay in the hand-off until a flush drains them.
-    tel = make_telemetry(drain_interval_s=30.0)
+    tel = make_telemetry(drain_interval_s=3600.0)
     client = _client(tel)
     for _ in range(5):
         client.get_boolean_value("f", False)
@@ -195,7 +195,7 @@ def test_flush_and_stats_racing_a_shutdown_return_and_do_not_raise(intake: Intak
 def test_shutdown_bounds_a_callers_longer_flush_and_still_does_its_final_count(
     make_telemetry: Any, intake: Intake
 ) -> None:
-    tel = make_telemetry(drain_interval_s=30.0)
+    tel = make_telemetry(drain_interval_s=3600.0)
     client = _client(tel)
     for _ in range(5):
         client.get_boolean_value("f", False)

@@ -65,7 +65,7 @@ def test_concurrent_shutdowns_all_wait_for_the_one_in_progress(
 ) -> None:
     """9 of 10 callers returned at once with pending=5000 before."""
     intake.set_default(Behaviour(delay_s=0.5))  # the shutdown in progress takes >= 0.5 s
-    tel = make_telemetry(drain_interval_s=30.0)  # all 5,000 wait in the hand-off
+    tel = make_telemetry(drain_interval_s=3600.0)  # all 5,000 wait in the hand-off
     tel.start()
     client = client_with(tel.hook)
     for i in range(5000):
@@ -123,7 +123,7 @@ DAEMON_SHUTDOWN = """
     from flageval import Telemetry
     from flageval._handoff import State
 
-    tel = Telemetry(agent_url=sys.argv[1], flush_interval_s=60, drain_interval_s=30)
+    tel = Telemetry(agent_url=sys.argv[1], flush_interval_s=60, drain_interval_s=3600.0)
     api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
     client = api.get_client()
     client.add_hooks([tel.hook])
@@ -281,9 +281,9 @@ TWO_PIPELINES = """
 
     url = sys.argv[1]
     healthy = Telemetry(agent_url=url, service="healthy", flush_interval_s=60)
-    # Built last, so shut down first at exit; it drains only then (30 s interval).
+    # Built last, so shut down first at exit; it drains only then (an hour's interval).
     hostile = Telemetry(agent_url=url, service="hostile", flush_interval_s=60,
-                        drain_interval_s=30)
+                        drain_interval_s=3600.0)
     api.set_provider_and_wait(InMemoryProvider({{"f": InMemoryFlag("on", {{"on": True}})}}))
     a, b = api.get_client("a"), api.get_client("b")
     a.add_hooks([healthy.hook])

@@ -12,7 +12,7 @@ def _produce(h: Handoff, threads: int, per_thread: int) -> None:
     start = threading.Barrier(threads)
 
     def run(tid: int) -> None:
-        start.wait(5)
+        start.wait(30)
         for i in range(per_thread):
             h.offer((tid, i))
 

@@ -527,13 +527,13 @@ def test_no_consent_setting_hashes_errors_too(
 
 
 def test_metadata_is_read_as_the_evaluation_saw_it(
-    make_telemetry: MakeTelemetry, intake: Intake
+    make_telemetry: MakeTelemetry, intake: Intake, drained: threading.Event
 ) -> None:
     """InMemoryProvider hands out one metadata dict per flag; a provider that mutates it
     in place between evaluations must not change rows already evaluated: consent, the
     time stamp and the allocation are those of each evaluation, even when the worker
     reads them only at the flush."""
-    tel = make_telemetry(drain_interval_s=30.0)  # nothing is drained before the flush
+    tel = make_telemetry(drain_interval_s=3600.0)  # nothing is drained before the flush
     meta: dict[str, Any] = {
         "__dd_observe_full_evaluation_data": False,
         "dd.eval.timestamp_ms": STAMP,
@@ -541,7 +541,7 @@ def test_metadata_is_read_as_the_evaluation_saw_it(
     }
     client = client_with(tel, {"f": InMemoryFlag("on", {"on": True}, flag_metadata=meta)})
     tel.start()
-    time.sleep(0.05)  # the worker's first drain ran on an empty hand-off
+    assert drained.wait(30.0)  # the worker's first drain ran on an empty hand-off
     client.get_boolean_value("f", False, JANE_CTX)
     meta["__dd_observe_full_evaluation_data"] = True
     meta["dd.eval.timestamp_ms"] = STAMP + 5000

@@ -80,7 +80,7 @@ def run_threads(client: OpenFeatureClient, threads: int, per_thread: int) -> Non
     def work(t: int) -> None:
         try:
             ctxs = contexts("thread", t)
-            start.wait(10.0)
+            start.wait(30.0)
             for i in range(per_thread):
                 flag, user = inputs(t, i)
                 client.get_boolean_value(flag, False, ctxs[user])
@@ -161,8 +161,8 @@ async def test_threads_and_tasks_at_once(make_telemetry: MakeTelemetry, intake: 
 def test_overflow_is_counted_exactly(make_telemetry: MakeTelemetry, intake: Intake) -> None:
     threads, per_thread, capacity = 4, 1_000, 64
     made = threads * per_thread
-    # The drain loop drains once when it starts, then not for 30 s: the queue fills.
-    tel = make_telemetry(queue_size=capacity, drain_interval_s=30.0)
+    # The drain loop drains once when it starts, then not for an hour: the queue fills.
+    tel = make_telemetry(queue_size=capacity, drain_interval_s=3600.0)
     client = make_client(tel)
     run_threads(client, threads, per_thread)
     assert tel.flush(30.0)

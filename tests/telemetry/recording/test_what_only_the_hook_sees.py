@@ -258,7 +258,7 @@ def test_both_at_once_from_many_threads_counts_each_evaluation_once(
     start = threading.Barrier(threads)
 
     def work() -> None:
-        start.wait(10)
+        start.wait(30)
         for _ in range(per_thread):
             client.get_boolean_value("f", False, CTX)
 

@@ -395,7 +395,7 @@ def test_records_reach_the_intake_from_many_threads_exactly(
     start = threading.Barrier(threads)
 
     def work(n: int) -> None:
-        start.wait(10)
+        start.wait(30)
         for i in range(per_thread):
             client.get_boolean_value("b", False, EvaluationContext(f"u{n}", {"i": i % 2}))
 
@@ -441,7 +441,7 @@ def test_ofrep_provider_wrapped_serves_records_and_forwards_its_events(
         wait_until(lambda: server.sse_connected == 1)
         server.set_flag("checkout", False, "off", metadata={"allocationKey": "control"})
         server.push(refetch())
-        assert changed.wait(5.0)  # emitted by the OFREP provider, heard as the wrapper's
+        assert changed.wait(30.0)  # emitted by the OFREP provider, heard as the wrapper's
         assert client.get_boolean_value("checkout", True) is False
 
         async def run() -> bool:

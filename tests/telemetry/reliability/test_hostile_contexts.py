@@ -456,17 +456,17 @@ def test_caller_mutating_nested_dicts_concurrently(make_telemetry: Any, intake: 
 
 
 def test_mutation_after_evaluation_top_level_is_isolated_nested_is_read_later(
-    make_telemetry: Any, intake: Intake
+    make_telemetry: Any, intake: Intake, drained: threading.Event
 ) -> None:
     """What a caller's later mutation can and cannot change. The SDK gives the hook a
     fresh top-level dict per evaluation, so adding, removing or replacing top-level
     attributes afterwards changes nothing. Nested dicts are the caller's own: the worker
     reads them when it drains (here: at the flush), so the row shows them as they are
     then. Either way the row is bounded, valid, and counted once."""
-    tel = make_telemetry(drain_interval_s=30.0)  # nothing is drained before the flush
+    tel = make_telemetry(drain_interval_s=3600.0)  # nothing is drained before the flush
     client = client_with(tel)
     tel.start()
-    time.sleep(0.05)  # the worker's first drain ran on an empty hand-off
+    assert drained.wait(30.0)  # the worker's first drain ran on an empty hand-off
     nested = {"tier": "gold"}
     ctx = {"plan": "pro", "prefs": nested}
     client.get_boolean_value(FLAG, False, EvaluationContext("mut", ctx))
@@ -479,6 +479,15 @@ def test_mutation_after_evaluation_top_level_is_isolated_nested_is_read_later(
     (row,) = intake.rows()
     assert row["context"]["evaluation"] == {"plan": "pro", "prefs.tier": "silver"}
     assert_conserved(tel, intake, 1)
+
+
+async def _until_set(event: threading.Event, timeout_s: float = 30.0) -> None:
+    """Wait for ``event`` without blocking this loop (which may be the one setting it)."""
+    for _ in range(int(timeout_s / 0.005)):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not set within {timeout_s} s")
 
 
 class Same:
@@ -638,16 +647,16 @@ def test_a_failing_pipeline_at_exit_never_stops_another(intake: Intake) -> None:
 
 
 async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
-    make_telemetry: Any, intake: Intake
+    make_telemetry: Any, intake: Intake, drained: threading.Event
 ) -> None:
     """A worker on the caller's loop in the main thread, where signals arrive: a
     SystemExit or KeyboardInterrupt met while aggregating may be the application's own
     (a handler's sys.exit(), Ctrl-C), so it is not swallowed; the batch is counted
     first, so the books still balance."""
-    tel = make_telemetry(autostart=False, drain_interval_s=60.0)
+    tel = make_telemetry(autostart=False, drain_interval_s=3600.0)
     client = client_with(tel)
     await tel.start_async()
-    await asyncio.sleep(0.05)  # the drain loop's first pass ran on an empty hand-off
+    await _until_set(drained)  # the drain loop's first pass ran on an empty hand-off
     for i in range(5):
         client.get_boolean_value(FLAG, False, EvaluationContext(f"m-{i}", {}))
     client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
@@ -660,17 +669,17 @@ async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
 
 
 def test_a_shutdown_after_the_callers_loop_ended_swallows_a_values_interrupt(
-    make_telemetry: Any, intake: Intake
+    make_telemetry: Any, intake: Intake, drained: threading.Event
 ) -> None:
     """start_async()'s loop ended without shutdown_async(): shutdown() (main thread, no
     loop running) counts what the worker held; a value's SystemExit met while doing so
     is not an application signal there, so it is counted, never raised at exit."""
-    tel = make_telemetry(autostart=False, drain_interval_s=60.0)
+    tel = make_telemetry(autostart=False, drain_interval_s=3600.0)
     client = client_with(tel)
 
     async def app() -> None:
         await tel.start_async()
-        await asyncio.sleep(0.05)  # the drain loop's first pass ran on an empty hand-off
+        await _until_set(drained)  # the drain loop's first pass ran on an empty hand-off
         for i in range(3):
             client.get_boolean_value(FLAG, False, EvaluationContext(f"a-{i}", {}))
         client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))

@@ -3,6 +3,8 @@ deadline, and every evaluation is accounted for exactly.
 
 Each fault runs against the real aiohttp intake of tests/intake.py on 127.0.0.1, with
 short intervals so a fault lasts a few flush cycles and the test a few seconds.
+Deadlines are shown against the alternative (a request timeout of 20 s or 30 s) with a
+bound a loaded machine cannot reach.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from tests.telemetry.reliability.helpers import (
 pytestmark = pytest.mark.reliability
 
 SHUTDOWN_S = 1.0
-#: Shutdown also joins the worker thread; allow this much past the deadline for a
-#: loaded 2-core box.
-SHUTDOWN_SLACK_S = 0.35
+#: A shutdown that waited for a hanging request instead of its deadline would take the
+#: request timeout (20 s); one that keeps its 1 s deadline stays far under this bound
+#: however loaded the machine (it also joins the worker thread).
+SHUTDOWN_BOUND_S = 10.0
 #: Bodies are capped well below the retry buffer, as with the defaults (5 MiB bodies,
 #: 16 MiB buffer): the buffer's bound is exact only when a body fits in it.
 MAX_BODY = 32_768
@@ -44,7 +47,9 @@ FAST = {
     "max_body_bytes": MAX_BODY,
     "service": "rel-faults",
     "flush_interval_s": 0.5,
-    "request_timeout_s": 0.5,
+    # Long: a healthy post is never cut short on a loaded machine, and a hang outlasts
+    # every deadline the test checks.
+    "request_timeout_s": 20.0,
     "retry_backoff_s": 0.02,
     "max_retries": 1,
     "retry_buffer_bytes": RETRY_BUFFER,
@@ -69,7 +74,7 @@ FAULTS: dict[str, tuple[Any, str]] = {
     ),
     "status_400": (lambda: Behaviour(status=400), "rejected"),
     "status_413": (lambda: Behaviour(status=413), "rejected"),
-    "slow": (lambda: Behaviour(delay_s=1.2), "unknown"),
+    "slow": (lambda: Behaviour(delay_s=60.0), "unknown"),  # past the request timeout
     "hang": (lambda: Behaviour(action="hang"), "unknown"),
     "reset_mid_body": (lambda: Behaviour(action="reset_mid_body"), "unknown"),
     "lost_response": (lambda: Behaviour(action="reset"), "unknown"),
@@ -79,8 +84,9 @@ FAULTS: dict[str, tuple[Any, str]] = {
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
-    """Healthy phase, then the fault for ~0.8 s (two flush cycles), then shutdown
-    during the fault. Latency medians of the two phases are compared in one test."""
+    """Healthy phase, then the fault for at least 0.8 s (two flush cycles) and until a
+    post met it, then shutdown during the fault. Latency medians of the two phases
+    are compared in one test."""
     make_behaviour, kind = FAULTS[fault]
     intake = Intake().start(free_port())
     tel = Telemetry(agent_url=intake.url, **FAST)
@@ -105,8 +111,16 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
             intake.set_default(make_behaviour())
         assert tel._worker is not None
         sender = tel._worker.sender
+        met = sender.attempts
         with PeakSampler(lambda: sender.outbox_bytes) as peak:
-            faulty, n = evaluate_timed(client, min_s=0.8, max_n=60_000, tk_space=100, tag="bad")
+            faulty, n = evaluate_timed(
+                client,
+                min_s=0.8,
+                max_n=60_000,
+                tk_space=100,
+                tag="bad",
+                until=lambda: sender.attempts > met,  # a post met the fault
+            )
             made += n
         fault_attempts = tel.stats().post_attempts - attempts_before
         assert fault_attempts >= 1  # the fault was really met during the phase
@@ -152,7 +166,7 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
     assert peak.samples > 10
     assert peak.peak <= RETRY_BUFFER
     # Shutdown kept its deadline, fault or not.
-    assert took <= SHUTDOWN_S + SHUTDOWN_SLACK_S, took
+    assert took < SHUTDOWN_BOUND_S, took
     h, f = median_us(healthy), median_us(faulty)
     record(
         f"fault[{fault}]",
@@ -166,11 +180,13 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
         shutdown_s=round(took, 3),
     )
     # What this proves: a fault never blocks evaluation (the claim is "never block", not
-    # "matches the healthy latency"). An evaluation waiting on the intake would wait a
-    # backoff (20 ms) or a request timeout (500 ms), and it would be every evaluation of
-    # the phase, not a few: the median would be 1,000x past this bound, which a
-    # neighbour's burst on a shared 2-core box does not reach. Ratios: the summary.
-    assert f < 2.0 * h + 30.0, f"evaluation blocked by the fault? healthy {h} us, fault {f} us"
+    # "matches the healthy latency"; the ratio is a figure, in the summary). An
+    # evaluation waiting on the intake would wait at least a backoff (20 ms), and it
+    # would be every evaluation of the phase, not a few: its median would be past
+    # 20,000 us. The bound is a tenth of that and 100 times the healthy median here
+    # (~12 us): a neighbour's load on a shared 2-core box slows an evaluation a few
+    # times, not a hundred.
+    assert f < max(2_000.0, 50.0 * h), f"evaluation blocked? healthy {h} us, fault {f} us"
 
 
 def _unique_evaluations(client: Any, tag: str, n: int) -> list[str]:
@@ -221,8 +237,8 @@ def test_500s_then_recovery_resends_the_same_body_once_accepted(
     client = client_with(tel)
     keys = _unique_evaluations(client, "r", 50)
     intake.script(*(Behaviour(status=500) for _ in range(3)))
-    assert tel.flush(2.0) is False  # 2 tries in this flush, both 500
-    assert tel.flush(2.0) is True  # 500 then 200
+    assert tel.flush(10.0) is False  # 2 tries in this flush, both 500
+    assert tel.flush(10.0) is True  # 500 then 200
     tel.shutdown(2.0)
     statuses = [r.status for r in intake.received]
     assert statuses == [500, 500, 500, 200]
@@ -250,6 +266,16 @@ def test_retry_after_is_honoured(
     elif retry_after is not None:
         headers["Retry-After"] = retry_after
     intake.script(Behaviour(status, headers))
+    assert tel._worker is not None
+    sender = tel._worker.sender
+    waits: list[float] = []  # what the sender chose to wait before each retry
+    real_sleep = sender._sleep
+
+    async def sleep(delay: float) -> bool:
+        waits.append(delay)
+        return await real_sleep(delay)
+
+    sender._sleep = sleep  # type: ignore[method-assign]
     done: list[bool] = []
     flusher = threading.Thread(target=lambda: done.append(tel.flush(6.0)))
     flusher.start()
@@ -259,16 +285,19 @@ def test_retry_after_is_honoured(
     while time.monotonic() < end:
         client.get_boolean_value(FLAG, False, EvaluationContext("busy", {"k": "b"}))
         more += 1
-    flusher.join(10)
-    assert done == [True]
+    flusher.join(30)
+    assert done == [True]  # within the flush's 6 s, so no longer than that either
     first, second = intake.received[0], intake.received[1]
     assert (first.status, second.status) == (status, 200)
     assert first.body == second.body
-    gap = second.at - first.at
+    wait, *rest = waits
+    assert all(r < 0.01 for r in rest), waits  # at most a timer's early wake, slept out
     if retry_after is None:
-        assert gap < 0.9  # backoff of at most 0.05 s (jittered), not a long wait
+        assert 0.0 <= wait <= 0.05, waits  # the backoff (jittered), not a long wait
     else:
-        assert 0.9 <= gap <= 4.0, gap
+        # "1": one second; the date: 3 s ahead in whole seconds, read a moment later.
+        assert (wait == 1.0) if retry_after == "1" else (1.5 <= wait <= 3.0), waits
+        assert second.at - first.at >= 0.9 * wait  # and it was waited out
     tel.shutdown(2.0)
     assert set(keys) <= set(_tks(intake.accepted()))
     st = assert_conserved(tel, intake, 40 + more)
@@ -283,9 +312,9 @@ def test_client_errors_are_counted_not_retried(
     client = client_with(tel)
     _unique_evaluations(client, "bad", 30)
     intake.script(Behaviour(status=status))
-    assert tel.flush(2.0) is True  # done with it: rejected is final
+    assert tel.flush(10.0) is True  # done with it: rejected is final
     _unique_evaluations(client, "good", 20)
-    assert tel.flush(2.0) is True
+    assert tel.flush(10.0) is True
     tel.shutdown(2.0)
     assert [r.status for r in intake.received] == [status, 200]  # one try each
     st = assert_conserved(tel, intake, 50)
@@ -371,7 +400,7 @@ def test_shutdown_with_hanging_intake_keeps_deadline_and_counts_every_body(
     t0 = time.monotonic()
     tel.shutdown(1.0)
     took = time.monotonic() - t0
-    assert took <= 1.0 + SHUTDOWN_SLACK_S, took
+    assert took < SHUTDOWN_BOUND_S, took  # the request alone would take 30 s
     st = tel.stats()
     assert st.pending == 0, st
     assert st.evaluations == 120

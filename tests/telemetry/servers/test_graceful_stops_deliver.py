@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Server:
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="flageval-servers-"))
         self.mark = self.workdir / "hold.mark"
+        self.release = self.workdir / "hold.release"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
         env.update(
             DD_TRACE_AGENT_URL=intake.url,
@@ -72,6 +73,7 @@ class Server:
             FLAGEVAL_FLUSH_INTERVAL_S="60",
             PYTHONPATH=str(REPO),
             HOLD_MARK=str(self.mark),
+            HOLD_RELEASE=str(self.release),
         )
         if middleware:
             env["FLAGEVAL_TEST_MIDDLEWARE"] = "1"
@@ -123,10 +125,10 @@ class Server:
 
     def hold(self, path: str, tag: str, k: int, m: int) -> tuple[threading.Thread, list[Any]]:
         """A request that evaluates k times, is in flight when this returns, and
-        evaluates m more times 1.5 s later."""
+        evaluates m more times once released (:meth:`stop`)."""
         self.mark.unlink(missing_ok=True)
         result: list[Any] = []
-        query = f"{path}?k={k}&m={m}&tag={tag}&hold_s=1.5"
+        query = f"{path}?k={k}&m={m}&tag={tag}&hold_s=60"
 
         def call() -> None:
             try:
@@ -136,14 +138,22 @@ class Server:
 
         thread = threading.Thread(target=call, daemon=True)
         thread.start()
-        end = time.monotonic() + 20.0
+        end = time.monotonic() + 30.0
         while not self.mark.exists():
             assert time.monotonic() < end and thread.is_alive(), self.output()
             time.sleep(0.01)
         return thread, result
 
-    def stop(self, sig: int) -> int:
+    def stop(self, sig: int, release_when: Callable[[], bool] | None = None) -> int:
+        """Send ``sig``, then release the held requests (once ``release_when()`` holds,
+        when given), and wait for the server to end."""
         self.proc.send_signal(sig)
+        if release_when is not None:
+            end = time.monotonic() + 30.0
+            while not release_when():
+                assert time.monotonic() < end, "not before the release: " + self.output()
+                time.sleep(0.01)
+        self.release.touch()
         try:
             return self.proc.wait(30.0)
         except subprocess.TimeoutExpired:
@@ -154,7 +164,7 @@ class Server:
     def finish(self, held: list[tuple[threading.Thread, list[Any]]]) -> str:
         """The held requests' answers (each must have been answered), then the log."""
         for thread, result in held:
-            thread.join(10.0)
+            thread.join(30.0)
             assert result and not isinstance(result[0], Exception), (result, self.output())
         return self.output()
 
@@ -198,7 +208,7 @@ def test_a_graceful_stop_delivers_every_count(
         if "preload" not in server:  # (its workers end, and deliver, every 3 requests)
             assert server_intake.received == []  # nothing sent yet: the 60 s interval
         srv.stop(sig)
-        assert server_intake.wait_for(lambda: delivered(server_intake) == expected, 5.0), (
+        assert server_intake.wait_for(lambda: delivered(server_intake) == expected), (
             sum(delivered(server_intake).values()),
             sum(expected.values()),
             srv.output(),
@@ -217,7 +227,7 @@ def test_in_flight_requests_are_delivered_with_no_code(server_intake: Intake, se
         srv.stop(signal.SIGTERM)
         log = srv.finish(held)
     expected.update(HELD)
-    assert server_intake.wait_for(lambda: delivered(server_intake) == expected, 5.0), (
+    assert server_intake.wait_for(lambda: delivered(server_intake) == expected), (
         sum(delivered(server_intake).values()),
         log,
     )
@@ -234,10 +244,16 @@ def test_uvicorn_workers_without_the_middleware_lose_exactly_what_in_flight_requ
     with Server("uvicorn-workers", server_intake) as srv:
         expected = srv.evaluate()
         held = [srv.hold("/hold", "held", k=50, m=70)]
-        srv.stop(signal.SIGTERM)
+        made_before = [f"held-k{i}" for i in range(50)]
+        # The held request goes on only once the signal's flush has delivered what it
+        # made before: its last 70 evaluations come after our handler ran.
+        srv.stop(
+            signal.SIGTERM,
+            release_when=lambda: all(delivered(server_intake)[k] for k in made_before),
+        )
         log = srv.finish(held)
-    expected.update(f"held-k{i}" for i in range(50))  # made before the signal: flushed
-    assert server_intake.wait_for(lambda: delivered(server_intake) == expected, 5.0), (
+    expected.update(made_before)  # made before the signal: flushed
+    assert server_intake.wait_for(lambda: delivered(server_intake) == expected), (
         sum(delivered(server_intake).values()),
         log,
     )
@@ -255,7 +271,7 @@ def test_in_flight_requests_are_delivered_with_the_middleware(
         srv.stop(signal.SIGTERM)
         log = srv.finish(held)
     expected.update(HELD)
-    assert server_intake.wait_for(lambda: delivered(server_intake) == expected, 5.0), (
+    assert server_intake.wait_for(lambda: delivered(server_intake) == expected), (
         sum(delivered(server_intake).values()),
         sum(expected.values()),
         log,

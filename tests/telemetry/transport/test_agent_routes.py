@@ -73,7 +73,7 @@ def test_current_agent_v4_discovered_once_at_start_with_origin_headers(
     client = client_of(tel)
     evaluate(client, 7)
     # Asked when the worker started (the first evaluation), before any flush.
-    assert intake.wait_for(lambda: len(intake.info_requests) == 1, 5.0)
+    assert intake.wait_for(lambda: len(intake.info_requests) == 1)
     assert tel.flush(5.0)
     evaluate(client, 5)
     assert tel.flush(5.0)

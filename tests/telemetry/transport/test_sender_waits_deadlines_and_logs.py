@@ -483,7 +483,7 @@ def test_a_route_found_after_the_deadline_keeps_the_body(intake: Intake) -> None
             task = asyncio.create_task(sender.send_all([_body(5)], clock() + 10.0))
             await _until(lambda: len(intake.info_requests) == 2)  # it is asking
             clock.offset += 100.0  # and the deadline passes meanwhile
-            return sender, await asyncio.wait_for(task, 10.0)
+            return sender, await asyncio.wait_for(task, 30.0)
         finally:
             await sender.close()
 
@@ -516,7 +516,7 @@ def test_each_move_of_the_route_counts_as_a_try(intake: Intake) -> None:
             await _until(lambda: len(intake.received) == 3)  # v2's post is in flight
             intake.set_info(AGENT_INFO)
             clock.offset += REDISCOVER_AFTER_404_S + 1.0  # a second 404 may ask again
-            return sender, await asyncio.wait_for(task, 10.0)
+            return sender, await asyncio.wait_for(task, 30.0)
         finally:
             await sender.close()
 
