@@ -1,4 +1,5 @@
-"""Shared fixtures: a real intake on 127.0.0.1, a clean OpenFeature API per test."""
+"""Shared fixtures: a real intake on 127.0.0.1, a clean OpenFeature API per test; the
+reliability suite's figures printed at the end of the run."""
 
 from __future__ import annotations
 
@@ -79,3 +80,23 @@ def drained(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
     monkeypatch.setattr(Handoff, "drain", drain)
     return event
+
+
+#: Figures the reliability tests measured, from their reports (whichever process ran them).
+_FIGURES: dict[str, dict[str, Any]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        for name, figures in report.user_properties:
+            if name == "flageval_figures":
+                _FIGURES.update(figures)  # type: ignore[arg-type]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section("flageval reliability figures")
+    for name, figures in sorted(_FIGURES.items()):
+        shown = ", ".join(f"{k}={v}" for k, v in figures.items())
+        terminalreporter.write_line(f"{name}: {shown}")

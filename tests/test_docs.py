@@ -117,7 +117,7 @@ DEMO = re.compile(
 )
 TESTS = re.compile(
     r"^python3 -m venv \.venv && \.venv/bin/pip install -e '\.\[test\]' "
-    r"&& \.venv/bin/python -m pytest -q tests benchmarks --benchmark-disable$"
+    r"&& \.venv/bin/python -m pytest -q -n 2 tests benchmarks --benchmark-disable$"
 )
 
 

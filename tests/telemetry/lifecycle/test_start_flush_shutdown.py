@@ -50,8 +50,20 @@ def evaluate(client: OpenFeatureClient, n: int, who: str = "u") -> None:
         client.get_boolean_value("f", False, EvaluationContext(who, {"i": i % 5}))
 
 
+_OTHERS: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _not_this_tests_threads() -> None:
+    """Threads alive before the test (another suite's pipelines, sharing the process)
+    are not the test's: only what it starts is looked at."""
+    _OTHERS.clear()
+    _OTHERS.update(threading.enumerate())
+
+
 def flageval_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("flageval")]
+    """The flageval threads this test started that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("flageval") and t not in _OTHERS]
 
 
 def socket_fds() -> int:
