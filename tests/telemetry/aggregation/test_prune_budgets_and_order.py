@@ -1,8 +1,9 @@
-"""Pruning rules the mutation run found unpinned (issue 13): the sort-then-cut of
-INTAKE.md where walk order and sorted order differ, the exact node and entry budgets,
-depth and key-length bounds at their edges, cycles through the root, shared containers,
-subclassed values, and sets sorted by type before text. Expected values by hand from
-INTAKE.md and prune.py's docstring, never from flatten's output."""
+"""Pruning at its bounds and in its order: the sort-then-cut (flatten, sort the keys,
+keep the first 256) where walk order and sorted order differ, the exact node and entry
+budgets, depth and key-length bounds at their edges, cycles through the root, shared
+containers, subclassed values, and sets sorted by type before text. Expected values by
+hand from docs/wire-format.md and flageval/_prune.py's docstring, never from flatten's
+output."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ def _a_beside_a_b(n: int, reverse: bool = False) -> dict[str, Any]:
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_cut_sorts_flattened_keys_not_the_walk_order(reverse: bool) -> None:
-    """INTAKE.md: flatten, sort the keys, keep the first 256. The walker visits "a"
-    before "a-b" ("a" sorts first alone), but "a-b" sorts before every "a.kNNN" ('-' is
-    0x2d, '.' 0x2e): of 257 fields, "a-b" stays and "a.k255" goes."""
+    """Flatten, sort the keys, keep the first 256 (docs/wire-format.md). The walker
+    visits "a" before "a-b" ("a" sorts first alone), but "a-b" sorts before every
+    "a.kNNN" ('-' is 0x2d, '.' 0x2e): of 257 fields, "a-b" stays and "a.k255" goes."""
     expected = {"a-b": "x"} | {f"a.k{i:03d}": i for i in range(255)}
     assert flatten(_a_beside_a_b(256, reverse)) == expected
     assert canonical(_a_beside_a_b(256, reverse)).startswith(b'{"a-b":"x","a.k000":0,')

@@ -114,7 +114,7 @@ def test_lone_surrogates_are_replaced_in_keys_and_values() -> None:
 
 def test_non_string_keys_are_dropped_and_never_displace_a_real_key() -> None:
     # OpenFeature attribute keys are strings: 1, None and (2, 3) are not made "1",
-    # "None" and "(2, 3)", and the int 1 no longer takes the real key "1"'s place.
+    # "None" and "(2, 3)", and the int 1 never takes the real key "1"'s place.
     ctx = {"1": "from-str", 1: "from-int", (2, 3): "t", None: "n", 1.5: "f", False: "b"}
     assert flatten(ctx) == {"1": "from-str"}
     assert flatten({1: "only-int"}) == {}

@@ -1,9 +1,9 @@
-"""Tiers paths the mutation run found untested (issue 13): a targeting key that cannot be
-made text, a context past the entry budget or unreadable, interrupts raised by values,
-repeats of degraded buckets, the budget's text charge, hashing without consent, and
-what take() hands over. Snapshots in the hook's layout (see
-tests/telemetry/aggregation/test_tier_buckets.py);
-expected values by hand from tiers.py's docstring, losses.py and INTAKE.md."""
+"""The tiers where a value cannot be read or a bound is reached: a targeting key that
+cannot be made text, a context past the entry budget or unreadable, interrupts raised by
+values, repeats of degraded buckets, the budget's text charge, hashing without consent,
+and what take() hands over. Snapshots in the hook's layout (see
+tests/telemetry/aggregation/test_tier_buckets.py); expected values by hand from
+flageval/_tiers.py's docstring, flageval/_losses.py and docs/wire-format.md."""
 
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def test_without_consent_the_targeting_key_is_hashed_every_time() -> None:
     t.add_batch([snap(tk="jane"), snap(tk="jane"), snap(tk=long_key), snap(tk=long_key)])
     counts = {k[5]: v[0] for k, v in t.full.items()}
     assert counts == {hash_targeting_key("jane"): 2, hash_targeting_key(long_key): 2}
-    # INTAKE.md's test vector, through the tiers.
+    # The test vector of docs/wire-format.md, through the tiers.
     t.add_batch([snap(tk="jane.doe@datadoghq.com")])
     assert "sha256_b4698f9b6d186781fa8dc59e533578fa2d8379a46b1cf6db85cda6aa9c99e51b" in {
         k[5] for k in t.full
@@ -291,7 +291,7 @@ def test_row_texts_are_plain_str_whatever_the_value_gave() -> None:
 def test_provider_stamps_are_used_from_the_minimum_to_the_year_3000_inclusive() -> None:
     year_3000 = 32_503_680_000_000  # 3000-01-01T00:00:00Z in ms
     for stamp, used in (
-        (MIN_EPOCH_MS, True),  # INTAKE.md: first_evaluation >= 1759276800000
+        (MIN_EPOCH_MS, True),  # the intake's schema: first_evaluation >= 1759276800000
         (MIN_EPOCH_MS - 1, False),
         (year_3000, True),
         (year_3000 + 1, False),

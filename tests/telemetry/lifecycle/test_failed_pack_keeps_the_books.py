@@ -1,4 +1,5 @@
-"""Review: a flush that fails to pack keeps the books (the tiers were already taken)."""
+"""A flush that fails to pack its rows keeps the books: the tiers were already taken,
+so their evaluations are counted as worker_error, and the worker goes on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Review: lifecycle races between shutdown, stats and flush from other threads."""
+"""Shutdown, stats() and flush() racing from other threads (and a signal handler):
+nothing raises or deadlocks, nothing made before shutdown began is counted "closed",
+each call keeps its own deadline, and the books always add up."""
 
 from __future__ import annotations
 

@@ -65,7 +65,8 @@ def run(code: str, *args: object, timeout_s: float = 60.0) -> subprocess.Complet
 def test_concurrent_shutdowns_all_wait_for_the_one_in_progress(
     make_telemetry: Any, intake: Intake
 ) -> None:
-    """9 of 10 callers returned at once with pending=5000 before."""
+    """Ten threads call shutdown() at once while the final flush is slow: every one of
+    them returns only once the work is done, with nothing pending."""
     intake.set_default(Behaviour(delay_s=0.5))  # the shutdown in progress takes >= 0.5 s
     tel = make_telemetry(drain_interval_s=3600.0)  # all 5,000 wait in the hand-off
     tel.start()
@@ -139,8 +140,9 @@ DAEMON_SHUTDOWN = """
 
 
 def test_atexit_waits_for_a_daemon_threads_shutdown_in_progress(intake: Intake) -> None:
-    """0 of 60,000 delivered before: atexit's shutdown returned at once, and the
-    interpreter then stopped the daemon thread doing the real one."""
+    """A daemon thread's shutdown is in progress when the main thread returns: the
+    shutdown at exit waits for it (rather than returning at once and letting the
+    interpreter stop that thread), so all 60,000 are delivered."""
     done = run(DAEMON_SHUTDOWN, intake.url, 60_000)
     assert done.returncode == 0, done.stderr[-2000:]
     assert intake.evaluations() == 60_000
@@ -173,8 +175,10 @@ def returns(call: Any, timeout_s: float = 30.0) -> Any:
 
 
 def test_a_worker_busy_in_application_code_at_the_deadline(intake: Intake) -> None:
-    """Before: shutdown returned with evaluations pending and nothing counted (or
-    counted ``closed``), stats() blocked for seconds."""
+    """The worker is stuck in application code (a value's __str__) at the deadline:
+    stats() still answers, shutdown returns on time with every queued evaluation
+    counted as worker_stalled (none pending, none "closed"), a caller's flush posts
+    nothing after it, and the thread ends once the application code returns."""
     others = set(threading.enumerate())  # another suite's pipelines may share the process
     tel = Telemetry(agent_url=intake.url, service="t", flush_interval_s=60.0)
     slow = Slow()
@@ -260,9 +264,9 @@ COLLECTED_WHILE_TRACKING = """
 
 
 def test_a_pipeline_collected_while_another_is_tracked_does_not_deadlock(intake: Intake) -> None:
-    """Building a pipeline while the collector releases a dropped one hung the building
-    thread for good (5 of 5 runs of 300 start-and-drop cycles): the release asked for
-    the registry's lock that the same thread held."""
+    """The collector may release a dropped pipeline on a thread that holds the
+    registry's lock (while building another pipeline): the release does not ask for
+    that lock again, so nothing deadlocks."""
     env = dict(os.environ, INTAKE_URL=intake.url)
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(COLLECTED_WHILE_TRACKING)],

@@ -32,12 +32,12 @@ from tests.schema_util import validate_body
 MakeTelemetry = Callable[..., Telemetry]
 
 JANE = "jane.doe@datadoghq.com"
-# INTAKE.md's test vector, checked here against hashlib too.
+# The test vector of docs/wire-format.md, checked here against hashlib too.
 JANE_HASHED = "sha256_b4698f9b6d186781fa8dc59e533578fa2d8379a46b1cf6db85cda6aa9c99e51b"
 # A flag value that must never reach the intake: grep the raw bytes for it.
 SECRET_VALUE = "VALUE-zq81-never-on-the-wire"
 STAMP = 1_760_000_000_123  # 2025-10-09, after the 2025-10-01 floor
-MIN_EPOCH_MS = 1_759_276_800_000  # 2025-10-01T00:00:00Z, INTAKE.md's floor
+MIN_EPOCH_MS = 1_759_276_800_000  # 2025-10-01T00:00:00Z, the intake schema's floor
 ROW_KEYS = {
     "timestamp",
     "flag",

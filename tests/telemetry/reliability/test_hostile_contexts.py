@@ -191,9 +191,10 @@ def test_pruning_is_bounded_and_independent_of_insertion_order(ctx: dict[Any, An
     flat = flatten(ctx)
     _check_pruned(flat)
     if WIDE in ctx:
-        # INTAKE.md: flatten, sort the keys, keep the first 256. The rest of the context
-        # is flattened alone (the wide part out of the root; "cycle.up" is still the
-        # root, so still skipped), the wide part's keys are known by construction.
+        # Flatten, sort the keys, keep the first 256 (docs/wire-format.md). The rest of
+        # the context is flattened alone (the wide part out of the root; "cycle.up" is
+        # still the root, so still skipped), the wide part's keys are known by
+        # construction.
         wide, wb = ctx.pop(WIDE), ctx.pop("w-b")
         rest = flatten(ctx)
         ctx[WIDE], ctx["w-b"] = wide, wb
@@ -511,11 +512,10 @@ def test_keys_that_print_alike_never_let_insertion_order_decide() -> None:
         assert ContextKeys().key(first) == ContextKeys().key(second) == canonical(first)
 
 
-def test_keys_whose_str_raises_and_repr_ties_no_longer_decide_by_order() -> None:
-    """Issue 13's case: two NoStr keys (repr "NoStr()"), one nested in the other's value,
-    once gave {"NoStr()[0]": false} in one order and another key in the other. A
-    non-string key is dropped now (OpenFeature keys are strings): both orders give
-    the same row, and only the real key is in it."""
+def test_keys_whose_str_raises_and_repr_ties_never_decide_by_order() -> None:
+    """Two NoStr keys (repr "NoStr()"), one nested in the other's value: whichever order
+    they come in, non-string keys are dropped (OpenFeature keys are strings), so both
+    orders give the same row, with only the real key in it."""
     a, b = NoStr(), NoStr()
     first = {a: [False], b: {a: True}, "k": 1}
     second = {"k": 1, b: {a: True}, a: [False]}
@@ -529,9 +529,8 @@ def test_undecodable_service_name_is_refused_at_construction(
     """An undecodable byte in DD_SERVICE (os.environ gives it as a lone surrogate)
     would fail every worker start: each evaluation a hook_error, and an event loop
     leaked per try. A keyword is refused when the pipeline is built, naming the
-    setting; from the environment it is logged and the default used (issue 9: the
-    environment never crashes an application;
-    tests/telemetry/config/test_environment_cannot_crash.py)."""
+    setting; from the environment it is logged and the default used (the environment
+    never crashes an application: tests/telemetry/config/test_environment_cannot_crash.py)."""
     with pytest.raises(ValueError, match="service"):
         Telemetry(service="svc\udcff", agent_url="http://127.0.0.1:9")
     monkeypatch.setenv("DD_SERVICE", "svc\udcff")

@@ -231,8 +231,7 @@ def test_tls_is_verified_by_default(
 def test_an_untrusted_certificate_is_said_once_for_what_it_is(
     tls_files: tuple[pathlib.Path, pathlib.Path], caplog: Any
 ) -> None:
-    """Was: "unavailable (connect_error); will retry", retried within every flush.
-    Now one ERROR that names the cause (not trusted: self-signed), without the URL's
+    """One ERROR that names the cause (not trusted: self-signed), without the URL's
     credentials or query, and one try per flush (trying again at once cannot help)."""
     caplog.set_level(logging.DEBUG)
     cert, key = tls_files

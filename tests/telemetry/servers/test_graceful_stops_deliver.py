@@ -6,9 +6,7 @@ sync and async endpoints (nothing flushed yet: a 60 s interval), the signal, the
 intake must hold exactly N, key by key. Requests still in flight when the signal
 comes: delivered under gunicorn's uvicorn workers and with flageval.asgi under
 uvicorn; without it under uvicorn, exactly the evaluations made after the signal are
-lost (the window README states), and a warning said so at start.
-
-Before flageval chained its signal handlers, uvicorn lost every count: 0 of 6,000."""
+lost (the window README states), and a warning said so at start."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Review: the intake's DD-API-KEY never follows a redirect to another origin."""
+"""The intake's DD-API-KEY never follows a redirect to another origin: a 3xx is not
+followed at all, and the origin it points to gets no request."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Retry bounds (issue 13): the backoff's ceiling and jitter, the Retry-After forms the
-mutation run found untested, the transport's Retry-After cap (README: 300 s) and a
-retry wait that would leave no time for the answer. Expected values by hand."""
+"""Retry waits are bounded: the backoff's ceiling and jitter, each Retry-After form
+(seconds, HTTP date, ISO date, with and without a zone), the transport's Retry-After
+cap (README: 300 s) and a retry wait that would leave no time for the answer (not
+taken). Expected values by hand."""
 
 from __future__ import annotations
 

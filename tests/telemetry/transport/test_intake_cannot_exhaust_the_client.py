@@ -218,7 +218,9 @@ def _assert_retried_not_unknown(tel: Telemetry, n: int) -> None:
 def test_a_connect_stalled_in_a_full_backlog_is_retried_then_delivered_once(
     full_backlog: tuple[socket.socket, int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Was: one attempt, all counted delivery_unknown, never retried."""
+    """A connect that gets no answer is retried as a refused one (nothing can have
+    reached the intake: never delivery_unknown); once the agent is up on that port, the
+    waiting body goes, once."""
     caplog.set_level(logging.WARNING, logger="flageval")
     listener, port = full_backlog
     tel = Telemetry(agent_url=f"http://127.0.0.1:{port}", **STALL)  # type: ignore[arg-type]

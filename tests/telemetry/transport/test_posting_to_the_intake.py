@@ -1,4 +1,4 @@
-"""The writer through the real intake: retries, 429, 4xx, refused connections, 5 MiB
+"""Posting through the real intake: retries, 429, 4xx, refused connections, 5 MiB
 splitting, the oversize row, and a unix-socket agent."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The sender's contract where the mutation run (issue 13, docs/mutation.md) found it
-unchecked: waits that must be kept or refused, deadlines a request must not outlive,
-what a cancelled or interrupted send leaves counted, the retry buffer's byte count, how
-a moved route counts as a try, and the words and rate-limit keys of its log lines.
-Expected values by hand from transport.py's docstring, through the real intake of
-tests/intake.py (and, for cancelling and interrupting, a Sender driven directly)."""
+"""The sender keeps its word: waits that must be kept or refused, deadlines a request
+must not outlive, what a cancelled or interrupted send leaves counted, the retry
+buffer's byte count, how a moved route counts as a try, and the words and rate-limit
+keys of its log lines. Expected values by hand from flageval/_transport.py's docstring,
+through the real intake of tests/intake.py (and, for cancelling and interrupting, a
+Sender driven directly)."""
 
 from __future__ import annotations
 

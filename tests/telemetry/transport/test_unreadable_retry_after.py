@@ -1,4 +1,5 @@
-"""Review: a Retry-After the transport cannot read must not fail the flush."""
+"""A Retry-After the transport cannot read (digits that are not a number) is no wait
+at all: the 429 is retried after the backoff, and the flush succeeds."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The transport's retry decisions at their edges (issue 13): which statuses are success,
+"""What each answer of the intake means to the transport: which statuses are success,
 which honour Retry-After (429 and 503 only), what is logged for a retry and for a
 rejection, and the words for failures that never reached the intake or got no answer
-(flageval/_http.py). Expected values by hand from transport.py's docstring and
-INTAKE.md, through the real intake of tests/intake.py."""
+(flageval/_http.py). Expected values by hand from flageval/_transport.py's docstring
+and docs/wire-format.md, through the real intake of tests/intake.py."""
 
 from __future__ import annotations
 

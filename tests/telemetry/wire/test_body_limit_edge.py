@@ -1,5 +1,5 @@
-"""The body limit at its edge (issue 13): a body is prefix + rows joined by commas +
-the closing ``]}``, and that whole is at most ``max_body_bytes`` (INTAKE.md: the 5 MiB
+"""The body limit at its edge: a body is prefix + rows joined by commas + the closing
+``]}``, and that whole is at most ``max_body_bytes`` (docs/wire-format.md: the 5 MiB
 limit is hard). Row lengths are worked out by hand from the row's JSON: the length of
 compact JSON does not depend on key order."""
 
