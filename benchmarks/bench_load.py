@@ -1,4 +1,4 @@
-"""Benchmark 8: the load scenario at soak length, 1,000,000 evaluations.
+"""Benchmark 9: the load scenario at soak length, 1,000,000 evaluations.
 
 8 threads and 200 asyncio tasks evaluate through one pipeline with caps small enough
 that every tier is used (tests/telemetry/reliability/load.py, the same scenario the
@@ -23,7 +23,7 @@ def test_load_soak(benchmark: BenchmarkFixture, quick: bool) -> None:
     n = QUICK_N if quick else SOAK_N
     intake = Intake().start()
     try:
-        benchmark.group = "8 load soak"
+        benchmark.group = "9 load soak"
         tel, took = benchmark.pedantic(load.run, args=(intake, n), rounds=1, iterations=1)
     finally:
         intake.stop()
