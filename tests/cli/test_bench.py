@@ -152,5 +152,5 @@ def test_bad_arguments_and_settings(tmp_path: Path) -> None:
         tmp_path, "--seconds", "0.3", "--mode", "sync", env={"FLAGEVAL_QUEUE_SIZE": "lots"}
     )
     assert done.returncode == 0
-    assert "FLAGEVAL_QUEUE_SIZE must be an integer > 0, got 'lots'" in done.stderr
+    assert "FLAGEVAL_QUEUE_SIZE must be an integer > 0 and <= 10^15, got 'lots'" in done.stderr
     assert "Traceback" not in done.stderr
