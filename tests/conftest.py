@@ -4,7 +4,7 @@ reliability suite's figures printed at the end of the run."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -66,20 +66,25 @@ def make_telemetry(intake: Intake) -> Iterator[object]:
 
 
 @pytest.fixture
-def drained(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Set once a worker has taken what its hand-off held (an empty take included): a
-    test that needs evaluations to wait in the hand-off until a flush makes them after
-    this, with a long drain interval, instead of sleeping through the worker's start."""
-    event = threading.Event()
+def drained(monkeypatch: pytest.MonkeyPatch) -> Callable[[Handoff], threading.Event]:
+    """``drained(handoff)``: an event set once a worker has taken what that hand-off
+    held (an empty take included). A test that needs evaluations to wait in the hand-off
+    until a flush makes them after it, with a long drain interval, instead of sleeping
+    through the worker's start. Per hand-off: other pipelines alive in the process
+    (another test suite's) drain theirs too."""
+    events: dict[int, threading.Event] = {}
     real = Handoff.drain
+
+    def of(handoff: Handoff) -> threading.Event:
+        return events.setdefault(id(handoff), threading.Event())
 
     def drain(self: Handoff, limit: int) -> Any:
         taken = real(self, limit)
-        event.set()
+        of(self).set()
         return taken
 
     monkeypatch.setattr(Handoff, "drain", drain)
-    return event
+    return of
 
 
 #: Figures the reliability tests measured, from their reports (whichever process ran them).

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import ssl
 import threading
 import time
@@ -219,6 +220,24 @@ class Intake:
         """Answer every request held by a ``"hold"`` behaviour, and later ones at once."""
         assert self._held is not None
         self._loop.call_soon_threadsafe(self._held.set)
+
+    def connections_from_here(self) -> int:
+        """This process's open TCP connections to this intake (Linux /proc): a client's
+        sockets whose far end is the intake's port, not the intake's own."""
+        ours = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed while listing
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    ours.add(link[len("socket:[") : -1])
+        n = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    far_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    n += far_port == self.port and fields[9] in ours
+        return n
 
     @property
     def url(self) -> str:

@@ -6,7 +6,6 @@ another's shutdown nor reaches the caller."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -211,25 +210,6 @@ def test_a_worker_busy_in_application_code_at_the_deadline(intake: Intake) -> No
     assert final.evaluations == 1002 and final.pending == 0 and final.conserved
 
 
-def sockets_to(port: int) -> int:
-    """This process's open TCP sockets whose far end is 127.0.0.1:``port`` (Linux /proc):
-    a client's connections to that server, not the server's own."""
-    ours = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # closed while listing
-            link = os.readlink(f"/proc/self/fd/{fd}")
-            if link.startswith("socket:["):
-                ours.add(link[len("socket:[") : -1])
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                far_port = int(fields[2].rsplit(":", 1)[1], 16)
-                n += far_port == port and fields[9] in ours
-    return n
-
-
 def test_a_dropped_pipeline_releases_its_thread_and_sockets(intake: Intake) -> None:
     """300 pipelines started and dropped without shutdown(): each one's thread does the
     final flush and ends, and no connection to the intake is left open."""
@@ -245,7 +225,7 @@ def test_a_dropped_pipeline_releases_its_thread_and_sockets(intake: Intake) -> N
     gc.collect()
     assert wait_until(lambda: threading.active_count() == threads_before), threading.active_count()
     gc.collect()
-    assert sockets_to(intake.port) == 0
+    assert intake.connections_from_here() == 0
     assert intake.evaluations() == 300  # and what each had counted was delivered
 
 

@@ -26,6 +26,7 @@ from openfeature.provider import AbstractProvider, Metadata
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from flageval import Telemetry
+from flageval._handoff import Handoff
 from tests.intake import Intake
 from tests.schema_util import validate_body
 
@@ -527,7 +528,7 @@ def test_no_consent_setting_hashes_errors_too(
 
 
 def test_metadata_is_read_as_the_evaluation_saw_it(
-    make_telemetry: MakeTelemetry, intake: Intake, drained: threading.Event
+    make_telemetry: MakeTelemetry, intake: Intake, drained: Callable[[Handoff], threading.Event]
 ) -> None:
     """InMemoryProvider hands out one metadata dict per flag; a provider that mutates it
     in place between evaluations must not change rows already evaluated: consent, the
@@ -541,7 +542,7 @@ def test_metadata_is_read_as_the_evaluation_saw_it(
     }
     client = client_with(tel, {"f": InMemoryFlag("on", {"on": True}, flag_metadata=meta)})
     tel.start()
-    assert drained.wait(30.0)  # the worker's first drain ran on an empty hand-off
+    assert drained(tel.handoff).wait(30.0)  # its first drain ran, on an empty hand-off
     client.get_boolean_value("f", False, JANE_CTX)
     meta["__dd_observe_full_evaluation_data"] = True
     meta["dd.eval.timestamp_ms"] = STAMP + 5000

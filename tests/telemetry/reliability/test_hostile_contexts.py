@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider.in_memory_provider import InMemoryFlag
 
 from flageval import Telemetry
+from flageval._handoff import Handoff
 from flageval._prune import MAX_FIELDS, MAX_STRING_CHARS, ContextKeys, canonical, flatten
 from flageval._tiers import Tiers
 from tests.intake import Intake
@@ -457,7 +458,7 @@ def test_caller_mutating_nested_dicts_concurrently(make_telemetry: Any, intake: 
 
 
 def test_mutation_after_evaluation_top_level_is_isolated_nested_is_read_later(
-    make_telemetry: Any, intake: Intake, drained: threading.Event
+    make_telemetry: Any, intake: Intake, drained: Callable[[Handoff], threading.Event]
 ) -> None:
     """What a caller's later mutation can and cannot change. The SDK gives the hook a
     fresh top-level dict per evaluation, so adding, removing or replacing top-level
@@ -467,7 +468,7 @@ def test_mutation_after_evaluation_top_level_is_isolated_nested_is_read_later(
     tel = make_telemetry(drain_interval_s=3600.0)  # nothing is drained before the flush
     client = client_with(tel)
     tel.start()
-    assert drained.wait(30.0)  # the worker's first drain ran on an empty hand-off
+    assert drained(tel.handoff).wait(30.0)  # its first drain ran, on an empty hand-off
     nested = {"tier": "gold"}
     ctx = {"plan": "pro", "prefs": nested}
     client.get_boolean_value(FLAG, False, EvaluationContext("mut", ctx))
@@ -646,7 +647,7 @@ def test_a_failing_pipeline_at_exit_never_stops_another(intake: Intake) -> None:
 
 
 async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
-    make_telemetry: Any, intake: Intake, drained: threading.Event
+    make_telemetry: Any, intake: Intake, drained: Callable[[Handoff], threading.Event]
 ) -> None:
     """A worker on the caller's loop in the main thread, where signals arrive: a
     SystemExit or KeyboardInterrupt met while aggregating may be the application's own
@@ -655,7 +656,7 @@ async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
     tel = make_telemetry(autostart=False, drain_interval_s=3600.0)
     client = client_with(tel)
     await tel.start_async()
-    await _until_set(drained)  # the drain loop's first pass ran on an empty hand-off
+    await _until_set(drained(tel.handoff))  # its first drain ran, on an empty hand-off
     for i in range(5):
         client.get_boolean_value(FLAG, False, EvaluationContext(f"m-{i}", {}))
     client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
@@ -668,7 +669,7 @@ async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
 
 
 def test_a_shutdown_after_the_callers_loop_ended_swallows_a_values_interrupt(
-    make_telemetry: Any, intake: Intake, drained: threading.Event
+    make_telemetry: Any, intake: Intake, drained: Callable[[Handoff], threading.Event]
 ) -> None:
     """start_async()'s loop ended without shutdown_async(): shutdown() (main thread, no
     loop running) counts what the worker held; a value's SystemExit met while doing so
@@ -678,7 +679,7 @@ def test_a_shutdown_after_the_callers_loop_ended_swallows_a_values_interrupt(
 
     async def app() -> None:
         await tel.start_async()
-        await _until_set(drained)  # the drain loop's first pass ran on an empty hand-off
+        await _until_set(drained(tel.handoff))  # its first drain ran, on an empty hand-off
         for i in range(3):
             client.get_boolean_value(FLAG, False, EvaluationContext(f"a-{i}", {}))
         client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))

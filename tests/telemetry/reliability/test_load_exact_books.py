@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from openfeature.evaluation_context import EvaluationContext
 
+from flageval._handoff import Handoff
 from tests.intake import Intake
 from tests.telemetry.reliability import load
 from tests.telemetry.reliability.helpers import FLAG, assert_conserved, client_with, record
@@ -43,7 +45,7 @@ def test_load_threads_and_tasks_exact_books(intake: Intake) -> None:
 
 
 def test_handoff_too_small_counts_overflow_exactly(
-    make_telemetry: Any, intake: Intake, drained: threading.Event
+    make_telemetry: Any, intake: Intake, drained: Callable[[Handoff], threading.Event]
 ) -> None:
     """A 64-slot hand-off that the worker drains only once an hour: 4 threads evaluate
     8,000 times with distinct targeting keys. Each evaluation either reached a bucket
@@ -51,7 +53,7 @@ def test_handoff_too_small_counts_overflow_exactly(
     tel = make_telemetry(queue_size=64, drain_interval_s=3600.0)
     client = client_with(tel)
     tel.start()
-    assert drained.wait(30.0)  # the worker's first drain ran, on an empty hand-off
+    assert drained(tel.handoff).wait(30.0)  # its first drain ran, on an empty hand-off
     per_thread = 2_000
 
     def run(t: int) -> None:
