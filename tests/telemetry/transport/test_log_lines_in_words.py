@@ -79,7 +79,7 @@ def test_refused_connection_reads_as_connection_refused(
     tel = make_telemetry(agent_url=f"http://127.0.0.1:{_free_port()}", max_retries=0)
     with caplog.at_level(logging.WARNING, logger="flageval"):
         _one_evaluation_flushed(tel)
-        tel.shutdown(1.0)
+        tel.shutdown(5.0)
     messages = [r.getMessage() for r in caplog.records if r.name == "flageval"]
     assert any(m.endswith("unavailable (connection refused); will retry") for m in messages), (
         messages

@@ -109,7 +109,7 @@ def test_connection_refused_is_retried_then_counted_unavailable(
     assert stats.pending == 40 and stats.dropped == {} and stats.conserved
     assert not tel.flush(5.0)  # buffered bodies are tried again on the next flush
     assert tel.stats().post_attempts == 6
-    tel.shutdown(1.0)
+    tel.shutdown(5.0)
     stats = tel.stats()
     assert stats.dropped == {"intake_unavailable": 40}
     assert stats.pending == 0 and stats.evaluations_posted == 0 and stats.conserved
