@@ -97,6 +97,9 @@ class ServerProcess:
     def status(self) -> dict[str, Any]:
         return request(self.url, "GET", "/ofrep/server/status")[2]
 
+    def status_with(self, api_key: str) -> dict[str, Any]:
+        return request(self.url, "GET", "/ofrep/server/status", headers={"X-API-Key": api_key})[2]
+
     def bulk(self, context: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
         return bulk(self.url, {} if context is None else context, **kw)
 
