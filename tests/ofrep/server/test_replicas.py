@@ -61,7 +61,7 @@ def test_a_file_change_reaches_both_replicas_and_their_streams(
     wait_until(lambda: all(s.events for s in streams), what="both streams told")
     assert streams[0].events[0]["data"] == streams[1].events[0]["data"]
     for server in (one, two):
-        status, headers, body = server.bulk({"targetingKey": "u"}, etag=before)
+        status, _, body = server.bulk({"targetingKey": "u"}, etag=before)
         assert status == 200 and values(body) == {"color": "blue"}
     assert one.bulk({"targetingKey": "u"})[1]["etag"] == two.bulk({"targetingKey": "u"})[1]["etag"]
     for stream in streams:

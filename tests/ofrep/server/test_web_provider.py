@@ -37,7 +37,9 @@ def node_ready() -> str:
             "the reference JS client test needs node (>= 20) and npm on PATH "
             "(Debian: apt-get install nodejs npm); neither may be skipped"
         )
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    version = subprocess.run(
+        [node, "--version"], check=False, capture_output=True, text=True, timeout=30
+    )
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     if major < 20:
         pytest.fail(f"the reference JS client needs node >= 20, found {version.stdout.strip()}")
@@ -47,6 +49,7 @@ def node_ready() -> str:
         try:
             done = subprocess.run(
                 [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+                check=False,
                 cwd=JS,
                 capture_output=True,
                 text=True,
