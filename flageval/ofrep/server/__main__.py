@@ -27,7 +27,7 @@ async def serve(options: ServerOptions) -> None:
     runner = web.AppRunner(
         app,
         access_log_class=AccessLogger,
-        access_log=access_log,
+        access_log=access_log if options.access_log else None,
         handle_signals=False,
         shutdown_timeout=options.shutdown_timeout_s,
     )

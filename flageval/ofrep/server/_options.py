@@ -58,6 +58,8 @@ class ServerOptions:
     # A stream whose client does not take an event within this long is closed.
     stream_write_timeout_s: float = 5.0
     shutdown_timeout_s: float = 5.0
+    # The command's access log (method, path, status, time; never the query or headers).
+    access_log: bool = True
 
     def __post_init__(self) -> None:
         if not self.flags:

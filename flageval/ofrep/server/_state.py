@@ -89,7 +89,11 @@ class Server:
             "counts": dict(self.counts),
             "cache": {"entries": len(self.cache), "bytes": self.cache.bytes, **self.cache.counts},
             "streams": {"open": self.hub.open, **self.hub.counts},
-            "files": {"reloads": self.files.reloads, "failures": self.files.failures},
+            "files": {
+                "reloads": self.files.reloads,
+                "failures": self.files.failures,
+                "lastChange": self.files.last_change_s,
+            },
             "flagSets": [
                 {"flagSetId": k, "fingerprint": v.fingerprint, "flags": len(v.entries)}
                 for k, v in config.views.items()

@@ -5,9 +5,10 @@ overwrites the slot and wakes the client's own handler, which writes it; so a cl
 that reads slowly costs one pending event, never a queue, and an event it missed is
 superseded by a newer one that says the same (re-fetch). Between events, a comment
 line every ``keepalive_s`` keeps proxies and the client's read timeout from closing an
-idle stream. A write that does not complete within ``stream_write_timeout_s`` closes
-that stream. Connections past ``max_streams`` are refused with 503 and Retry-After.
-At shutdown every stream is told to end, and its handler finishes the response.
+idle stream, and a client gone is noticed within 5 s. A write that does not complete
+within ``stream_write_timeout_s`` closes that stream. Connections past ``max_streams``
+are refused with 503 and Retry-After. At shutdown every stream is told to end, and its
+handler finishes the response.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ log = logging.getLogger("flageval.ofrep.server")
 
 _encode = msgspec.json.encode
 _KEEPALIVE = b": keep-alive\n\n"
+#: How often a quiet stream checks that its client is still there (a closed connection
+#: is otherwise seen at the next write): a slot comes back within this long.
+_LIVENESS_S = 5.0
 #: How long a refused client should wait before trying again.
 _BUSY_RETRY_AFTER_S = 5
 
@@ -80,6 +84,7 @@ class Hub:
                 text='{"errorDetails": "too many event streams"}',
                 content_type="application/json",
             )
+        loop = asyncio.get_running_loop()
         client = _Client()
         self._channels.setdefault(set_id, set()).add(client)
         self.counts["connected"] += 1
@@ -97,10 +102,16 @@ class Hub:
             await response.prepare(request)
             # A first comment, so the client sees the stream open before any event.
             await self._write(response, b": connected\n\n")
+            quiet_since = loop.time()
             while not self._closing:
                 try:
-                    await asyncio.wait_for(client.wake.wait(), self._keepalive_s)
+                    await asyncio.wait_for(client.wake.wait(), min(self._keepalive_s, _LIVENESS_S))
                 except TimeoutError:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break  # the client went away
+                    if loop.time() - quiet_since < self._keepalive_s:
+                        continue
                     frame = _KEEPALIVE
                 else:
                     client.wake.clear()
@@ -108,6 +119,7 @@ class Hub:
                         break
                     frame, client.pending = client.pending or _KEEPALIVE, None
                 await self._write(response, frame)
+                quiet_since = loop.time()
         except TimeoutError:
             self.counts["write_timeouts"] += 1
         except (ConnectionError, RuntimeError):

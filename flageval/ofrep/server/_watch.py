@@ -61,6 +61,7 @@ class FlagFiles:
         self._last_forced = 0.0
         self.reloads = 0
         self.failures = 0
+        self.last_change_s = 0.0  # wall time of the last swap that changed a flag set
         self._duplicates: frozenset[str] = frozenset()
         self._read(full=True)
         self.config = Config([f.source for f in self._files if f.source is not None])
@@ -120,6 +121,7 @@ class FlagFiles:
         self.reloads += 1
         self._say_duplicates(new)
         if changed:
+            self.last_change_s = time.time()
             log.info("flags reloaded; flag sets changed: %d", len(changed))
             self._on_change(new, changed)
 
