@@ -275,7 +275,9 @@ def test_two_replicas_agree_on_every_etag(
 async def _stream_round(port: int, path: Path, n_streams: int, flip: int) -> float:
     """Seconds from the server's swap to the slowest stream's event."""
     arrived: list[float] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    connector = aiohttp.TCPConnector(limit=n_streams + 1)  # the streams and one more
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         streams = [
             await session.get(f"http://127.0.0.1:{port}/ofrep/v1/sse") for _ in range(n_streams)
         ]
