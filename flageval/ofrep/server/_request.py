@@ -37,14 +37,17 @@ class BadRequest(Exception):
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refused (413) past ``limit`` bytes without reading the rest."""
+    """The whole request body, however it arrives (one read may return only the first
+    segment); refused (413) past ``limit`` bytes, without reading the rest."""
     length = request.content_length
     if length is not None and length > limit:
         raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
-    return body
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
+    return bytes(body)
 
 
 def parse_context(raw: bytes, max_depth: int, max_values: int) -> tuple[bytes, EvaluationContext]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -112,6 +113,21 @@ def test_an_oversized_body_is_refused_unread_with_or_without_a_length(
     assert conn.getresponse().status == 413
     conn.close()
     still_serving(server)
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(server: ServerProcess) -> None:
+    body = json.dumps({"context": {"targetingKey": "u", "pad": "p" * 3000}}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", BULK)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    for i in range(0, len(body), 500):
+        conn.send(body[i : i + 500])
+        time.sleep(0.01)  # separate segments: the server's first read is a part
+    response = conn.getresponse()
+    assert response.status == 200 and values(json.loads(response.read())) == {"x": 1}
+    conn.close()
 
 
 def test_junk_headers_keys_and_channels(server: ServerProcess) -> None:
