@@ -16,7 +16,7 @@ from flageval._telemetry import Telemetry
 
 from . import _handlers as handlers
 from ._logs import limit_log
-from ._options import SSE_PATH, ServerOptions, api_keys_from_env
+from ._options import SSE_PATH, ServerOptions
 from ._state import SERVER, SSE_ROUTE, Server
 
 log = logging.getLogger("flageval.ofrep.server")
@@ -44,9 +44,7 @@ def create_app(
     Mount it as it is, or under a prefix with ``app.add_subapp``.
     """
     if options is None:
-        settings.setdefault("api_keys", api_keys_from_env())
-        settings["flags"] = tuple(settings.get("flags") or ())
-        options = ServerOptions(**settings)
+        options = ServerOptions.load(**settings)
     elif settings:
         raise TypeError("create_app: give options or keyword settings, not both")
     limit_log()

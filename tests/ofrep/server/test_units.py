@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ from aiohttp import web
 from openfeature.evaluation_context import EvaluationContext
 
 import flageval
-from flageval.ofrep.server import ServerOptions, create_app
+from flageval.ofrep.server import ENV_API_KEYS, ServerOptions, create_app
 from flageval.ofrep.server import _handlers as handlers
 from flageval.ofrep.server._auth import Auth
 from flageval.ofrep.server._cache import BodyCache, Cached
@@ -224,3 +227,36 @@ async def test_a_bug_in_a_handler_is_a_500_and_a_log_line(
         await runner.cleanup()
     said = [r for r in caplog.records if "internal error serving" in r.getMessage()]
     assert len(said) == 1 and "ZeroDivisionError" in said[0].getMessage()
+
+
+def test_keys_come_from_the_variable_unless_given() -> None:
+    env = {ENV_API_KEYS: " k1 ,, k2 "}
+    assert ServerOptions.load(env, flags=["f.json"]).api_keys == ("k1", "k2")
+    assert ServerOptions.load(env, flags=["f.json"], api_keys=["mine"]).api_keys == ("mine",)
+    assert ServerOptions.load({}, flags=["f.json"]).api_keys == ()
+    with pytest.raises(ValueError, match="flags"):
+        ServerOptions.load(env)
+
+
+def test_the_command_refuses_a_bad_option_by_name(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flageval.ofrep.server",
+            "--flags",
+            str(tmp_path / "f.json"),
+            "--keepalive-s",
+            "500",
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, ENV_API_KEYS: "never-shown"},
+    )
+    assert done.returncode == 2
+    assert "keepalive_s" in done.stderr and "inactivity_delay_s" in done.stderr
+    assert "never-shown" not in done.stderr + done.stdout
