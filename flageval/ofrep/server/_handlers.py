@@ -52,7 +52,7 @@ async def _request_context(
 ) -> tuple[View, bytes, EvaluationContext]:
     opts = srv.options
     view_id = selected_set(request.headers.get("Flagd-Selector"))
-    raw = await read_body(request, opts.max_body_bytes)
+    raw = await read_body(request, opts.max_body_bytes, opts.body_timeout_s)
     canonical, context = parse_context(raw, opts.max_context_depth, opts.max_context_values)
     return srv.files.config.view(view_id), canonical, context
 

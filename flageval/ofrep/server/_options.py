@@ -100,6 +100,7 @@ class ServerOptions:
     cache_capacity: int = _count(1000, "evaluated answers kept, per flag set and context")
     cache_max_bytes: int = _count(64 * 1024 * 1024, "and their bytes in all, about")
     max_body_bytes: int = _count(64 * 1024, "a longer request body is refused (413)", 64)
+    body_timeout_s: float = _seconds(10.0, "a body not received in this long is refused (408)")
     max_context_depth: int = _count(8, "a context nested deeper is refused", 1, _MAX_DEPTH)
     max_context_values: int = _count(2000, "a context holding more values is refused", 1)
     api_keys: tuple[str, ...] = setting(

@@ -10,6 +10,7 @@ body cache are keyed on: the same context in any key order is the same context.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -36,17 +37,23 @@ class BadRequest(Exception):
         self.details = details
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
     """The whole request body, however it arrives (one read may return only the first
-    segment); refused (413) past ``limit`` bytes, without reading the rest."""
+    segment); refused (413) past ``limit`` bytes, without reading the rest, and (408)
+    when it has not all come within ``timeout_s`` (a client trickling it holds a
+    connection, not the server)."""
     length = request.content_length
     if length is not None and length > limit:
         raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
     body = bytearray()
-    while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
+    except TimeoutError:
+        raise BadRequest(408, "PARSE_ERROR", "request body not received in time") from None
     return bytes(body)
 
 

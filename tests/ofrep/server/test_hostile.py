@@ -27,6 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "4",
         "--max-context-values",
         "50",
+        "--body-timeout-s",
+        "0.5",
     )
     yield srv
     assert srv.stop() == 0
@@ -128,6 +130,20 @@ def test_a_body_arriving_in_pieces_is_read_whole(server: ServerProcess) -> None:
     response = conn.getresponse()
     assert response.status == 200 and values(json.loads(response.read())) == {"x": 1}
     conn.close()
+
+
+def test_a_body_that_never_all_comes_is_refused_in_time(server: ServerProcess) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", BULK)
+    conn.putheader("Content-Length", "100")
+    conn.endheaders()
+    conn.send(b'{"context": {')  # and nothing more
+    response = conn.getresponse()  # the server answers without the rest
+    assert response.status == 408
+    assert json.loads(response.read())["errorCode"] == "PARSE_ERROR"
+    conn.close()
+    still_serving(server)
 
 
 def test_junk_headers_keys_and_channels(server: ServerProcess) -> None:

@@ -37,7 +37,7 @@ def test_two_replicas_give_identical_etags_and_bodies(tmp_path: Path, start_serv
     copy = tmp_path / "copy-of-rules.json"
     shutil.copyfile(RULES, copy)
     one, two = start_server([RULES]), start_server([copy])
-    for context in contexts(100):
+    for context in contexts(40):
         for selector in (None, "rules"):
             a = one.bulk(context, selector=selector)
             b = two.bulk(context, selector=selector)
