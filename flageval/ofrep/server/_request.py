@@ -45,15 +45,21 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     length = request.content_length
     if length is not None and length > limit:
         raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
-    body = bytearray()
+    if request.content.is_eof():  # all of it came with the headers: no wait, no timer
+        return await _read(request, limit)
     try:
         async with asyncio.timeout(timeout_s):
-            while chunk := await request.content.readany():
-                body += chunk
-                if len(body) > limit:
-                    raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
+            return await _read(request, limit)
     except TimeoutError:
         raise BadRequest(408, "PARSE_ERROR", "request body not received in time") from None
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(413, "PARSE_ERROR", f"request body over {limit} bytes")
     return bytes(body)
 
 
