@@ -80,7 +80,8 @@ class FlagFiles:
                 if _stat(f.path) != before:
                     continue  # written while read: next poll
                 if f.source is not None and digest_of(raw) == f.source.digest:
-                    f.stat = before
+                    f.stat = before  # touched, or back to what it last gave: nothing new
+                    self._recovered(f)
                     continue
                 source = parse(f.path, raw, before[0] // 1_000_000_000)
             except OSError as err:
@@ -91,11 +92,15 @@ class FlagFiles:
                 self._fail(f, str(err))
                 continue
             f.stat, f.source = before, source
-            if f.failure is not None:
-                log.info("%s: flags loaded again", f.path)
-            f.failure = None
+            self._recovered(f)
             changed = True
         return changed
+
+    @staticmethod
+    def _recovered(f: _File) -> None:
+        if f.failure is not None:
+            log.info("%s: flags loaded again", f.path)
+            f.failure = None
 
     def _fail(self, f: _File, message: str) -> None:
         self.failures += 1

@@ -151,17 +151,26 @@ def test_a_file_that_does_not_parse_keeps_its_flags_and_is_said_once(
 ) -> None:
     flags = write_flags(tmp_path / "f.json", {"color": static("red")})
     server = start_server([flags])
-    flags.write_text('{"flags": {"color": {"state": "MAYBE", "variants": {"v": 1}}}}')
+    bad = '{"flags": {"color": {"state": "MAYBE", "variants": {"v": 1}}}}'
+    flags.write_text(bad)
     wait_until(lambda: server.status()["files"]["failures"] >= 1, what="the bad file read")
     # a second distinct stat of the same bad content, then polls that see it unchanged
     os.utime(flags)
     wait_until(lambda: server.status()["files"]["failures"] >= 2, what="the bad file re-read")
     assert values(server.bulk({})[2]) == {"color": "red"}
-    said = [line for line in server.lines if "rejected by flagd's parser" in line]
-    assert len(said) == 1 and "keeping its previous flags" in said[0]
+
+    def said() -> list[str]:
+        return [line for line in server.lines if "rejected by flagd's parser" in line]
+
+    assert len(said()) == 1 and "keeping its previous flags" in said()[0]
+    # back to exactly what it gave before: nothing new to load, but recovered
+    write_flags(flags, {"color": static("red")})
+    wait_until(lambda: any("flags loaded again" in x for x in server.lines), what="recovery")
+    flags.write_text(bad)
+    wait_until(lambda: len(said()) == 2, what="the same failure said again after a recovery")
     write_flags(flags, {"color": static("green")})
     wait_until(lambda: values(server.bulk({})[2]) == {"color": "green"}, what="the fix served")
-    assert any("flags loaded again" in line for line in server.lines)
+    assert server.status()["files"]["reloads"] == 1  # only green changed anything
 
 
 def test_a_missing_file_at_start_serves_nothing_from_it_until_it_appears(
