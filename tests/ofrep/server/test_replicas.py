@@ -117,7 +117,7 @@ def test_gunicorn_workers_serve_and_follow_changes(tmp_path: Path) -> None:
                 changed.add(status["pid"])
             return len(changed) == 2
 
-        wait_until(both_changed, what="both workers reading the change")
+        wait_until(both_changed, 20.0, "both workers reading the change")
         answers = [bulk(url, {"targetingKey": f"u{i}"}) for i in range(20)]
         assert all(values(a[2]) == {"color": "blue"} for a in answers)
     finally:
