@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._flagfile import FlagFileError, Source, digest_of, parse
+from ._flagfile import MAX_FILE_BYTES, FlagFileError, Source, digest_of, parse
 from ._views import Config
 
 log = logging.getLogger("flageval.ofrep.server")
@@ -76,6 +76,8 @@ class FlagFiles:
                 before = _stat(f.path)
                 if before == f.stat and not full:
                     continue
+                if before[1] > MAX_FILE_BYTES:  # refused unread
+                    raise FlagFileError(f"{f.path}: larger than {MAX_FILE_BYTES} bytes")
                 raw = f.path.read_bytes()
                 if _stat(f.path) != before:
                     continue  # written while read: next poll
