@@ -260,3 +260,16 @@ def test_the_command_refuses_a_bad_option_by_name(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "keepalive_s" in done.stderr and "inactivity_delay_s" in done.stderr
     assert "never-shown" not in done.stderr + done.stdout
+
+
+def test_a_flag_file_past_the_size_limit_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flageval.ofrep.server import _watch
+
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"flags": {"x": static(1)}}))
+    monkeypatch.setattr(_watch, "MAX_FILE_BYTES", 10)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read"))
+    files = _watch.FlagFiles([path], 1.0, lambda config, changed: None)
+    assert files.config.view(None).entries == () and files.failures == 1
