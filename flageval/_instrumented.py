@@ -1,9 +1,9 @@
 """``flageval.instrument(provider)``: evaluations recorded by the provider, below the hooks.
 
 openfeature-sdk 0.10 charges every hook for a ``HookContext`` and four stage calls,
-whatever the hook does (PEERS.md: 6-8 us per evaluation, more than the whole pipeline's
-share). A provider is called once per evaluation with the merged context and returns
-the resolution, so a provider that wraps the user's records the same snapshot the hook
+whatever the hook does (6-8 us per evaluation, more than the whole pipeline's share).
+A provider is called once per evaluation with the merged context and returns the
+resolution, so a provider that wraps the user's records the same snapshot the hook
 takes, into the same hand-off, for a fraction of that price::
 
     api.set_provider_and_wait(flageval.instrument(provider))
@@ -35,8 +35,9 @@ from openfeature.track import TrackingEventDetails
 
 from ._default import default_telemetry
 from ._handoff import Handoff
-from ._hook import CLAIM, FlagEvalHook, Pipeline, enable_claims
+from ._hook import CLAIM, FlagEvalHook, enable_claims
 from ._record import recording_async, recording_sync
+from ._telemetry import Telemetry
 
 log = logging.getLogger("flageval")
 
@@ -59,7 +60,7 @@ _RESOLVERS: tuple[tuple[str, FlagType], ...] = (
 
 
 def instrument(
-    provider: FeatureProvider, telemetry: Pipeline | None = None
+    provider: FeatureProvider, telemetry: Telemetry | None = None
 ) -> InstrumentedProvider:
     """``provider``, wrapped so that every evaluation it answers is counted.
 
@@ -113,7 +114,7 @@ class InstrumentedProvider(AbstractProvider):
     (see the module docstring). Events the wrapped provider emits reach the SDK as this
     provider's: the SDK keys status by the registered object, which is this one."""
 
-    def __init__(self, provider: FeatureProvider, telemetry: Pipeline | None = None) -> None:
+    def __init__(self, provider: FeatureProvider, telemetry: Telemetry | None = None) -> None:
         super().__init__()
         check_provider(provider)
         self._provider = provider

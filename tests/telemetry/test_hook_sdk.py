@@ -712,14 +712,19 @@ def test_envelope_service_defaults_to_a_name(
 
 
 def test_the_snapshot_is_references_and_a_copy_of_the_metadata_dict() -> None:
-    """handoff.snapshot(): what every producer hands over (the hook, a provider
-    wrapper); the hook's tuple is exactly it."""
+    """handoff.put(): what every producer hands over (the hook, a provider wrapper,
+    _record.record); the hook's tuple is exactly it."""
     from types import MappingProxyType
 
     from openfeature.flag_evaluation import FlagEvaluationDetails, FlagType
     from openfeature.hook import HookContext
 
-    from flageval._handoff import snapshot
+    from flageval._handoff import Handoff, put
+
+    def snapshot(key: str, details: Any, context: EvaluationContext) -> tuple[Any, ...]:
+        h = Handoff(1, accepting=True)
+        assert put(h, lambda: None, key, details, context) == 0
+        return h.queue.popleft()
 
     meta = {"allocation_key": "a1", "__dd_observe_full_evaluation_data": True}
     details = FlagEvaluationDetails("f", True, variant="on", flag_metadata=meta)

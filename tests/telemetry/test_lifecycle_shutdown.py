@@ -116,7 +116,7 @@ DAEMON_SHUTDOWN = """
     from openfeature.evaluation_context import EvaluationContext
     from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
     from flageval import Telemetry
-    from flageval._handoff import State
+    from flageval._lifecycle import Phase
 
     tel = Telemetry(agent_url=sys.argv[1], flush_interval_s=60, drain_interval_s=30)
     api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
@@ -125,7 +125,7 @@ DAEMON_SHUTDOWN = """
     for i in range(int(sys.argv[2])):
         client.get_boolean_value("f", False, EvaluationContext(f"u{i % 5000}"))
     threading.Thread(target=tel.shutdown, args=(20.0,), daemon=True).start()
-    while tel.handoff.state is not State.CLOSED:  # the daemon's shutdown has begun
+    while tel._phase is Phase.RUNNING:  # the daemon's shutdown has begun
         time.sleep(0.001)
     # main returns: atexit's shutdown must wait for the daemon's, not return at once
     """
