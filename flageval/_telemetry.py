@@ -224,16 +224,14 @@ class Telemetry:
         runner.keep()
         if not runner.running:
             self._halt(Dropped.WORKER_ERROR, "the worker's loop had stopped before shutdown")
+        elif timeout <= 0:  # nothing to wait for: the worker is not asked
+            self._halt(Dropped.WORKER_STALLED, "shutdown was given no time (timeout 0)")
         else:
             inner = deadline - min(_MARGIN_S, timeout * 0.1)
             ok = runner.call(runner.stop(inner), max(0.0, deadline - time.monotonic()))
             if ok is False:
                 self._halt(Dropped.WORKER_ERROR, "the worker failed during shutdown (above)")
-            elif self._life.phase is not Phase.STOPPING:
-                pass  # done: the worker's loop moved it to STOPPED
-            elif timeout <= 0:
-                self._halt(Dropped.WORKER_STALLED, "shutdown was given no time (timeout 0)")
-            else:
+            elif self._life.phase is Phase.STOPPING:  # else done: the worker moved it
                 why = f"the worker was still at work when shutdown's deadline ({timeout:g} s) came"
                 self._halt(Dropped.WORKER_STALLED, why)
         runner.end_thread(deadline - time.monotonic())
