@@ -459,6 +459,7 @@ def test_a_worker_that_cannot_start_closes_the_pipeline_once(
     with caplog.at_level(logging.ERROR, logger="flageval"):
         evaluate(client, 50)
     assert flageval_threads() == []
+    assert tel._phase.value == "failed"  # IDLE -> FAILED: final, never retried
     st = tel.stats()
     assert st.evaluations == 50
     assert st.dropped == {"closed": 50}

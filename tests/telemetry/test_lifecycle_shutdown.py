@@ -254,6 +254,7 @@ def test_never_started_pipeline_counts_its_queue_as_never_started(
     for i in range(100):
         client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
     tel.at_exit()  # what the process's exit does
+    assert tel._phase.value == "stopped"  # QUEUEING -> STOPPING -> STOPPED
     client.get_boolean_value("f", False)
     stats = tel.stats()
     assert stats.dropped == {"never_started": 100, "closed": 1}
