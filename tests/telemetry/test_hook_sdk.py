@@ -753,3 +753,21 @@ def test_the_snapshot_is_references_and_a_copy_of_the_metadata_dict() -> None:
         assert queued[:7] == expected[:7] and queued[4] is not meta
     finally:
         tel.shutdown(1.0)
+
+
+def test_a_hook_built_from_a_telemetry_feeds_that_pipeline(
+    make_telemetry: MakeTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FlagEvalHook(telemetry)`` shares the pipeline's own hook's hand-off; built from a
+    switched-off pipeline it does nothing."""
+    from flageval import FlagEvalHook
+
+    tel = make_telemetry(autostart=False)
+    monkeypatch.setenv("DD_FLAGGING_EVALUATION_COUNTS_ENABLED", "false")
+    off = Telemetry(agent_url="http://127.0.0.1:9")
+    api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
+    client = api.get_client()
+    client.add_hooks([FlagEvalHook(tel), FlagEvalHook(off)])
+    client.get_boolean_value("f", False, EvaluationContext("u"))
+    assert tel.handoff is not None and [s[:2] for s in tel.handoff.queue] == [("f", "on")]
+    assert off.stats().evaluations == 0
