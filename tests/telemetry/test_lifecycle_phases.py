@@ -256,7 +256,7 @@ def test_a_busy_worker_at_the_deadline_is_said_to_be_at_work_not_blamed(
     class Busy:  # holds the worker, as a long backlog would, until the test lets it go
         def __str__(self) -> str:
             entered.set()
-            release.wait(10.0)
+            release.wait(30.0)
             return "busy"
 
     tel = make_telemetry()
@@ -270,10 +270,11 @@ def test_a_busy_worker_at_the_deadline_is_said_to_be_at_work_not_blamed(
         release.set()
     assert tel._phase is P.HALTED
     said = [r.getMessage() for r in caplog.records if r.name == "flageval"]
-    assert said == [
+    assert (
         "the worker was still at work when shutdown's deadline (0.3 s) came; 1 evaluations "
         "not delivered, counted as worker_stalled"
-    ]
+    ) in said
+    assert not [line for line in said if "__str__" in line or "application" in line], said
     assert tel.stats().dropped == {"worker_stalled": 1}
 
 
