@@ -20,6 +20,7 @@ from flageval._common import QUOTE_CHARS
 from flageval._config import Settings
 from flageval._settings import declared
 from flageval.ofrep._config import OFREPConfig
+from flageval.ofrep.server import ServerOptions
 from tests.intake import Intake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +66,12 @@ def _plain(cell: str) -> str:
 
 @pytest.mark.parametrize(
     ("page", "header", "cls"),
-    [("settings.md", "| setting |", Settings), ("ofrep.md", "| argument |", OFREPConfig)],
-    ids=["telemetry", "ofrep"],
+    [
+        ("settings.md", "| setting |", Settings),
+        ("ofrep.md", "| argument |", OFREPConfig),
+        ("server.md", "| setting |", ServerOptions),
+    ],
+    ids=["telemetry", "ofrep", "server"],
 )
 def test_every_setting_is_documented_with_its_variables_default_and_range(
     page: str, header: str, cls: type
