@@ -69,7 +69,6 @@ SHAPES: dict[str, tuple[Callable[[], dict[Any, Any]], int]] = {
 def _worker(snaps: list[Snapshot]) -> Worker:
     settings = Settings.from_env(agent_url="http://127.0.0.1:9", service="flageval-bench")
     handoff = Handoff(len(snaps) + 1)
-    handoff.open()
     handoff.queue.extend(snaps)
     return Worker(settings, handoff)
 
@@ -106,7 +105,7 @@ def test_worker_cpu_per_hostile_evaluation(
     benchmark.pedantic(drain_all, setup=setup, rounds=rounds, iterations=1)
     w = workers[-1]
     t = w.tiers
-    assert t.received == n and w.drained == n
+    assert t.received == n and w.counts.drained == n
     assert t.evaluations_held + sum(t.ledger.dropped.values()) == n
     median = statistics.median(cpu_ms)
     benchmark.extra_info.update(

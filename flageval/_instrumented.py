@@ -36,8 +36,9 @@ from openfeature.track import TrackingEventDetails
 
 from ._default import default_telemetry
 from ._handoff import Handoff
-from ._hook import CLAIM, FlagEvalHook, Pipeline, enable_claims
+from ._hook import CLAIM, FlagEvalHook, enable_claims
 from ._record import recording_async, recording_sync
+from ._telemetry import Telemetry
 
 log = logging.getLogger("flageval")
 
@@ -75,7 +76,7 @@ _RESOLVERS: tuple[tuple[str, FlagType], ...] = (
 
 
 def instrument(
-    provider: FeatureProvider, telemetry: Pipeline | None = None
+    provider: FeatureProvider, telemetry: Telemetry | None = None
 ) -> InstrumentedProvider:
     """``provider``, wrapped so that every evaluation it answers is counted.
 
@@ -129,7 +130,7 @@ class InstrumentedProvider(AbstractProvider):
     (see the module docstring). Events the wrapped provider emits reach the SDK as this
     provider's: the SDK keys status by the registered object, which is this one."""
 
-    def __init__(self, provider: FeatureProvider, telemetry: Pipeline | None = None) -> None:
+    def __init__(self, provider: FeatureProvider, telemetry: Telemetry | None = None) -> None:
         super().__init__()
         check_provider(provider)
         self._provider = provider

@@ -1,4 +1,4 @@
-"""The docs say what the code does: the loss tables are losses.py's, every setting is in
+"""The docs say what the code does: the loss tables are _losses.py's, every setting is in
 docs/settings.md or docs/ofrep.md as declared (variables, default, range, doc line),
 README's first two command lines are the demo and the tests (the one .ci/run runs),
 every test a doc names exists, every relative link lands, and README's examples (both
@@ -48,15 +48,15 @@ def _code(cell: str) -> list[str]:
 # -- counters ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("header", "reasons"),
-    [("| dropped reason |", losses.DROPPED), ("| degraded reason |", losses.DEGRADED)],
+    [("| dropped reason |", losses.Dropped), ("| degraded reason |", losses.Degraded)],
     ids=["dropped", "degraded"],
 )
 def test_counters_reason_tables_are_the_ledgers_own_words(
-    header: str, reasons: dict[str, str]
+    header: str, reasons: type[losses.Reason]
 ) -> None:
     rows = _table((DOCS / "counters.md").read_text(), header)
     documented = [(_code(reason)[0], sentence) for reason, sentence in rows]
-    assert documented == list(reasons.items())
+    assert documented == [(str(reason), reason.sentence) for reason in reasons]
 
 
 # -- settings ----------------------------------------------------------------------------

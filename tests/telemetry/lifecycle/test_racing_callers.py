@@ -13,7 +13,7 @@ import pytest
 from openfeature import api
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from flageval._handoff import State
+from flageval._lifecycle import Phase
 from tests.intake import Behaviour, Intake
 
 
@@ -59,7 +59,7 @@ def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
     stopper = threading.Thread(target=tel.shutdown, args=(30.0,))
     stopper.start()
     # Shutdown began (it then waits for the flush lock); the 7 are still queued.
-    wait_for(lambda: tel.handoff.state is State.CLOSED)
+    wait_for(lambda: tel._phase is Phase.STOPPING)
     during = tel.stats()  # a monitoring thread looks at the counters
     intake.release_held()
     flusher.join(30)
@@ -73,20 +73,30 @@ def test_stats_during_shutdown_does_not_drop_evaluations_made_before_it(
     assert after.evaluations_posted == 12 and after.conserved
 
 
-async def test_sync_shutdown_on_the_workers_loop_leaves_ashutdown_working(
+def test_blocking_calls_from_the_workers_own_thread_refuse_before_closing_anything(
     make_telemetry: Any, intake: Intake
 ) -> None:
-    # start_async runs the worker on this loop; the sync shutdown() cannot wait on it
-    # and says so. That mistake must not leave the pipeline half shut: shutdown_async()
-    # afterwards still drains and posts what was counted.
-    tel = make_telemetry(autostart=False)
+    # Application code the worker runs (a value's __str__) calling the blocking flush()
+    # or shutdown() would wait for the very thread it runs on: it is refused, and that
+    # mistake must not leave the pipeline half shut: a shutdown afterwards still drains
+    # and posts what was counted.
+    tel = make_telemetry()
     client = _client(tel)
-    await tel.start_async()
     for _ in range(4):
-        await client.get_boolean_value_async("f", False)
-    with pytest.raises(RuntimeError):
-        tel.shutdown(5.0)
-    await tel.shutdown_async(5.0)
+        client.get_boolean_value("f", False)
+    errors: list[str] = []
+
+    async def on_the_workers_thread() -> None:
+        for call in (tel.flush, tel.shutdown):
+            try:
+                call(5.0)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    tel._thread.call(on_the_workers_thread(), 5.0)
+    assert len(errors) == 2 and all("worker's own thread" in e for e in errors), errors
+    assert tel._phase is Phase.RUNNING
+    tel.shutdown(5.0)
     after = tel.stats()
     assert intake.evaluations() == 4, after
     assert after.evaluations_posted == 4 and after.pending == 0 and after.conserved

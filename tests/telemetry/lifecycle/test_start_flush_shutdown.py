@@ -1,9 +1,10 @@
 """Lifecycle through the real SDK and intake: lazy start, start, flush, shutdown, closed,
-the killswitch, a caller-owned loop, and process ends (exit, SIGTERM, fork) run in
-real subprocesses."""
+the killswitch, autostart=False from async code, and process ends (exit, SIGTERM, fork)
+run in real subprocesses."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -251,23 +252,37 @@ def test_default_hook_one_line_setup(monkeypatch: pytest.MonkeyPatch, intake: In
     assert flageval_threads() == []
 
 
-# -- the caller's loop -------------------------------------------------------------------------
+# -- autostart=False, from async code ----------------------------------------------------------
 
 
-async def test_worker_on_the_callers_loop(make_telemetry: MakeTelemetry, intake: Intake) -> None:
+async def test_autostart_false_queues_until_start_and_async_calls_never_block_the_loop(
+    make_telemetry: MakeTelemetry, intake: Intake
+) -> None:
     tel = make_telemetry(autostart=False)
     client = client_with(tel.hook)
     for _ in range(5):  # before start: queued (bounded), not lost
         await client.get_boolean_value_async("f", False, EvaluationContext("early"))
-    assert flageval_threads() == []
-    await tel.start_async()
+    assert flageval_threads() == [] and not tel.running
+    tel.start()
+    assert [t.name for t in flageval_threads()] == ["flageval-worker"]
     for _ in range(20):
         await client.get_boolean_value_async("f", False, EvaluationContext("late"))
     evaluate(client, 4, who="sync")  # sync evaluation on the loop's thread counts too
+    # The loop keeps running while the worker's own thread flushes.
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    intake.set_default(Behaviour(delay_s=0.3))  # the post takes a while
     assert await tel.flush_async(10.0)
-    assert flageval_threads() == []  # the worker ran here, on this loop
-    with pytest.raises(RuntimeError):
-        tel.flush(1.0)  # blocking on the loop that must do the work would deadlock
+    intake.set_default(Behaviour())
+    assert ticks >= 2  # the loop ran during the flush (a blocking one: 0)
+    ticker.cancel()
     counts = {r["targeting_key"]: 0 for r in intake.rows()}
     for r in intake.rows():
         counts[r["targeting_key"]] += r["evaluation_count"]
@@ -444,39 +459,10 @@ def test_a_worker_that_cannot_start_closes_the_pipeline_once(
     with caplog.at_level(logging.ERROR, logger="flageval"):
         evaluate(client, 50)
     assert flageval_threads() == []
+    assert tel._phase.value == "failed"  # IDLE -> FAILED: final, never retried
     st = tel.stats()
     assert st.evaluations == 50
     assert st.dropped == {"closed": 50}
     assert st.conserved
     assert len([r for r in caplog.records if "could not start" in r.getMessage()]) == 1
-    assert intake.received == []
-
-
-def test_start_async_loop_ended_without_ashutdown_counts_what_it_held(
-    make_telemetry: MakeTelemetry, intake: Intake
-) -> None:
-    """The app's loop ran the worker and ended without shutdown_async(): shutdown() (as at
-    exit) counts the held evaluations as intake_unavailable instead of leaving them
-    pending forever."""
-    import asyncio
-
-    tel = make_telemetry(autostart=False)
-    client = client_with(tel.hook)
-
-    async def app() -> None:
-        await tel.start_async()
-        for i in range(40):
-            await client.get_boolean_value_async("f", False, EvaluationContext(f"u{i}"))
-        for _ in range(3000):  # drained into the tiers (no flush: 60 s interval)
-            if not tel.handoff.queue:
-                break
-            await asyncio.sleep(0.01)
-        assert not tel.handoff.queue
-
-    asyncio.run(app())
-    tel.shutdown(1.0)
-    st = tel.stats()
-    assert st.evaluations == 40
-    assert st.dropped == {"intake_unavailable": 40}
-    assert st.pending == 0 and st.conserved
     assert intake.received == []

@@ -713,14 +713,19 @@ def test_envelope_service_defaults_to_a_name(
 
 
 def test_the_snapshot_is_references_and_a_copy_of_the_metadata_dict() -> None:
-    """handoff.snapshot(): what every producer hands over (the hook, a provider
-    wrapper); the hook's tuple is exactly it."""
+    """handoff.put(): what every producer hands over (the hook, a provider wrapper,
+    _record.record); the hook's tuple is exactly it."""
     from types import MappingProxyType
 
     from openfeature.flag_evaluation import FlagEvaluationDetails, FlagType
     from openfeature.hook import HookContext
 
-    from flageval._handoff import snapshot
+    from flageval._handoff import Handoff, put
+
+    def snapshot(key: str, details: Any, context: EvaluationContext) -> tuple[Any, ...]:
+        h = Handoff(1, accepting=True)
+        assert put(h, lambda: None, key, details, context) == 0
+        return h.queue.popleft()
 
     meta = {"allocation_key": "a1", "__dd_observe_full_evaluation_data": True}
     details = FlagEvaluationDetails("f", True, variant="on", flag_metadata=meta)
@@ -749,3 +754,21 @@ def test_the_snapshot_is_references_and_a_copy_of_the_metadata_dict() -> None:
         assert queued[:7] == expected[:7] and queued[4] is not meta
     finally:
         tel.shutdown(1.0)
+
+
+def test_a_hook_built_from_a_telemetry_feeds_that_pipeline(
+    make_telemetry: MakeTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FlagEvalHook(telemetry)`` shares the pipeline's own hook's hand-off; built from a
+    switched-off pipeline it does nothing."""
+    from flageval import FlagEvalHook
+
+    tel = make_telemetry(autostart=False)
+    monkeypatch.setenv("DD_FLAGGING_EVALUATION_COUNTS_ENABLED", "false")
+    off = Telemetry(agent_url="http://127.0.0.1:9")
+    api.set_provider_and_wait(InMemoryProvider({"f": InMemoryFlag("on", {"on": True})}))
+    client = api.get_client()
+    client.add_hooks([FlagEvalHook(tel), FlagEvalHook(off)])
+    client.get_boolean_value("f", False, EvaluationContext("u"))
+    assert tel.handoff is not None and [s[:2] for s in tel.handoff.queue] == [("f", "on")]
+    assert off.stats().evaluations == 0

@@ -483,15 +483,6 @@ def test_mutation_after_evaluation_top_level_is_isolated_nested_is_read_later(
     assert_conserved(tel, intake, 1)
 
 
-async def _until_set(event: threading.Event, timeout_s: float = 30.0) -> None:
-    """Wait for ``event`` without blocking this loop (which may be the one setting it)."""
-    for _ in range(int(timeout_s / 0.005)):
-        if event.is_set():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not set within {timeout_s} s")
-
-
 class Same:
     """Distinct objects (hashable by identity) that all print the same."""
 
@@ -644,49 +635,3 @@ def test_a_failing_pipeline_at_exit_never_stops_another(intake: Intake) -> None:
             r["evaluation_count"] for r in doc["flagEvaluations"]
         )
     assert by_service == {"a": 1000, "b": 1}  # b's one is posted degraded (context_error)
-
-
-async def test_on_the_main_thread_an_interrupt_is_counted_then_reraised(
-    make_telemetry: Any, intake: Intake, drained: Callable[[Handoff], threading.Event]
-) -> None:
-    """A worker on the caller's loop in the main thread, where signals arrive: a
-    SystemExit or KeyboardInterrupt met while aggregating may be the application's own
-    (a handler's sys.exit(), Ctrl-C), so it is not swallowed; the batch is counted
-    first, so the books still balance."""
-    tel = make_telemetry(autostart=False, drain_interval_s=3600.0)
-    client = client_with(tel)
-    await tel.start_async()
-    await _until_set(drained(tel.handoff))  # its first drain ran, on an empty hand-off
-    for i in range(5):
-        client.get_boolean_value(FLAG, False, EvaluationContext(f"m-{i}", {}))
-    client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
-    with pytest.raises(SystemExit):
-        await tel.flush_async(5.0)
-    assert await tel.flush_async(5.0) is True  # the rest of the batch was aggregated
-    await tel.shutdown_async(5.0)
-    st_ = assert_conserved(tel, intake, 6)
-    assert st_.degraded == {"context_error": 1}
-
-
-def test_a_shutdown_after_the_callers_loop_ended_swallows_a_values_interrupt(
-    make_telemetry: Any, intake: Intake, drained: Callable[[Handoff], threading.Event]
-) -> None:
-    """start_async()'s loop ended without shutdown_async(): shutdown() (main thread, no
-    loop running) counts what the worker held; a value's SystemExit met while doing so
-    is not an application signal there, so it is counted, never raised at exit."""
-    tel = make_telemetry(autostart=False, drain_interval_s=3600.0)
-    client = client_with(tel)
-
-    async def app() -> None:
-        await tel.start_async()
-        await _until_set(drained(tel.handoff))  # its first drain ran, on an empty hand-off
-        for i in range(3):
-            client.get_boolean_value(FLAG, False, EvaluationContext(f"a-{i}", {}))
-        client.get_boolean_value(FLAG, False, EvaluationContext("x", {"v": Raises(SystemExit)}))
-
-    asyncio.run(app())  # ends the loop, and with it the worker's tasks
-    tel.shutdown(2.0)  # must not raise
-    st_ = tel.stats()
-    assert st_.conserved and st_.pending == 0 and st_.evaluations == 4
-    assert st_.dropped == {"intake_unavailable": 4}
-    assert st_.degraded == {"context_error": 1}

@@ -114,7 +114,7 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
             intake.set_default(make_behaviour())
         assert tel._worker is not None
         sender = tel._worker.sender
-        met = sender.attempts
+        met = sender.counts.post_attempts
         with PeakSampler(lambda: sender.outbox_bytes) as peak:
             faulty, n = evaluate_timed(
                 client,
@@ -122,7 +122,7 @@ def test_fault_keeps_hot_path_memory_deadline_and_books(fault: str) -> None:
                 max_n=60_000,
                 tk_space=100,
                 tag="bad",
-                until=lambda: sender.attempts > met,  # a post met the fault
+                until=lambda: sender.counts.post_attempts > met,  # a post met the fault
             )
             made += n
         fault_attempts = tel.stats().post_attempts - attempts_before

@@ -285,7 +285,7 @@ def test_a_send_cancelled_after_the_request_left_is_counted_unknown_once(
         sender = _sender(intake)
         task = asyncio.create_task(sender.send_all([_body(6)], time.monotonic() + 10.0))
         await _until(lambda: bool(intake.received))  # the intake has the body
-        assert sender.report().pending_evaluations == 6  # in flight, still held
+        assert sender.pending_evaluations == 6  # in flight, still held
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -295,7 +295,7 @@ def test_a_send_cancelled_after_the_request_left_is_counted_unknown_once(
     sender = asyncio.run(run())
     # It may have been taken: counted once, never held for a resend.
     assert dict(sender.ledger.dropped) == {"delivery_unknown": 6}
-    assert sender.report().pending_evaluations == 0
+    assert sender.pending_evaluations == 0
     assert not sender.outbox and sender.outbox_bytes == 0
 
 
@@ -323,7 +323,7 @@ def test_a_send_cancelled_while_it_backs_off_keeps_the_body(intake: Intake) -> N
 
     sender = asyncio.run(run())
     assert dict(sender.ledger.dropped) == {}
-    assert sender.report().pending_evaluations == 4
+    assert sender.pending_evaluations == 4
     assert len(sender.outbox) == 1 and sender.outbox_bytes == len(sender.outbox[0].data)
 
 
@@ -359,9 +359,9 @@ def test_an_interrupted_backoff_stops_the_send_and_keeps_the_body(
 
     sender, done = asyncio.run(run())
     assert done is False
-    assert sender.attempts == 1 and len(intake.received) == 1
+    assert sender.counts.post_attempts == 1 and len(intake.received) == 1
     assert dict(sender.ledger.dropped) == {}
-    assert sender.report().pending_evaluations == 3
+    assert sender.pending_evaluations == 3
 
 
 def test_the_retry_buffer_counts_exactly_the_bytes_it_holds(intake: Intake) -> None:
@@ -378,7 +378,7 @@ def test_the_retry_buffer_counts_exactly_the_bytes_it_holds(intake: Intake) -> N
         assert sender.outbox_bytes == len(a.data) + len(b.data)
         intake.script(Behaviour(status=200), Behaviour(status=200))
         assert await sender.send_all([], now() + 5.0) is True
-        assert sender.outbox_bytes == 0 and sender.evaluations_posted == 3
+        assert sender.outbox_bytes == 0 and sender.counts.evaluations_posted == 3
         await sender.close()
 
     asyncio.run(run())
@@ -491,7 +491,7 @@ def test_a_route_found_after_the_deadline_keeps_the_body(intake: Intake) -> None
     assert done is False
     assert [(r.path, r.status) for r in intake.received] == [(PATH_V4, 200), (PATH_V4, 404)]
     assert dict(sender.ledger.dropped) == {}
-    assert sender.report().pending_evaluations == 5
+    assert sender.pending_evaluations == 5
 
 
 def test_each_move_of_the_route_counts_as_a_try(intake: Intake) -> None:
@@ -528,7 +528,7 @@ def test_each_move_of_the_route_counts_as_a_try(intake: Intake) -> None:
         (PATH, 404),
         (PATH_V4, 500),
     ]
-    assert sender.report().pending_evaluations == 4
+    assert sender.pending_evaluations == 4
 
 
 def test_an_untrusted_certificate_is_said_again_after_a_post_got_through(
