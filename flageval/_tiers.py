@@ -52,16 +52,7 @@ from ._fields import (
 )
 from ._handoff import Snapshot
 from ._keys import MEMO_MAX_BYTES, ContextKeys
-from ._losses import (
-    CARDINALITY_CAP,
-    CONTEXT_BUDGET,
-    CONTEXT_ERROR,
-    DEGRADED_CAP,
-    MEMORY_BUDGET,
-    TARGETING_KEY_ERROR,
-    UNREADABLE,
-    Ledger,
-)
+from ._losses import Degraded, Dropped, Ledger
 from ._prune import EMPTY, ContextTooLarge
 
 log = logging.getLogger("flageval")
@@ -215,16 +206,16 @@ class Tiers:
                 except BaseException as exc:  # the key's own __str__
                     self._note(exc)
                     self._warn.warning(
-                        TARGETING_KEY_ERROR,
+                        Degraded.TARGETING_KEY_ERROR,
                         "a targeting key could not be made text (%s); the "
                         "evaluation is posted without targeting key and context (%s)",
                         type(exc).__name__,
-                        TARGETING_KEY_ERROR,
+                        Degraded.TARGETING_KEY_ERROR,
                     )
                     held += self._degrade(
                         (flag, variant, allocation, variant is None, error),
                         t_ms,
-                        TARGETING_KEY_ERROR,
+                        Degraded.TARGETING_KEY_ERROR,
                     )
                     continue
             if not consent:
@@ -238,7 +229,9 @@ class Tiers:
                     ctx = ctx_key(attrs)
                 except ContextTooLarge:
                     held += self._degrade(
-                        (flag, variant, allocation, variant is None, error), t_ms, CONTEXT_BUDGET
+                        (flag, variant, allocation, variant is None, error),
+                        t_ms,
+                        Degraded.CONTEXT_BUDGET,
                     )
                     continue
                 except BaseException as exc:  # a value's __eq__, a Mapping's items()...
@@ -246,7 +239,9 @@ class Tiers:
                     self._note(exc)
                     self.context_errors += 1
                     held += self._degrade(
-                        (flag, variant, allocation, variant is None, error), t_ms, CONTEXT_ERROR
+                        (flag, variant, allocation, variant is None, error),
+                        t_ms,
+                        Degraded.CONTEXT_ERROR,
                     )
                     continue
             key = (flag, variant, allocation, variant is None, error, tk, ctx)
@@ -292,13 +287,13 @@ class Tiers:
 
     def _unreadable(self, exc: BaseException) -> None:
         self._note(exc)
-        self.ledger.drop(UNREADABLE)
+        self.ledger.drop(Dropped.UNREADABLE)
         self._warn.warning(
-            UNREADABLE,
+            Dropped.UNREADABLE,
             "an evaluation's flag key, variant, error or metadata could not be "
             "read (%s); it is counted as %s",
             type(exc).__name__,
-            UNREADABLE,
+            Dropped.UNREADABLE,
         )
 
     def _hash(self, tk: str) -> str:
@@ -340,22 +335,22 @@ class Tiers:
         n_flag = self.per_flag.get(flag, 0)
         dkey: DegradedKey = key[:5]
         if len(self.full) >= self.max_full or n_flag >= self.max_per_flag:
-            return self._degrade(dkey, t_ms, CARDINALITY_CAP)
+            return self._degrade(dkey, t_ms, Degraded.CARDINALITY_CAP)
         tk, ctx = key[5], key[6]
         cost = BUCKET_OVERHEAD_BYTES + len(ctx) + (0 if tk is None else sys.getsizeof(tk))
         if self.bytes_held + cost + self._new_texts_cost(dkey) > self.budget:
-            return self._degrade(dkey, t_ms, MEMORY_BUDGET)
+            return self._degrade(dkey, t_ms, Degraded.MEMORY_BUDGET)
         self.bytes_held += cost  # and _interned charges the texts it keeps first
         self.full[(*self._interned(dkey), tk, ctx)] = [1, t_ms, t_ms]
         self.per_flag[flag] = n_flag + 1
         return 1
 
-    def _degrade(self, key: DegradedKey, t_ms: int, reason: str) -> int:
+    def _degrade(self, key: DegradedKey, t_ms: int, reason: Degraded) -> int:
         """Count one evaluation into degraded bucket ``key``; 1 if it landed, else 0."""
         bucket = self.degraded.get(key)
         if bucket is None:
             if len(self.degraded) >= self.max_degraded:
-                self.ledger.drop(DEGRADED_CAP)
+                self.ledger.drop(Dropped.DEGRADED_CAP)
                 return 0
             self.degraded[self._interned(key)] = [1, t_ms, t_ms]
         else:
