@@ -213,12 +213,32 @@ class OtelExport:
         counted: dict[Labels, int] = {}
         get = counted.get
         unreadable = 0
-        p_meta: Any = _NOTHING  # the previous snapshot's metadata, and what it stated
+        # The previous snapshot's fields, its metadata and what that stated: a run of
+        # the same evaluation (the common case) costs a few identity checks and one
+        # dict comparison per snapshot (each carries its own copy of the metadata).
+        p_flag = p_variant = p_reason = p_code = p_meta = _NOTHING
         p_labels: tuple[str | None, str | None] = (None, None)
+        key: Labels = ()
+        run = 0
         for snap in batch:
             flag, variant, code, _message, meta, _tk, _attrs, _t, reason = snap
+            same = meta is p_meta
+            if not same and type(meta) is dict and type(p_meta) is dict:
+                try:
+                    same = meta == p_meta
+                except BaseException:  # a value's __eq__: read the metadata again
+                    same = False
             try:
-                if meta is not p_meta:  # a copy per evaluation: read again (~0.2 us)
+                if same:
+                    if (
+                        flag is p_flag
+                        and variant is p_variant
+                        and reason is p_reason
+                        and code is p_code
+                    ):
+                        run += 1
+                        continue
+                else:
                     p_meta = _NOTHING  # until read whole
                     p_labels = _meta_labels(meta)
                     p_meta = meta
@@ -228,13 +248,18 @@ class OtelExport:
                     and (reason is None or type(reason) in _PLAIN_REASONS)
                     and (code is None or type(code) is ErrorCode)
                 ):
-                    key: Labels = (flag, variant, reason, code, *p_labels)
+                    new: Labels = (flag, variant, reason, code, *p_labels)
                 else:  # made text once here: a value's own methods never run again
-                    key = (text(flag), text(variant), _lower(reason), text(code), *p_labels)
+                    new = (text(flag), text(variant), _lower(reason), text(code), *p_labels)
             except BaseException:  # a value's __str__, a Mapping's get...
                 unreadable += 1
                 continue
-            counted[key] = get(key, 0) + 1
+            if run:
+                counted[key] = get(key, 0) + run
+            key, run = new, 1
+            p_flag, p_variant, p_reason, p_code = flag, variant, reason, code
+        if run:
+            counted[key] = get(key, 0) + run
         if unreadable:
             self._lost(Unrecorded.UNREADABLE, unreadable, None)
         if not counted:

@@ -169,3 +169,74 @@ def test_an_unreadable_value_is_counted_unrecorded_and_the_books_balance(
     assert st.otel_recorded == sum(sums(reader, p).values()) == 3
     assert st.otel_unrecorded == {"unreadable_value": 1}
     assert st.evaluations == 4 and st.conserved
+
+
+def test_runs_of_one_evaluation_split_where_any_field_or_the_metadata_changes(
+    make_telemetry: Any,
+) -> None:
+    """One batch, in order: runs of the same evaluation broken by a changed allocation,
+    variant, error, reason or flag, or by an unreadable variant, each counted where it
+    belongs."""
+    reader, _ = install()
+    p = prefix("runs")
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    def details(
+        variant: Any = "on", alloc: str = "a1", code: Any = None, reason: Any = Reason.STATIC
+    ) -> Any:
+        return FlagResolutionDetails(
+            True,
+            variant=variant,
+            reason=reason,
+            error_code=code,
+            flag_metadata={"allocation_key": alloc},
+        )
+
+    order = (
+        ["on"] * 3 + ["a2"] * 2 + ["on", "off", "bad", "off", "error", "on", "cached", "on", "g"]
+    )
+    tel = make_telemetry(otel_metrics=True, datadog=False, autostart=False)
+    flag, other = f"{p}f", f"{p}g"  # one object each, as a call site's constant is
+    for what in order:
+        d = {
+            "on": details(),
+            "a2": details(alloc="a2"),
+            "off": details("off"),
+            "bad": details(Unprintable()),
+            "error": details(code="GENERAL"),
+            "cached": details(reason=Reason.CACHED),
+            "g": details(),
+        }[what]
+        record(tel, other if what == "g" else flag, d, None)
+    tel.start()
+    assert tel.flush(10.0)
+
+    def at(**kv: str) -> tuple[tuple[str, str], ...]:
+        base = {"feature_flag.key": flag, "feature_flag.result.reason": "static"}
+        base.update({k.replace("__", "."): v for k, v in kv.items()})
+        return tuple(sorted(base.items()))
+
+    assert sums(reader, p) == {
+        at(feature_flag__result__variant="on", feature_flag__result__allocation_key="a1"): 6,
+        at(feature_flag__result__variant="on", feature_flag__result__allocation_key="a2"): 2,
+        at(feature_flag__result__variant="off", feature_flag__result__allocation_key="a1"): 2,
+        at(
+            feature_flag__result__variant="on",
+            error__type="general",
+            feature_flag__result__allocation_key="a1",
+        ): 1,
+        at(
+            feature_flag__result__variant="on",
+            feature_flag__result__reason="cached",
+            feature_flag__result__allocation_key="a1",
+        ): 1,
+        at(
+            feature_flag__key=other,
+            feature_flag__result__variant="on",
+            feature_flag__result__allocation_key="a1",
+        ): 1,
+    }
+    assert tel.stats().otel_unrecorded == {"unreadable_value": 1}
