@@ -1,4 +1,4 @@
-"""Benchmark 9: the OpenTelemetry export (``Telemetry(otel_metrics=True)``).
+"""Benchmark 10: the OpenTelemetry export (``Telemetry(otel_metrics=True)``).
 
 ``test_otel_paired``: per evaluation, in alternating blocks of one run (see _harness.py),
 sync, a 10-attribute context, each variant its own OpenFeature client on the same

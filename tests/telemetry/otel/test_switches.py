@@ -54,6 +54,7 @@ def test_opentelemetry_only_never_contacts_the_agent(agent: socket.socket) -> No
     finally:
         tel.shutdown(5.0)
     st = tel.stats()
+    assert repr(tel) == "<Telemetry stopped OpenTelemetry only>"
     assert st.exports == ("opentelemetry",) and st.evaluations_posted == st.post_attempts == 0
     assert st.otel_recorded == sum(sums(reader, p).values()) == 7 and st.conserved
     _never_contacted(agent)
