@@ -30,6 +30,7 @@ from flageval._common import RateLimitedLog, redact_url
 
 from ._bulk import Failed, Fetched, StreamSpec, parse_bulk
 from ._config import OFREPConfig
+from ._diagnostics import Counter, Stats
 from ._persist import (
     MAX_ENTRY_BYTES,
     CacheUnusable,
@@ -106,7 +107,7 @@ def _persistable(specs: tuple[StreamSpec, ...]) -> tuple[list[dict[str, Any]], b
 
 
 class EvaluationCache:
-    def __init__(self, config: OFREPConfig, stats: dict[str, int], log: RateLimitedLog) -> None:
+    def __init__(self, config: OFREPConfig, stats: Stats, log: RateLimitedLog) -> None:
         self.mode = config.cache_mode
         self._prefix = config.cache_key_prefix
         self._ttl_s = config.cache_ttl_s
@@ -131,22 +132,22 @@ class EvaluationCache:
         try:
             entry = await _off_loop(store.read)
         except (OSError, ValueError) as exc:
-            self._stats["cache_read_failed"] += 1
+            self._stats[Counter.CACHE_READ_FAILED] += 1
             self._log.warning("cache-read", "persisted evaluation not used: %s", _why(exc))
             return None
         now = time.time()
         if entry is None or entry.key_hash != key_hash(self._prefix, _targeting_key(body)):
-            self._stats["cache_misses"] += 1
+            self._stats[Counter.CACHE_MISSES] += 1
             return None
         if not (now - self._ttl_s <= entry.written_at <= now + _CLOCK_SKEW_S):
-            self._stats["cache_expired"] += 1
+            self._stats[Counter.CACHE_EXPIRED] += 1
             return None
         parsed = parse_bulk(_encode(entry.payload), entry.etag, self._base_url)
         if isinstance(parsed, Failed):
-            self._stats["cache_read_failed"] += 1
+            self._stats[Counter.CACHE_READ_FAILED] += 1
             self._log.warning("cache-read", "persisted evaluation not used: %s", parsed.detail)
             return None
-        self._stats["cache_hits"] += 1
+        self._stats[Counter.CACHE_HITS] += 1
         same = entry.context_hash == context_hash(self._prefix, body)
         fetched = Fetched(
             etag=parsed.etag,
@@ -182,7 +183,7 @@ class EvaluationCache:
         )
         data = store.encode(entry)
         if len(data) > MAX_ENTRY_BYTES:
-            self._stats["cache_write_too_large"] += 1
+            self._stats[Counter.CACHE_WRITE_TOO_LARGE] += 1
             self._log.warning(
                 "cache-size",
                 "evaluation not persisted: %d bytes is over the %d-byte limit",
@@ -191,7 +192,7 @@ class EvaluationCache:
             )
             return
         if self._waiting is not None:
-            self._stats["cache_write_discarded"] += 1  # superseded before its turn
+            self._stats[Counter.CACHE_WRITE_DISCARDED] += 1  # superseded before its turn
         self._waiting = (data, is_current)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain(store))
@@ -201,17 +202,17 @@ class EvaluationCache:
             data, is_current = self._waiting
             self._waiting = None
             if not is_current():
-                self._stats["cache_write_discarded"] += 1
+                self._stats[Counter.CACHE_WRITE_DISCARDED] += 1
                 continue
             try:
                 await _off_loop(functools.partial(store.write, data))
             except (OSError, ValueError) as exc:
-                self._stats["cache_write_failed"] += 1
+                self._stats[Counter.CACHE_WRITE_FAILED] += 1
                 self._log.warning(
                     "cache-write", "evaluation not persisted (%s); going on in memory", _why(exc)
                 )
             else:
-                self._stats["cache_writes"] += 1
+                self._stats[Counter.CACHE_WRITES] += 1
 
     async def close(self, timeout_s: float) -> None:
         """Let a write under way finish (within ``timeout_s``); drop one still waiting."""

@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from ._diagnostics import Counter, Stats
 from ._fetch import FetchRequest
 
 
@@ -29,7 +30,7 @@ class EventCoalescer:
     def __init__(
         self,
         submit: Callable[[FetchRequest], None],
-        stats: dict[str, int],
+        stats: Stats,
         debounce_s: float,
         interval_s: float,
     ) -> None:
@@ -48,7 +49,7 @@ class EventCoalescer:
     def event(self, etag: str | None, last_modified: str | None) -> None:
         if etag is not None:
             if etag == self._seen_etag:
-                self._stats["sse_events_coalesced"] += 1
+                self._stats[Counter.SSE_EVENTS_COALESCED] += 1
                 return
             self._seen_etag = etag
         request = FetchRequest(
@@ -61,7 +62,7 @@ class EventCoalescer:
             self._first = now
         else:
             self._held = self._held.merge(request)
-            self._stats["sse_events_coalesced"] += 1
+            self._stats[Counter.SSE_EVENTS_COALESCED] += 1
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(self._due(), self._fire)

@@ -21,6 +21,7 @@ from flageval._common import parse_retry_after
 
 from ._bulk import Failed, NotModified, Outcome, RateLimited, Rejected, parse_bulk
 from ._config import OFREPConfig
+from ._diagnostics import Counter
 from ._headers import sendable
 
 # A bulk answer beyond this is refused rather than buffered: memory stays bounded.
@@ -101,7 +102,7 @@ async def fetch_bulk(
             if status == 200:
                 body = await _read_bounded(response)
                 if body is None:
-                    return Failed("fetch_malformed", "200 body larger than the limit")
+                    return Failed(Counter.FETCH_MALFORMED, "200 body larger than the limit")
                 etag = response.headers.get("ETag")
                 if etag is not None and not sendable(etag):
                     # Kept, it would make every later request fail before it leaves.
@@ -118,12 +119,12 @@ async def fetch_bulk(
                 code, detail = await _error_words(response)
                 return Rejected(400, code, detail)
             if status >= 500:
-                return Failed("fetch_status_5xx", await _error_detail(response))
-            return Failed("fetch_status_other", await _error_detail(response))
+                return Failed(Counter.FETCH_STATUS_5XX, await _error_detail(response))
+            return Failed(Counter.FETCH_STATUS_OTHER, await _error_detail(response))
     except TimeoutError:
-        return Failed("fetch_timeout", f"no answer within {config.timeout_s:g} s")
+        return Failed(Counter.FETCH_TIMEOUT, f"no answer within {config.timeout_s:g} s")
     except (aiohttp.ClientError, OSError) as exc:
-        return Failed("fetch_network_error", type(exc).__name__)
+        return Failed(Counter.FETCH_NETWORK_ERROR, type(exc).__name__)
 
 
 async def _error_detail(response: aiohttp.ClientResponse) -> str:

@@ -15,6 +15,10 @@
   application asked for it) ends the wait. Any success resets the backoff;
 - the 429 floor: a 429 closes the gate for its Retry-After but never for less than the
   next backoff step, so ``Retry-After: 0`` or a date in the past cannot make a storm;
+  `RateGate` is that gate: after a Retry-After, no request of any kind (poll,
+  event-triggered re-fetch, context change, stream connect) leaves before the given
+  time; every code path that opens a request awaits `RateGate.wait` first, and a later,
+  shorter Retry-After never shortens an earlier, longer one;
 - ``failing``: whether the latest answered fetch failed, which staleness reads.
 
 What a fetch sends and what its answer means belong to ``run`` (the coordinator).
@@ -23,15 +27,35 @@ What a fetch sends and what its answer means belong to ``run`` (the coordinator)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from flageval._common import backoff_s
 
+from ._diagnostics import Counter, Stats
 from ._fetch import FetchRequest
-from ._ratelimit import RateGate
 
 # Jittered over the upper half: a retry never comes much sooner than the backoff says.
 _SPREAD = 0.5
+
+
+class RateGate:
+    """The 429 gate. Times are monotonic: a wall-clock jump cannot shorten the wait."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def block(self, seconds: float) -> None:
+        # A later Retry-After never shortens an earlier, longer one.
+        self._until = max(self._until, time.monotonic() + max(0.0, seconds))
+
+    async def wait(self) -> None:
+        # Re-check after each sleep: another 429 may have pushed the time further out.
+        while True:
+            remaining = self._until - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(remaining)
 
 
 class FetchQueue:
@@ -39,7 +63,7 @@ class FetchQueue:
         self,
         run: Callable[[FetchRequest], Awaitable[None]],
         gate: RateGate,
-        stats: dict[str, int],
+        stats: Stats,
         retry_min_s: float,
         retry_max_s: float,
     ) -> None:
@@ -63,7 +87,7 @@ class FetchQueue:
             return
         if self._retry is not None and self._retry_request is not None:
             merged = self._retry_request.merge(request)
-            self._stats["fetch_coalesced"] += 1
+            self._stats[Counter.FETCH_COALESCED] += 1
             if not urgent:
                 self._retry_request = merged
                 return
@@ -73,7 +97,7 @@ class FetchQueue:
             self._pending = request
         else:
             self._pending = self._pending.merge(request)
-            self._stats["fetch_coalesced"] += 1
+            self._stats[Counter.FETCH_COALESCED] += 1
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._drain(), name="ofrep-fetch")
 

@@ -49,9 +49,10 @@ from flageval._common import RateLimitedLog, backoff_s, parse_retry_after, redac
 
 from ._bulk import StreamSpec, same_origin
 from ._config import OFREPConfig
+from ._diagnostics import Counter, Stats
 from ._fetch import MAX_RETRY_AFTER_S
 from ._headers import MAX_ECHOED_VALUE_CHARS, sendable
-from ._ratelimit import RateGate
+from ._queue import RateGate
 from ._sse import SSEEvent, SSEFlood, SSEParser, pump
 
 _decoder = msgspec.json.Decoder()
@@ -70,10 +71,10 @@ def _last_modified(raw: Any) -> str | None:
     return None
 
 
-def _query_value(value: str | None, stats: dict[str, int]) -> str | None:
+def _query_value(value: str | None, stats: Stats) -> str | None:
     # A value this long makes a URL servers refuse (414): the fetch goes without it.
     if value is not None and len(value) > MAX_ECHOED_VALUE_CHARS:
-        stats["sse_field_dropped"] += 1
+        stats[Counter.SSE_FIELD_DROPPED] += 1
         return None
     return value
 
@@ -127,8 +128,8 @@ class _Connection:
                     ),
                 ) as response:
                     if response.status == 429:
-                        owner.stats["sse_connect_failures"] += 1
-                        owner.stats["fetch_rate_limited"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
+                        owner.stats[Counter.FETCH_RATE_LIMITED] += 1
                         retry_after = response.headers.get("Retry-After")
                         wait = parse_retry_after(retry_after, MAX_RETRY_AFTER_S)
                         floor = self._backoff_s(attempt)  # Retry-After: 0 is no licence to storm
@@ -138,12 +139,12 @@ class _Connection:
                         )
                     elif response.status in (401, 403) and credentials_sent:
                         # Credentials rejected: fatal, as for the bulk endpoint.
-                        owner.stats["sse_connect_failures"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                         owner.on_fatal(response.status)
                         return
                     elif response.status in (401, 403):
-                        owner.stats["sse_connect_failures"] += 1
-                        owner.stats["sse_token_rejected"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
+                        owner.stats[Counter.SSE_TOKEN_REJECTED] += 1
                         owner.log.log(
                             logging.WARNING,
                             f"sse-token-{where}",
@@ -156,7 +157,7 @@ class _Connection:
                     elif response.status != 200 or response.content_type != "text/event-stream":
                         # W3C: any other type fails the connection (else a catch-all page
                         # would pass for a stream that ends at once, and be re-fetched).
-                        owner.stats["sse_connect_failures"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                         owner.log.log(
                             logging.WARNING,
                             f"sse-status-{where}",
@@ -168,7 +169,7 @@ class _Connection:
                     else:
                         self.connected = True
                         connected_at = time.monotonic()
-                        owner.stats["sse_connects"] += 1
+                        owner.stats[Counter.SSE_CONNECTS] += 1
                         owner.on_state()
                         owner.on_connected()
                         await pump(
@@ -182,9 +183,9 @@ class _Connection:
                 # Expected (network, read timeout, reader limits) or not: nothing else
                 # would ever reconnect this stream.
                 if isinstance(exc, SSEFlood):
-                    owner.stats["sse_flood_closes"] += 1
+                    owner.stats[Counter.SSE_FLOOD_CLOSES] += 1
                 if not self.connected:
-                    owner.stats["sse_connect_failures"] += 1
+                    owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                 owner.log.log(
                     logging.WARNING,
                     f"sse-error-{where}",
@@ -195,13 +196,13 @@ class _Connection:
             finally:
                 self.last_event_id = parser.last_event_id
                 if self.last_event_id and not sendable(self.last_event_id):
-                    owner.stats["sse_id_unsendable"] += 1
+                    owner.stats[Counter.SSE_ID_UNSENDABLE] += 1
                     self.last_event_id = ""
                 if parser.retry_ms is not None:
                     self.retry_ms = parser.retry_ms
                 if self.connected:
                     self.connected = False
-                    owner.stats["sse_disconnects"] += 1
+                    owner.stats[Counter.SSE_DISCONNECTS] += 1
                     owner.on_state()
             if (
                 connected_at is not None
@@ -214,19 +215,19 @@ class _Connection:
 
     def _on_event(self, event: SSEEvent) -> None:
         stats = self.owner.stats
-        stats["sse_events"] += 1
+        stats[Counter.SSE_EVENTS] += 1
         try:
             payload = _decoder.decode(event.data)
         except (msgspec.DecodeError, RecursionError):  # deep nesting: RecursionError
-            stats["sse_malformed_events"] += 1
+            stats[Counter.SSE_MALFORMED_EVENTS] += 1
             return
         if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-            stats["sse_malformed_events"] += 1
+            stats[Counter.SSE_MALFORMED_EVENTS] += 1
             return
         if payload["type"] != "refetchEvaluation":
-            stats["sse_ignored_events"] += 1
+            stats[Counter.SSE_IGNORED_EVENTS] += 1
             return
-        stats["sse_refetch_events"] += 1
+        stats[Counter.SSE_REFETCH_EVENTS] += 1
         etag = payload.get("etag")
         self.owner.on_refetch(
             _query_value(etag if isinstance(etag, str) else None, stats),
@@ -243,7 +244,7 @@ class StreamManager:
         session: aiohttp.ClientSession,
         config: OFREPConfig,
         gate: RateGate,
-        stats: dict[str, int],
+        stats: Stats,
         log: RateLimitedLog,
         on_connected: Callable[[], None],
         on_refetch: OnRefetch,
@@ -294,7 +295,7 @@ class StreamManager:
             connection.task.cancel()
         if connection.connected:
             connection.connected = False
-            self.stats["sse_disconnects"] += 1
+            self.stats[Counter.SSE_DISCONNECTS] += 1
         return connection.task
 
     def close_all(self) -> list[asyncio.Task[None]]:

@@ -54,10 +54,10 @@ from ._config import (
     load_config,
 )
 from ._context import ContextEncodingError, encode_context
-from ._diagnostics import logger, new_stats
+from ._diagnostics import Counter, logger, new_stats, snapshot
 from ._refresh import Handover, Refresher
 from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, resolve
-from ._shared import Shared
+from ._snapshot import Shared
 from ._status import Status
 
 _monotonic = time.monotonic
@@ -309,14 +309,14 @@ class OFREPProvider(AbstractProvider):
                 return
             refresher = Refresher(self._config, self._shared, self._stats, self)
             self._thread, self._refresher = thread, refresher
-            self._stats["fork_restarts"] += 1
+            self._stats[Counter.FORK_RESTARTS] += 1
         thread.submit(refresher.adopt(inherited))
 
     # -- diagnostics -----------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
         """Counters since construction (fetch outcomes, stream events, coalescing...)."""
-        return dict(self._stats)
+        return snapshot(self._stats)
 
     # -- resolution: the hot path ------------------------------------------------------
 

@@ -6,10 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from flageval.ofrep._diagnostics import new_stats
+from flageval.ofrep._diagnostics import Counter, new_stats
 from flageval.ofrep._fetch import FetchRequest
-from flageval.ofrep._queue import FetchQueue
-from flageval.ofrep._ratelimit import RateGate
+from flageval.ofrep._queue import FetchQueue, RateGate
 
 POLL = FetchRequest(conditional=True)
 FULL = FetchRequest(conditional=False)
@@ -71,7 +70,7 @@ async def test_triggers_during_a_fetch_merge_into_one_follow_up_with_the_newest_
     await until(lambda: len(runs.seen) == 2 and runs.in_flight == 0)
     await asyncio.sleep(0.02)
     assert runs.requests == [POLL, event("e2")]
-    assert stats["fetch_coalesced"] == 2
+    assert stats[Counter.FETCH_COALESCED] == 2
     assert runs.most_in_flight == 1
 
 
@@ -86,7 +85,7 @@ async def test_an_unconditional_trigger_wins_the_merge_whatever_comes_after() ->
     runs.hold.set()
     await until(lambda: len(runs.seen) == 2 and runs.in_flight == 0)
     assert runs.requests == [POLL, FULL]
-    assert stats["fetch_coalesced"] == 3
+    assert stats[Counter.FETCH_COALESCED] == 3
 
 
 async def test_a_failed_fetch_is_retried_after_a_doubling_backoff_that_success_resets() -> None:

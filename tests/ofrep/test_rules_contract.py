@@ -12,7 +12,7 @@ import time
 import pytest
 
 from flageval.ofrep._coalesce import EventCoalescer
-from flageval.ofrep._diagnostics import new_stats
+from flageval.ofrep._diagnostics import Counter, new_stats
 from flageval.ofrep._fetch import FetchRequest
 from flageval.ofrep._headers import (
     MAX_ECHOED_VALUE_CHARS,
@@ -23,8 +23,7 @@ from flageval.ofrep._headers import (
     sendable,
     value_problem,
 )
-from flageval.ofrep._queue import FetchQueue
-from flageval.ofrep._ratelimit import RateGate
+from flageval.ofrep._queue import FetchQueue, RateGate
 from tests.ofrep.test_fetch_queue import POLL, Runs, until
 
 # -- headers ------------------------------------------------------------------------------
@@ -108,16 +107,16 @@ async def test_an_event_is_fetched_after_the_debounce_with_its_own_metadata() ->
             conditional=True, flag_config_etag="", flag_config_last_modified="2026-02-20T21:28:18Z"
         )
     ]
-    assert stats["sse_events_coalesced"] == 0
+    assert stats[Counter.SSE_EVENTS_COALESCED] == 0
 
 
 async def test_a_repeated_etag_and_a_merged_event_each_count_one() -> None:
     c, sent, stats = _coalescer(debounce_s=0.05, interval_s=0.05)
     c.event("e1", None)
     c.event("e1", None)  # the same ETag: nothing new, counted once
-    assert stats["sse_events_coalesced"] == 1
+    assert stats[Counter.SSE_EVENTS_COALESCED] == 1
     c.event("e2", None)  # joins the held burst, counted once
-    assert stats["sse_events_coalesced"] == 2
+    assert stats[Counter.SSE_EVENTS_COALESCED] == 2
     await until(lambda: len(sent) == 1)
     assert sent == [FetchRequest(conditional=True, flag_config_etag="e2")]
 

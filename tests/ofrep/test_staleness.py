@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from flageval.ofrep._diagnostics import new_stats
+from flageval.ofrep._detection import StaleClock
+from flageval.ofrep._diagnostics import Counter, new_stats
 from flageval.ofrep._inactivity import Inactivity
-from flageval.ofrep._shared import Shared
-from flageval.ofrep._staleness import StaleClock
+from flageval.ofrep._snapshot import Shared
 
 
 async def test_the_clock_fires_once_after_a_continuous_loss_and_keeps_its_start() -> None:
@@ -76,13 +76,13 @@ async def test_inactivity_idles_once_after_the_delay_and_one_resume_wakes_it() -
     watch.unit.start()
     await asyncio.sleep(0.15)
     assert (watch.idled, watch.unit.idle, watch.shared.idle) == (1, True, True)
-    assert watch.stats["inactivity_closes"] == 1
+    assert watch.stats[Counter.INACTIVITY_CLOSES] == 1
     watch.shared.wake_requested = True  # as a resolve does before scheduling resume
     watch.shared.last_used = time.monotonic()
     watch.unit.resume()
     watch.unit.resume()  # a second wake-up finds it active: nothing happens
     assert (watch.resumed, watch.unit.idle, watch.shared.wake_requested) == (1, False, False)
-    assert watch.stats["inactivity_resumes"] == 1
+    assert watch.stats[Counter.INACTIVITY_RESUMES] == 1
     task = watch.unit.stop()
     assert task is not None
     await asyncio.sleep(0)
