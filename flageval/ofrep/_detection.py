@@ -165,8 +165,9 @@ class Detection:
     # -- streams ---------------------------------------------------------------------
 
     def _on_stream_connected(self) -> None:
-        # ADR-0008: changes made while the stream was down (or not yet up) are fetched now.
-        self._queue.request(FetchRequest(conditional=True))
+        # ADR-0008: changes made while the stream was down (or not yet up) are fetched,
+        # coalesced and limited as refetch events are.
+        self._events.connected()
 
     def _on_stream_token_rejected(self) -> None:
         # A 304 carries no eventStreams: only a 200 brings the fresh URLs.

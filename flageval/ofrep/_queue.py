@@ -6,8 +6,14 @@
   pending, or while a fetch is in flight, merges into it (`FetchRequest.merge`: an
   unconditional trigger wins, the newest event metadata is kept) and counts as
   ``fetch_coalesced``;
-- the runner: one task that waits on the 429 gate, takes the pending trigger and awaits
-  ``run`` with it, until nothing is pending; so fetches never overlap;
+- the runner: one task that waits on the 429 gate and the ceiling, takes the pending
+  trigger and awaits ``run`` with it, until nothing is pending; so fetches never overlap;
+- the ceiling: whatever triggers them (polls, refetch events, stream (re)connects, a
+  stream's failed token, resumes, retries), fetches leave in a burst of at most
+  `CEILING_BURST`, then `CEILING_PER_S` a second (a token bucket). A trigger held back
+  merges into the next fetch (counted ``fetch_ceiling_delayed``, said once in the log).
+  Only an ``urgent`` trigger (a context change: the application asked for it) passes at
+  once, and takes its token if there is one;
 - the error backoff: a failed fetch's trigger is queued again after ``retry_min_s``
   doubling to ``retry_max_s`` (drawn from the upper half of each step), and every
   trigger that arrives meanwhile (poll, event, reconnect, resume) merges into that retry
@@ -27,16 +33,23 @@ What a fetch sends and what its answer means belong to ``run`` (the coordinator)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from flageval._common import backoff_s
 
-from ._diagnostics import Counter, Stats
+from ._diagnostics import Counter, Stats, logger
 from ._fetch import FetchRequest
 
 # Jittered over the upper half: a retry never comes much sooner than the backoff says.
 _SPREAD = 0.5
+#: The ceiling: a burst of this many fetches (one change announced twice, a reconnect
+#: and its events) goes out at once...
+CEILING_BURST = 4
+#: ...and then no more than this many a second, sustained: a server whose answers
+#: trigger the next fetch (a new stream URL in every 200) costs one request a second.
+CEILING_PER_S = 1.0
 
 
 class RateGate:
@@ -79,6 +92,14 @@ class FetchQueue:
         self._streak = 0  # consecutive failures: the backoff's exponent
         self._stopped = False
         self.failing = False
+        self._urgent = False  # the pending trigger may pass the ceiling
+        self._in_flight_urgent = False
+        self._burst = float(CEILING_BURST)
+        self._per_s = CEILING_PER_S
+        self._tokens = self._burst
+        self._refilled_at = time.monotonic()
+        self._wake = asyncio.Event()  # an urgent trigger ends a wait for the ceiling
+        self._said = False
 
     def request(self, request: FetchRequest, urgent: bool = False) -> None:
         """Ask for a fetch: the next one the runner makes covers ``request``. During the
@@ -98,16 +119,57 @@ class FetchQueue:
         else:
             self._pending = self._pending.merge(request)
             self._stats[Counter.FETCH_COALESCED] += 1
+        if urgent:
+            self._urgent = True
+            self._wake.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._drain(), name="ofrep-fetch")
 
     async def _drain(self) -> None:
         while self._pending is not None and not self._stopped:
-            await self._gate.wait()
+            await self._within_limits()
             if self._pending is None or self._stopped:
                 return
             request, self._pending = self._pending, None
+            self._in_flight_urgent, self._urgent = self._urgent, False
+            self._take_token()
             await self._run(request)
+
+    async def _within_limits(self) -> None:
+        """Wait until the 429 gate is open and, unless the pending trigger is urgent, a
+        token of the ceiling is there (re-checking the gate: a 429 may come meanwhile)."""
+        held = False
+        while True:
+            await self._gate.wait()
+            delay = 0.0 if self._urgent else self._ceiling_delay_s()
+            if delay <= 0 or self._stopped:
+                return
+            if not held:
+                held = True
+                self._stats[Counter.FETCH_CEILING_DELAYED] += 1
+                if not self._said:
+                    self._said = True
+                    logger.warning(
+                        "bulk fetches are asked for faster than about one a second (the "
+                        "server's stream URLs or events, or polling, trigger them): later "
+                        "triggers are merged and fetched at that rate"
+                    )
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._per_s)
+        self._refilled_at = now
+
+    def _ceiling_delay_s(self) -> float:
+        self._refill()
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self._per_s
+
+    def _take_token(self) -> None:
+        self._refill()
+        self._tokens = max(0.0, self._tokens - 1.0)
 
     def succeeded(self) -> None:
         self._streak = 0
@@ -144,7 +206,7 @@ class FetchQueue:
         floor = self._next_backoff_s()
         wait = floor if retry_after_s is None else max(retry_after_s, floor)
         self._gate.block(wait)
-        self.request(request)
+        self.request(request, urgent=self._in_flight_urgent)
         return wait
 
     def _next_backoff_s(self) -> float:
@@ -157,4 +219,5 @@ class FetchQueue:
         self._stopped = True
         self._pending = None
         self._cancel_retry()
+        self._wake.set()
         return self._runner

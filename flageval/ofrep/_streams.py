@@ -44,13 +44,14 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from flageval._common import RateLimitedLog, backoff_s, parse_retry_after, redact_url
 
 from ._bulk import StreamSpec, same_origin
 from ._config import OFREPConfig
 from ._diagnostics import Counter, Stats
-from ._fetch import MAX_RETRY_AFTER_S
+from ._fetch import MAX_RETRY_AFTER_S, scrubber
 from ._headers import MAX_ECHOED_VALUE_CHARS, sendable
 from ._queue import RateGate
 from ._sse import SSEEvent, SSEFlood, SSEParser, pump
@@ -58,6 +59,17 @@ from ._sse import SSEEvent, SSEFlood, SSEParser, pump
 _decoder = msgspec.json.Decoder()
 
 OnRefetch = Callable[[str | None, str | None], None]
+
+
+def origin_text(url: URL) -> str:
+    """How a stream is named in logs and task names: its origin only. A token may sit in
+    its path as well as in its query."""
+    return redact_url(url.origin()) if url.absolute else "?"
+
+
+def _stream(url: URL) -> tuple[str, str | None, int | None, str]:
+    """What makes two stream URLs the same stream: all but query, userinfo, fragment."""
+    return (url.scheme, url.host, url.port, url.raw_path)
 
 
 def _last_modified(raw: Any) -> str | None:
@@ -90,7 +102,7 @@ class _Connection:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"ofrep-sse {redact_url(self.spec.url)}"
+            self._run(), name=f"ofrep-sse {origin_text(self.spec.url)}"
         )
 
     def _backoff_s(self, attempt: int) -> float:
@@ -105,12 +117,14 @@ class _Connection:
         owner = self.owner
         config = owner.config
         attempt = 0
-        auth = same_origin(self.spec.url, config.base_url)
-        # Only a stream sent our credentials can have them rejected.
-        credentials_sent = auth and bool(config.headers)
-        where = redact_url(self.spec.url)
         while True:
             await owner.gate.wait()
+            # Read at each attempt: a new token for this stream replaces its URL.
+            url = self.spec.url
+            auth = same_origin(url, config.base_url)
+            # Only a stream sent our credentials can have them rejected.
+            credentials_sent = auth and bool(config.headers)
+            where = origin_text(url)
             connected_at: float | None = None
             headers: dict[str, str] = dict(config.headers) if auth else {}
             headers["Accept"] = "text/event-stream"
@@ -120,7 +134,7 @@ class _Connection:
             parser = SSEParser(last_event_id=self.last_event_id)
             try:
                 async with owner.session.get(
-                    self.spec.url,
+                    url,
                     headers=headers,
                     allow_redirects=not (auth and config.headers),
                     timeout=aiohttp.ClientTimeout(
@@ -135,7 +149,7 @@ class _Connection:
                         floor = self._backoff_s(attempt)  # Retry-After: 0 is no licence to storm
                         owner.gate.block(floor if wait is None else max(wait, floor))
                         owner.log.log(
-                            logging.WARNING, "sse-429", "event stream %s answered 429", where
+                            logging.WARNING, "sse-429", "event stream at %s answered 429", where
                         )
                     elif response.status in (401, 403) and credentials_sent:
                         # Credentials rejected: fatal, as for the bulk endpoint.
@@ -147,9 +161,9 @@ class _Connection:
                         owner.stats[Counter.SSE_TOKEN_REJECTED] += 1
                         owner.log.log(
                             logging.WARNING,
-                            f"sse-token-{where}",
-                            "event stream %s answered HTTP %d: its URL's token was refused; "
-                            "re-fetching the bulk evaluation for fresh stream URLs",
+                            "sse-token",
+                            "event stream at %s answered HTTP %d: its URL's token was "
+                            "refused; re-fetching the bulk evaluation for fresh stream URLs",
                             where,
                             response.status,
                         )
@@ -160,11 +174,11 @@ class _Connection:
                         owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                         owner.log.log(
                             logging.WARNING,
-                            f"sse-status-{where}",
-                            "event stream %s answered HTTP %d (%s); retrying with backoff",
+                            "sse-status",
+                            "event stream at %s answered HTTP %d (%s); retrying with backoff",
                             where,
                             response.status,
-                            response.content_type,
+                            owner.scrub(response.content_type)[:100],
                         )
                     else:
                         self.connected = True
@@ -188,8 +202,8 @@ class _Connection:
                     owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                 owner.log.log(
                     logging.WARNING,
-                    f"sse-error-{where}",
-                    "event stream %s failed (%s); retrying with backoff",
+                    "sse-error",
+                    "event stream at %s failed (%s); retrying with backoff",
                     where,
                     type(exc).__name__,
                 )
@@ -264,6 +278,7 @@ class StreamManager:
         self.on_fatal = on_fatal
         self.on_token_rejected = on_token_rejected
         self.max_events_per_s = max_events_per_s
+        self.scrub = scrubber(config)
         self._connections: dict[str, _Connection] = {}
 
     @property
@@ -275,22 +290,37 @@ class StreamManager:
         return all(c.connected for c in self._connections.values())
 
     def update(self, specs: tuple[StreamSpec, ...]) -> None:
-        """Same URL: kept as is (no reconnect). Gone: closed. New: connected."""
+        """Same URL: kept as is. A URL that differs from a held one only in its query
+        (or userinfo, or fragment) is that stream with a new token: the held connection
+        takes it for its next connect, with no reconnect now and so no fetch (several
+        such streams on one path pair up in order). Gone: closed. New: connected."""
         wanted = {str(spec.url): spec for spec in specs}
-        for key in [k for k in self._connections if k not in wanted]:
-            self._close(key)
+        held = dict(self._connections)
+        kept: dict[str, _Connection] = {}
+        for key in [k for k in wanted if k in held]:
+            kept[key] = held.pop(key)
+            kept[key].spec = wanted.pop(key)
+        for key, spec in list(wanted.items()):
+            same = next(
+                (k for k, c in held.items() if _stream(c.spec.url) == _stream(spec.url)), None
+            )
+            if same is not None:
+                kept[key] = held.pop(same)
+                kept[key].spec = wanted.pop(key)
+                self.stats[Counter.SSE_TOKEN_REPLACED] += 1
+        for connection in held.values():
+            self._stop(connection)
+        self._connections = kept
         for key, spec in wanted.items():
-            existing = self._connections.get(key)
-            if existing is not None:
-                existing.spec = spec
-                continue
             connection = _Connection(self, spec)
             self._connections[key] = connection
             connection.start()
         self.on_state()
 
     def _close(self, key: str) -> asyncio.Task[None] | None:
-        connection = self._connections.pop(key)
+        return self._stop(self._connections.pop(key))
+
+    def _stop(self, connection: _Connection) -> asyncio.Task[None] | None:
         if connection.task is not None:
             connection.task.cancel()
         if connection.connected:

@@ -6,6 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
+from flageval.ofrep import _queue as queue_module
 from flageval.ofrep._diagnostics import Counter, new_stats
 from flageval.ofrep._fetch import FetchRequest
 from flageval.ofrep._queue import FetchQueue, RateGate
@@ -152,3 +155,49 @@ async def test_stop_drops_what_is_pending_and_refuses_later_triggers() -> None:
     await asyncio.wait_for(runner, 1.0)
     await asyncio.sleep(0.1)  # past the retry's delay
     assert runs.requests == [POLL]
+
+
+# -- the ceiling and the gate ---------------------------------------------------------------
+
+
+async def test_fetches_go_in_a_burst_of_four_then_at_the_ceilings_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CEILING_PER_S", 5.0)  # one every 0.2 s: a short test
+    runs = Runs()
+    queue, stats, _ = make(runs)
+    started = time.monotonic()
+    for n in range(6):  # one after the other, as a server's answers trigger them
+        queue.request(event(f"e{n}"))
+        await until(lambda n=n: len(runs.seen) == n + 1 and runs.in_flight == 0)
+    starts = [t - started for _, t in runs.seen]
+    assert stats[Counter.FETCH_CEILING_DELAYED] == 2  # the fifth and the sixth
+    # The fifth waits for a token (0.2 s from the start, less what the burst took to
+    # refill), the sixth for one more.
+    assert starts[4] >= 0.2 - (starts[3] - starts[0]) - 0.01
+    assert starts[5] - starts[4] >= 0.2 - 0.01
+
+
+async def test_an_urgent_trigger_passes_a_fetch_held_by_the_ceiling_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CEILING_PER_S", 0.01)  # a token every 100 s
+    runs = Runs()
+    queue, stats, _ = make(runs)
+    for n in range(4):
+        queue.request(event(f"e{n}"))
+        await until(lambda n=n: len(runs.seen) == n + 1 and runs.in_flight == 0)
+    queue.request(POLL)  # no token left: held
+    await until(lambda: stats[Counter.FETCH_CEILING_DELAYED] == 1)
+    queue.request(FULL, urgent=True)  # a context change: goes now, merged with the poll
+    await until(lambda: len(runs.seen) == 5, timeout_s=10.0)
+    assert runs.requests[-1] == FULL
+    queue.stop()
+
+
+async def test_a_shorter_block_never_shortens_a_longer_one() -> None:
+    gate = RateGate()
+    gate.block(30.0)
+    gate.block(0.01)  # a later, shorter Retry-After
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(gate.wait(), 0.5)

@@ -235,7 +235,7 @@ async def test_works_inside_an_asyncio_application(
         await asyncio.sleep(0.01)
 
 
-def test_logs_carry_no_stream_query_and_no_header_values(
+def test_logs_name_a_stream_by_its_origin_only_and_carry_no_header_values(
     server: OFREPTestServer,
     make_provider: Callable[..., OFREPProvider],
     caplog: pytest.LogCaptureFixture,
@@ -252,8 +252,8 @@ def test_logs_carry_no_stream_query_and_no_header_values(
     server.drop_streams()
     wait_until(lambda: provider.stats()["fetch_status_5xx"] == 1)
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "/sse/secret" in text  # the stream is named...
-    assert "TOPSECRET" not in text  # ...without its query
+    assert f"event stream at {server.url} " in text  # the stream is named by its origin...
+    assert "/sse/secret" not in text and "TOPSECRET" not in text  # ...not its path or query
     assert "HEADERSECRET" not in text
     assert "HTTP 500" in text
 
