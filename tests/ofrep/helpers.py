@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from openfeature import api
@@ -9,7 +10,17 @@ from openfeature.client import OpenFeatureClient
 
 from flageval.ofrep import OFREPProvider
 
-from .ofrep_server import OFREPTestServer, wait_until
+from .ofrep_server import OFREPTestServer, Scripted, wait_until
+
+#: A server error answer, for a server that is down.
+DOWN = Scripted(500, b'{"errorDetails": "down"}')
+
+
+def entry_file(directory: Path) -> Path:
+    """The one persisted entry in ``directory``."""
+    files = [p for p in directory.iterdir() if p.suffix == ".json"]
+    assert len(files) == 1, files
+    return files[0]
 
 
 def answered(provider: OFREPProvider | Mapping[str, int]) -> int:

@@ -1,4 +1,5 @@
-"""Issue 11 §2: persisted evaluations (ADR-0009) for a server process."""
+"""Persisted evaluations (ADR-0009) for a server process: each cache mode at start and
+while serving the entry, what matches, what the file holds and who may read it."""
 
 from __future__ import annotations
 
@@ -23,17 +24,10 @@ from openfeature.provider import ProviderStatus
 from flageval.ofrep import OFREPProvider
 
 from .conftest import EventLog
-from .helpers import settled
+from .helpers import DOWN, entry_file, settled
 from .ofrep_server import OFREPTestServer, Scripted, wait_until
 
 ANN = EvaluationContext("ann", {"plan": "pro"})
-DOWN = Scripted(500, b'{"errorDetails": "down"}')
-
-
-def entry_file(directory: Path) -> Path:
-    files = [p for p in directory.iterdir() if p.suffix == ".json"]
-    assert len(files) == 1, files
-    return files[0]
 
 
 def persisted(
@@ -155,9 +149,9 @@ def test_the_file_holds_no_secret_and_is_owner_only(
     for secret in ("SECRET", "Bearer", 'ann"', "Authorization"):
         assert secret not in raw
     doc = json.loads(raw)
-    assert doc["version"] == 1
+    assert doc["version"] == 2
     assert doc["cacheKeyHash"] == hashlib.sha256(b"svc:ann").hexdigest()
-    assert [s["url"] for s in doc["payload"]["eventStreams"]] == [server.url + "/sse/plain"]
+    assert "eventStreams" not in doc["payload"] and "/sse/" not in raw  # no stream URL
     assert doc["streamsWithheld"] is True
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
