@@ -152,6 +152,13 @@ def load_config(
     else:
         resolved_headers = check_headers(headers, "headers")
 
+    if (url.user or url.password) and any(n.lower() == "authorization" for n in resolved_headers):
+        # aiohttp would refuse every request late; which one was meant cannot be guessed.
+        raise ValueError(
+            "base_url carries credentials and an Authorization header is configured: "
+            "give only one of them"
+        )
+
     if timeout_ms is None:
         timeout = _from_env(env, ENV_TIMEOUT_MS, _positive_int_ms, float(DEFAULT_TIMEOUT_MS))
     else:

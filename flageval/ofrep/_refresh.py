@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from ._config import OFREPConfig
 from ._context import ContextEncodingError, CurrentContext
 from ._detection import Detection
 from ._diagnostics import Counter, Stats, logger
-from ._fetch import FetchRequest, fetch_bulk
+from ._fetch import FetchRequest, fetch_bulk, scrubber
 from ._queue import FetchQueue, RateGate
 from ._snapshot import Shared, Snapshot
 from ._status import Emitter, Lifecycle, Status
@@ -85,6 +86,7 @@ class Refresher:
         self._stats = stats
         self._emitter = emitter
         self._fetch_bulk = fetch
+        self._scrub = scrubber(config)
         self._log = RateLimitedLog(logger)
         self._gate = RateGate()
         self._lifecycle = Lifecycle(emitter)
@@ -253,7 +255,9 @@ class Refresher:
             )
         except Exception as exc:
             # A bug, not a network error (fetch_bulk maps those): a failed fetch, retried.
-            logger.debug("unexpected error in the bulk fetch", exc_info=True)
+            # Its text may quote a request header: scrubbed.
+            trace = "".join(traceback.format_exception(exc))
+            logger.debug("unexpected error in the bulk fetch: %s", self._scrub(trace))
             return Failed(Counter.FETCH_INTERNAL_ERROR, f"unexpected {type(exc).__name__}")
 
     def _apply(self, outcome: Outcome, request: FetchRequest, generation: int) -> None:
