@@ -29,13 +29,14 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
+from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import GeneralError, OpenFeatureError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
-from openfeature.provider import AbstractProvider, Metadata
+from openfeature.provider import AbstractProvider, FeatureProvider, Metadata
 
 from flageval import _process as process
 from flageval._loop import LoopThread, park
@@ -58,7 +59,7 @@ from ._diagnostics import Counter, logger, new_stats, snapshot
 from ._refresh import Handover, Refresher
 from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, resolve
 from ._snapshot import Shared
-from ._status import Status
+from ._status import SdkOrder, Status
 
 _monotonic = time.monotonic
 
@@ -137,6 +138,7 @@ class OFREPProvider(AbstractProvider):
         self._follow_global = context is None
         self._seen_global: EvaluationContext | None = None
         self._shared = Shared()
+        self._order = SdkOrder(self.emit)  # the loop's events, after the SDK's own status
         self._stats = new_stats()
         self._lifecycle = threading.Lock()
         self._thread: LoopThread | None = None
@@ -152,11 +154,24 @@ class OFREPProvider(AbstractProvider):
     def get_metadata(self) -> Metadata:
         return Metadata(name="flageval-ofrep")
 
+    def attach(
+        self, on_emit: Callable[[FeatureProvider, ProviderEvent, ProviderEventDetails], None]
+    ) -> None:
+        super().attach(on_emit)
+        self._order.attached(self, on_emit)
+
     # -- lifecycle -------------------------------------------------------------------
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Start the loop thread and run the first bulk fetch on it; raise if it fails
         (ProviderFatalError on 401/403, GeneralError otherwise)."""
+        self._order.initializing()
+        try:
+            self._initialize(evaluation_context)
+        finally:
+            self._order.initialized()
+
+    def _initialize(self, evaluation_context: EvaluationContext) -> None:
         with self._lifecycle:
             if self._thread is not None:
                 return  # already running (the same provider bound to a second domain)
@@ -173,7 +188,7 @@ class OFREPProvider(AbstractProvider):
             if not started:
                 thread.stop(0)  # a starved interpreter: the late loop stops at once
                 raise GeneralError("the provider's loop thread did not start in time")
-            refresher = Refresher(self._config, self._shared, self._stats, self)
+            refresher = Refresher(self._config, self._shared, self._stats, self._order)
             self._thread, self._refresher = thread, refresher
             self._inherited = None  # initialize() in a forked child starts afresh
         body = self._encode(context)
@@ -307,7 +322,7 @@ class OFREPProvider(AbstractProvider):
             except RuntimeError:
                 logger.warning("forked child: could not start the provider's thread")
                 return
-            refresher = Refresher(self._config, self._shared, self._stats, self)
+            refresher = Refresher(self._config, self._shared, self._stats, self._order)
             self._thread, self._refresher = thread, refresher
             self._stats[Counter.FORK_RESTARTS] += 1
         thread.submit(refresher.adopt(inherited))
