@@ -106,6 +106,28 @@ def test_429_on_a_stream_connect_blocks_bulk_requests_too(
     assert min(r.t for r in later) >= rejected.t + 1.0 - 0.02
 
 
+def test_a_shorter_retry_after_never_shortens_a_longer_wait(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    server.set_flag("a", 1)
+    provider, _ = start_with_stream(server, make_provider)
+    server.hold_fetches()
+    server.push(refetch(etag="e1"))
+    wait_until(lambda: server.in_flight == 1, what="a bulk fetch in flight")
+    # Meanwhile the stream is lost and its reconnect is told to wait 2 s...
+    server.sse_script.append(Scripted(429, headers={"Retry-After": "2"}))
+    server.drop_streams()
+    wait_until(lambda: provider.stats()["fetch_rate_limited"] == 1, what="the stream's 429")
+    long_wait = server.sse_requests()[-1]
+    # ...then the fetch in flight is told to wait 0 s: the longer wait stands.
+    server.script.append(Scripted(429, headers={"Retry-After": "0"}))
+    server.release_fetches()
+    wait_until(lambda: provider.stats()["fetch_rate_limited"] == 2, what="the fetch's 429")
+    seen = len(server.all_requests())
+    wait_until(lambda: len(server.all_requests()) > seen, timeout_s=10, what="traffic again")
+    assert server.all_requests()[seen].t >= long_wait.t + 2.0 - 0.02
+
+
 def test_401_is_fatal_and_stops_every_request(
     server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
 ) -> None:
