@@ -38,6 +38,10 @@ ENV_CACHE_TTL_S = "OFREP_CACHE_TTL_S"
 ENV_CACHE_KEY_PREFIX = "OFREP_CACHE_KEY_PREFIX"
 
 DEFAULT_TIMEOUT_MS = 10_000
+# A server process has no foreground to re-fetch on (ADR-0010's "no polling" is written
+# for browsers and phones): without a usable stream it would never see a change. So it
+# polls by default while no stream is held; 0 turns polling off.
+DEFAULT_POLL_INTERVAL_S = 30.0
 # ADR-0008: a provider closes idle streams after the server's inactivityDelaySec, and
 # 120 s is the value the ADR itself uses when the server sends none.
 DEFAULT_INACTIVITY_DELAY_S = 120.0

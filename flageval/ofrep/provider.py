@@ -44,6 +44,7 @@ from flageval._loop import LoopThread, park
 from ._config import (
     DEFAULT_EVENT_DEBOUNCE_S,
     DEFAULT_EVENT_FETCH_INTERVAL_S,
+    DEFAULT_POLL_INTERVAL_S,
     DEFAULT_RECONNECT_MAX_S,
     DEFAULT_RECONNECT_MIN_S,
     DEFAULT_RETRY_MAX_S,
@@ -76,9 +77,10 @@ class OFREPProvider(AbstractProvider):
 
     ``base_url``, ``headers`` and ``timeout_ms`` fall back to ``OFREP_ENDPOINT``,
     ``OFREP_HEADERS`` (``k=v,k2=v2``, URL-decoded first) and ``OFREP_TIMEOUT_MS``
-    (default 10000). ``poll_interval_s > 0`` with ``"sse"`` polls only while no stream
-    can be held. ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec``
-    (else 120 s). Persisted evaluations (ADR-0009): ``cache_mode``
+    (default 10000). With ``"sse"``, the provider polls every ``poll_interval_s``
+    (default 30; 0: never) only while no stream is advertised or one cannot be held.
+    ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec`` (else 120 s).
+    Persisted evaluations (ADR-0009): ``cache_mode``
     (``local-cache-first``, ``network-first``, ``disabled``), ``cache_dir``,
     ``cache_ttl_s`` and ``cache_key_prefix`` fall back to ``OFREP_CACHE_MODE``,
     ``OFREP_CACHE_DIR``, ``OFREP_CACHE_TTL_S`` and ``OFREP_CACHE_KEY_PREFIX``. The other
@@ -92,7 +94,7 @@ class OFREPProvider(AbstractProvider):
         headers: Mapping[str, str] | None = None,
         timeout_ms: int | None = None,
         change_detection: str = "sse",
-        poll_interval_s: float = 0,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         inactivity_delay_s: float | None = None,
         context: EvaluationContext | None = None,
         *,

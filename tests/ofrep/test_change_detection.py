@@ -51,14 +51,18 @@ def test_change_detection_none_only_fetches_at_start_and_on_context_change(
 
 
 def test_polling_stands_in_while_the_stream_cannot_be_held(
-    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
 ) -> None:
     server.set_flag("a", 1)
     server.event_streams = [server.sse_here()]
     for _ in range(6):
         server.sse_script.append(Scripted(503))
     provider = make_provider(
-        server.url, poll_interval_s=0.05, reconnect_min_s=0.1, reconnect_max_s=0.1
+        server.url,
+        poll_interval_s=0.05,
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.1,
+        stale_after_s=0.1,  # shorter than the outage: polling keeps it from going STALE
     )
     api.set_provider_and_wait(provider)
     client = api.get_client()
@@ -68,6 +72,7 @@ def test_polling_stands_in_while_the_stream_cannot_be_held(
 
     wait_until(lambda: server.sse_connected == 1, timeout_s=5.0, what="stream finally held")
     settled(provider, server)
+    assert events.of(ProviderEvent.PROVIDER_STALE) == []
     polls = provider.stats()["polls"]
     time.sleep(0.3)  # six intervals: polling has stopped
     assert provider.stats()["polls"] == polls
@@ -143,8 +148,14 @@ def test_stale_when_the_stream_stays_down_then_ready_when_back(
     server: OFREPTestServer, make_provider: Callable[..., OFREPProvider], events: EventLog
 ) -> None:
     server.set_flag("a", 1)
+    # No polling (poll_interval_s=0): a lost stream is lost change detection.
     _provider, client = start_with_stream(
-        server, make_provider, stale_after_s=0.3, reconnect_min_s=0.05, reconnect_max_s=0.05
+        server,
+        make_provider,
+        poll_interval_s=0,
+        stale_after_s=0.3,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.05,
     )
     for _ in range(1000):
         server.sse_script.append(Scripted(503))

@@ -124,3 +124,29 @@ def test_the_persisted_entry_is_revalidated_by_fast_feature_and_corrected_on_cha
     third.initialize(alice)
     wait_until(lambda: third.resolve_boolean_details("checkout", True).value is False, what="fix")
     assert fast_feature.bulk_statuses[-1] == 200
+
+
+def test_without_streams_the_provider_polls_by_default_and_sees_every_change(
+    fast_feature: FastFeatureServer,
+) -> None:
+    # fast-feature advertises no eventStreams. Defaults: change_detection "sse", polling
+    # every 30 s while no stream is advertised; a shorter period here, nothing else set.
+    assert OFREPProvider(base_url=fast_feature.url).config.poll_interval_s == 30.0
+    fast_feature.create_flag("color", {"red": "#f00", "blue": "#00f"}, "red")
+    provider = OFREPProvider(base_url=fast_feature.url, poll_interval_s=0.25)
+    statuses = fast_feature.bulk_statuses
+    try:
+        api.set_provider_and_wait(provider)
+        client = api.get_client()
+        colors = ["blue", "red"] * 3
+        for color in colors:
+            seen = len(statuses)
+            wait_until(lambda n=seen: len(statuses) > n and statuses[-1] == 304, what="a poll")
+            fast_feature.update_flag("color", {"red": "#f00", "blue": "#00f"}, color)
+            value = {"red": "#f00", "blue": "#00f"}[color]
+            wait_until(lambda v=value: client.get_string_value("color", "") == v, what="seen")
+        # One 200 per change (and the first); every other request was a 304.
+        assert statuses.count(200) == 1 + len(colors), statuses
+        assert set(statuses) == {200, 304}
+    finally:
+        provider.shutdown()
