@@ -16,9 +16,10 @@
   once, and takes its token if there is one;
 - the error backoff: a failed fetch's trigger is queued again after ``retry_min_s``
   doubling to ``retry_max_s`` (drawn from the upper half of each step), and every
-  trigger that arrives meanwhile (poll, event, reconnect, resume) merges into that retry
-  instead of going out at once; only an ``urgent`` one (a context change: the
-  application asked for it) ends the wait. Any success resets the backoff;
+  trigger that was queued behind it or arrives meanwhile (poll, event, reconnect,
+  resume) merges into that retry instead of going out at once; only an ``urgent`` one
+  (a context change: the application asked for it) ends the wait. Any success resets
+  the backoff;
 - the 429 floor: a 429 closes the gate for its Retry-After but never for less than the
   next backoff step, so ``Retry-After: 0`` or a date in the past cannot make a storm;
   `RateGate` is that gate: after a Retry-After, no request of any kind (poll,
@@ -177,11 +178,16 @@ class FetchQueue:
         self._cancel_retry()
 
     def failed(self, request: FetchRequest) -> float:
-        """Queue ``request`` again after the next backoff step; returns that delay."""
+        """Queue ``request`` again after the next backoff step; returns that delay. What
+        was queued behind the failed fetch (unless urgent) waits for that retry too."""
         self.failing = True
         delay = self._next_backoff_s()
         if self._retry_request is not None:
             request = self._retry_request.merge(request)
+        if self._pending is not None and not self._urgent:
+            request = request.merge(self._pending)
+            self._pending = None
+            self._stats[Counter.FETCH_COALESCED] += 1
         self._cancel_retry()
         self._retry_request = request
         self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -89,3 +90,12 @@ def start_with_stream(
     wait_until(lambda: in_use() or server.sse_connected >= here, what="server sees the streams")
     settled(provider, server)
     return provider, api.get_client()
+
+
+def assert_backs_off(times: list[float], base_s: float, cap_s: float) -> None:
+    """Each gap between consecutive attempts (arrival times at the server) is at least
+    the lower end of its backoff step: half of ``base_s`` doubling to ``cap_s``. Load
+    only widens gaps, so this cannot fail for being slow."""
+    for n, (earlier, later) in enumerate(itertools.pairwise(times)):
+        floor = min(cap_s, base_s * 2**n) / 2
+        assert later - earlier >= floor - 0.005, (n, later - earlier, floor)

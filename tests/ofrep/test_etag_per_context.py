@@ -1,6 +1,7 @@
-"""A stored ETag belongs to one context: a fetch still pending when the context
-changes goes out for the new context without the old context's ETag, so a server whose
-ETag covers only its configuration cannot answer it 304 with the old context's flags."""
+"""A stored ETag belongs to one context: a switch drops it, and a fetch queued behind
+the new context's first fetch goes out for the new context without the old context's
+ETag, so a server whose ETag covers only its configuration cannot answer it 304 with
+the old context's flags."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from openfeature.evaluation_context import EvaluationContext
 
 from flageval.ofrep import OFREPProvider
+from flageval.ofrep._context import CurrentContext
 
 from .helpers import DOWN, settled, start_with_stream
 from .ofrep_server import OFREPTestServer, refetch, wait_until
@@ -49,6 +51,19 @@ def test_a_fetch_pending_across_a_context_switch_never_carries_the_old_etag(
     settled(provider, server)
     failed, follow_up = server.bulk_requests()[before : before + 2]
     assert failed.json == follow_up.json == {"context": {"targetingKey": "bob"}}
-    assert "flagConfigEtag" in follow_up.query  # the queued event's fetch
     assert "If-None-Match" not in follow_up.headers  # alice's ETag is never sent for bob
+    # The queued event's fetch waited for the failed fetch's retry (at least half of
+    # retry_min_s 0.05) and went out as part of it.
+    assert follow_up.t - failed.t >= 0.025 - 0.005
     assert switched.result(5) is False  # its own fetch failed; the next one served bob
+
+
+async def test_a_context_switch_drops_the_stored_etag() -> None:
+    context = CurrentContext()
+    context.switch(b'{"context":{"targetingKey":"alice"}}')
+    context.etag = '"alice-etag"'
+    context.switch(b'{"context":{"targetingKey":"bob"}}')
+    assert context.etag is None  # whatever is pending: no request for bob may carry it
+    context.etag = '"bob-etag"'
+    context.unusable()  # a context that cannot be sent: nothing of bob's is kept either
+    assert context.etag is None

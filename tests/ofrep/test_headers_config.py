@@ -1,4 +1,4 @@
-"""Issue 11 §4: OFREP_HEADERS by the ADR-0007 amendment; secrets never echoed or printed."""
+"""OFREP_HEADERS by the ADR-0007 amendment; secrets never echoed or printed."""
 
 from __future__ import annotations
 
