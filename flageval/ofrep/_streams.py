@@ -9,6 +9,11 @@ state changed (the owner recomputes polling fallback and staleness), it was answ
 stream's own token failed: the owner re-fetches the bulk evaluation for fresh URLs).
 
 Choices where ADR-0008 leaves one:
+- a URL that differs from a held stream's only in its query (or userinfo) is that
+  stream with a new token, which a server may hand out in every answer: the held
+  connection takes it for its next connect, with no reconnect and so no re-fetch;
+- a stream is named in logs and task names by its origin only: a token may sit in
+  its path as well as its query;
 - the configured headers (credentials) go to a stream only when its origin (scheme,
   host, port) equals the base URL's origin, and such a stream does not follow
   redirects, which could carry them elsewhere;
