@@ -23,7 +23,9 @@ Every module whose name starts with an underscore is internal; one module per st
 - ``_losses`` and ``_stats``: every drop and degrade reason; ``Stats``;
 - ``_telemetry``, ``_runner`` and ``_loop``: a pipeline's life and where its worker runs;
 - ``_process`` and ``_default``: exit, signals and fork; the process-wide pipeline;
-- ``_config``, ``_checks``, ``_service`` and ``_container``: settings; who is posting;
+- ``_settings``: how a setting is declared, and the one loader both halves use;
+- ``_config`` and ``_checks``: the pipeline's settings; ``_service``, ``_container``: who
+  is posting;
 - ``_common``: helpers both halves share;
 - ``_cli``: ``python -m flageval demo`` and ``python -m flageval bench``.
 """

@@ -82,16 +82,74 @@ def check_number(
     minimum: float = 0.0,
     inclusive: bool = False,
     integer: bool = False,
+    maximum: float | None = None,
+    zero: bool = False,
 ) -> Any:
-    """``value`` if it is a finite number (an int when ``integer``) above ``minimum`` (or
-    equal to it when ``inclusive``); else ValueError naming ``name``."""
+    """``value`` if it is a finite number (an int when ``integer``, else returned as a
+    float) above ``minimum`` (or equal to it when ``inclusive``), at most ``maximum``, or
+    0 when ``zero``; else ValueError naming ``name``, however large the number (an int
+    compares with a float exactly; converting it could overflow)."""
+    number: float | None = None  # an int stays an int: it compares with floats exactly
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value if integer else _float(value)
+    elif isinstance(value, float) and not integer:
+        number = value
+    if number is not None and (
+        (zero and number == 0)
+        or (
+            (integer or math.isfinite(number))
+            and (number > minimum or (inclusive and number == minimum))
+            and (maximum is None or number <= maximum)
+        )
+    ):
+        return number
     kind = "an integer" if integer else "a number"
-    bound = f"{'>=' if inclusive else '>'} {minimum:g}"
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
-    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
-        raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
-    return value
+    bounds = describe_bounds(minimum, inclusive, maximum, zero=zero)
+    raise ValueError(f"{name} must be {kind} {bounds}, got {shown(value)}")
+
+
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int past any float: out of every range
+        return math.inf
+
+
+def describe_bounds(
+    minimum: float, inclusive: bool, maximum: float | None = None, *, zero: bool = False
+) -> str:
+    """``> 0``, ``>= 0.001 and <= 86400``, ``0, or >= 0.01 ...``: what check_number takes."""
+    text = f"{'>=' if inclusive else '>'} {_number(minimum)}"
+    if maximum is not None:
+        text += f" and <= {_number(maximum)}"
+    return f"0, or {text}" if zero else text
+
+
+def _number(x: float) -> str:
+    if x >= 10**6 and x == 10 ** round(math.log10(x)):
+        return f"10^{round(math.log10(x))}"
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
+#: The most of a bad value an error text or a log line quotes.
+QUOTE_CHARS = 64
+
+
+def quote(text: str) -> str:
+    """``text`` as repr() shows it (control characters escaped, so no forged log line),
+    cut to its first QUOTE_CHARS characters when longer, with its length."""
+    if len(text) <= QUOTE_CHARS:
+        return repr(text)
+    return f"{text[:QUOTE_CHARS]!r}... ({len(text):,} characters)"
+
+
+def shown(value: object) -> str:
+    """A bad argument as an error text may show it: an int of any size (repr() refuses
+    over 4,300 digits), other values by a short prefix of their repr()."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "..."
 
 
 class RateLimitedLog:

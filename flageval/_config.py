@@ -1,7 +1,9 @@
-"""Configuration: every setting, its environment variable, its default, its validation.
+"""The pipeline's settings, each declared once (a field of :class:`Settings`), and where
+counts go.
 
 Each setting is a keyword argument of :class:`flageval.Telemetry`; a keyword left out
-falls back to its environment variable, then to the default below.
+falls back to its environment variable, then to its default (``flageval._settings``
+loads them, as it does the OFREP provider's).
 
 * Keywords are the programmer's: a value that cannot be used raises ValueError naming
   the setting, at construction (caught in development).
@@ -18,14 +20,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
-from ._checks import BOOLS, NUMBERS, TEXTS, check_field, check_url, is_host, parse_env
-from ._common import redact_url
+from ._checks import check_url, is_host, service_name, site_name, utf8_text
+from ._common import quote, redact_url
 from ._service import infer_service
+from ._settings import DAY_S, check_arguments, load, report_once, setting
 
 log = logging.getLogger("flageval")
 
@@ -33,22 +35,13 @@ KILLSWITCH_ENV = "DD_FLAGGING_EVALUATION_COUNTS_ENABLED"
 INTAKE_PATH = "/evp_proxy/v2/api/v2/flagevaluation"
 AGENTLESS_PATH = "/api/v2/flagevaluation"
 MAX_BODY_BYTES = 5 * 1024 * 1024
+AGENT_URL_ENV = ("DD_TRACE_AGENT_URL", "DD_AGENT_HOST", "DD_TRACE_AGENT_PORT")
+#: Counts and sizes: far past any memory, and every one prints, encodes and converts.
+_MOST = 10**15
 
 #: Datadog's booleans (dd-trace-py's ``asbool``): these two mean on, anything else off.
 _DD_ON = frozenset({"true", "1"})
 _DD_OFF = frozenset({"false", "0", "no", "off"})  # off, and clearly meant so: no warning
-_reported: set[tuple[str, str]] = set()
-_reported_lock = threading.Lock()
-
-
-def _report(var: str, raw: str, message: str, level: int = logging.ERROR) -> None:
-    """Log ``message`` about ``var`` once per process and value (a pipeline built per
-    request must not log per request); bounded by the environment's own size."""
-    with _reported_lock:
-        if (var, raw) in _reported or len(_reported) >= 1024:
-            return
-        _reported.add((var, raw))
-    log.log(level, "%s", message)
 
 
 def enabled_from_env(env: Mapping[str, str]) -> bool:
@@ -61,10 +54,11 @@ def enabled_from_env(env: Mapping[str, str]) -> bool:
     if low in _DD_ON:
         return True
     if low not in _DD_OFF:
-        _report(
+        report_once(
+            log,
             KILLSWITCH_ENV,
             raw,
-            f"{KILLSWITCH_ENV}={raw!r} is neither 'true'/'1' nor 'false'/'0': evaluation "
+            f"{KILLSWITCH_ENV}={quote(raw)} is neither 'true'/'1' nor 'false'/'0': evaluation "
             "telemetry is off (Datadog's convention: anything but true or 1 is false)",
             logging.WARNING,
         )
@@ -87,34 +81,93 @@ class Endpoint:
         return f"Endpoint({self.display!r}, unix_socket={self.unix_socket!r})"
 
 
+def _seconds(default: float, doc: str, env: str, floor: float = 0.0, zero_ok: bool = False) -> Any:
+    """A duration: at most a day; above 0 (at least 0 when ``zero_ok``), or at least ``floor``."""
+    inclusive = floor > 0 or zero_ok
+    return setting(default, doc, env=env, minimum=floor, inclusive=inclusive, maximum=DAY_S)
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
     """Validated settings of one pipeline. Build with :meth:`Settings.from_env`."""
 
-    enabled: bool = True
-    agent_url: str = "http://localhost:8126"
-    agentless: bool = False
-    api_key: str | None = None
-    site: str = "datadoghq.com"
-    intake_url: str | None = None
-    service: str = "python"
-    env: str | None = None
-    version: str | None = None
-    flush_interval_s: float = 10.0
-    drain_interval_s: float = 0.05
-    queue_size: int = 65_536
-    max_full_buckets: int = 131_072
-    max_buckets_per_flag: int = 10_000
-    max_degraded_buckets: int = 32_768
-    memory_budget_bytes: int = 64 * 1024 * 1024
-    max_body_bytes: int = MAX_BODY_BYTES
-    request_timeout_s: float = 5.0
-    max_retries: int = 3
-    retry_backoff_s: float = 0.5
-    retry_buffer_bytes: int = 16 * 1024 * 1024
-    shutdown_timeout_s: float = 5.0
-    full_data_default: bool = True
-    verify_tls: bool = True
+    enabled: bool = setting(True, "the killswitch", env=KILLSWITCH_ENV)
+    agent_url: str = setting("http://localhost:8126", "the Datadog agent", more_env=AGENT_URL_ENV)
+    agentless: bool = setting(
+        False, "post straight to Datadog's intake, with no agent", env="FLAGEVAL_AGENTLESS"
+    )
+    api_key: str | None = setting(None, "agentless only", env="DD_API_KEY", secret=True)
+    site: str = setting("datadoghq.com", "agentless only", env="DD_SITE", rule=site_name)
+    intake_url: str | None = setting(
+        None, "post to this exact URL instead", env="FLAGEVAL_INTAKE_URL"
+    )
+    service: str = setting(
+        "python",
+        "the body's context.service",
+        env="DD_SERVICE",
+        rule=service_name,
+        default_from=lambda env: infer_service(),
+        default_text="inferred from the application",
+    )
+    env: str | None = setting(None, "the body's context.env", env="DD_ENV", rule=utf8_text)
+    version: str | None = setting(
+        None, "the body's context.version", env="DD_VERSION", rule=utf8_text
+    )
+    flush_interval_s: float = _seconds(
+        10.0, "seconds between posts", "FLAGEVAL_FLUSH_INTERVAL_S", floor=0.01
+    )
+    drain_interval_s: float = _seconds(
+        0.05, "how often the worker drains the hand-off", "FLAGEVAL_DRAIN_INTERVAL_S", floor=0.001
+    )
+    queue_size: int = setting(
+        65_536, "evaluations waiting in the hand-off", env="FLAGEVAL_QUEUE_SIZE", maximum=_MOST
+    )
+    max_full_buckets: int = setting(
+        131_072, "full-tier buckets in all", env="FLAGEVAL_MAX_FULL_BUCKETS", maximum=_MOST
+    )
+    max_buckets_per_flag: int = setting(
+        10_000, "full-tier buckets per flag", env="FLAGEVAL_MAX_BUCKETS_PER_FLAG", maximum=_MOST
+    )
+    max_degraded_buckets: int = setting(
+        32_768, "degraded-tier buckets", env="FLAGEVAL_MAX_DEGRADED_BUCKETS", maximum=_MOST
+    )
+    memory_budget_bytes: int = setting(
+        64 * 1024 * 1024,
+        "bytes the tiers may hold",
+        env="FLAGEVAL_MEMORY_BUDGET_BYTES",
+        maximum=_MOST,
+    )
+    # A body must hold at least its envelope and one small row.
+    max_body_bytes: int = setting(
+        MAX_BODY_BYTES,
+        "encoded bytes per POST",
+        env="FLAGEVAL_MAX_BODY_BYTES",
+        maximum=_MOST,
+        minimum=1024,
+        inclusive=True,
+    )
+    request_timeout_s: float = _seconds(5.0, "per request", "FLAGEVAL_REQUEST_TIMEOUT_S")
+    max_retries: int = setting(
+        3, "retries within one flush", env="FLAGEVAL_MAX_RETRIES", maximum=_MOST, inclusive=True
+    )
+    retry_backoff_s: float = _seconds(
+        0.5, "base of the exponential backoff", "FLAGEVAL_RETRY_BACKOFF_S", zero_ok=True
+    )
+    retry_buffer_bytes: int = setting(
+        16 * 1024 * 1024,
+        "bodies kept for the next flush",
+        env="FLAGEVAL_RETRY_BUFFER_BYTES",
+        maximum=_MOST,
+    )
+    shutdown_timeout_s: float = _seconds(
+        5.0, "default deadline of shutdown()", "FLAGEVAL_SHUTDOWN_TIMEOUT_S", zero_ok=True
+    )
+    full_data_default: bool = setting(
+        True, "consent when a flag's metadata does not say", env="FLAGEVAL_FULL_DATA_DEFAULT"
+    )
+    verify_tls: bool = setting(
+        True, "false turns off certificate verification", env="FLAGEVAL_VERIFY_TLS"
+    )
 
     def __repr__(self) -> str:
         # api_key is a secret and URLs may carry tokens: never show either.
@@ -135,12 +188,7 @@ class Settings:
         """Settings from keyword overrides, else environment variables, else defaults
         (see the module docstring for what a bad value does)."""
         env = os.environ if environ is None else environ
-        given: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
-        unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown flageval setting(s): {', '.join(sorted(unknown))}")
-        for name, value in given.items():
-            check_field(name, value)  # strict: the programmer's values
+        given = check_arguments(cls, settings)  # strict: the programmer's values
         enabled = given.get("enabled")
         if not (enabled_from_env(env) if enabled is None else enabled):
             # Off: the environment is not read further, but a keyword URL is still
@@ -150,9 +198,9 @@ class Settings:
                     check_url(name, given[name], unix=name == "agent_url")
             return cls(**{**given, "enabled": False})
         try:
-            values = {**_from_env(env, given), **given}
+            values = _from_env(env, given)
         except _Off as off:
-            _report(off.var, off.raw, f"{off}; evaluation telemetry is off")
+            report_once(log, off.var, off.raw, f"{off}; evaluation telemetry is off")
             return cls(enabled=False)
         result = cls(**values)
         result.validate()  # what is left to fail is the keywords' (or their mix)
@@ -160,8 +208,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot be used."""
-        for f in dataclasses.fields(self):
-            check_field(f.name, getattr(self, f.name))
+        check_arguments(Settings, dataclasses.asdict(self))
         if self.retry_buffer_bytes < self.max_body_bytes:
             # Below one body the bound could not hold: a waiting body would exceed it.
             raise ValueError(
@@ -230,55 +277,41 @@ class SettingsOverrides(TypedDict, total=False):
     verify_tls: bool | None
 
 
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
-
-
 def _from_env(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Every setting not given as a keyword that the environment sets, each checked on
-    its own: a bad one is reported and left out (its default applies). Raises _Off
-    when the values that decide where counts go cannot be used."""
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for name, var in {**{n: v[0] for n, v in NUMBERS.items()}, **BOOLS, **TEXTS}.items():
-        raw = env.get(var)
-        if name in given or raw is None or not raw.strip():
-            continue
-        try:
-            values[name] = parse_env(name, raw)
-            origin[name] = var
-        except ValueError as exc:
-            # BOOLS are read before TEXTS: agentless is known here, parsed, not just set.
-            if name == "site" and given.get("agentless", values.get("agentless", False)):
-                # No default is safe: another site is another region's intake.
-                raise _Off(var, raw, f"{var} {exc}, got {raw!r}") from None
-            default = infer_service() if name == "service" else _DEFAULTS[name]
-            _report(var, raw, f"{var} {exc}, got {raw!r}; using the default {default!r}")
-
-    def effective(name: str) -> Any:
-        return given.get(name, values.get(name, _DEFAULTS[name]))
-
-    if effective("retry_buffer_bytes") < effective("max_body_bytes"):
+    """Every setting: its keyword, else its variable's value, else its default; a bad
+    variable is reported and its default used. Raises _Off when the values that decide
+    where counts go cannot be used."""
+    loaded = load(Settings, {**given, "enabled": True}, env)
+    values, origin = loaded.values, loaded.origin
+    for problem in loaded.problems:
+        if problem.name == "site" and values["agentless"]:
+            # No default is safe: another site is another region's intake.
+            raise _Off(problem.var, problem.raw, str(problem))
+        default = values[problem.name]
+        report_once(log, problem.var, problem.raw, f"{problem}; using the default {default!r}")
+    defaults = Settings()
+    if values["retry_buffer_bytes"] < values["max_body_bytes"]:
         for name in ("retry_buffer_bytes", "max_body_bytes"):
             if name in origin:
                 var = origin[name]
-                _report(
+                report_once(
+                    log,
                     var,
                     env[var],
-                    f"{var}={env[var]!r} conflicts: retry_buffer_bytes must be >= "
-                    f"max_body_bytes (one body must fit); using the default {_DEFAULTS[name]}",
+                    f"{var}={quote(env[var])} conflicts: retry_buffer_bytes must be >= "
+                    "max_body_bytes (one body must fit); using the default "
+                    f"{getattr(defaults, name)}",
                 )
-                del values[name]
-    if effective("agentless") and not effective("api_key") and "agentless" in origin:
+                values[name] = getattr(defaults, name)
+    if values["agentless"] and not values["api_key"] and "agentless" in origin:
         raise _Off("FLAGEVAL_AGENTLESS", env["FLAGEVAL_AGENTLESS"], "agentless needs DD_API_KEY")
-    if "intake_url" in origin and (effective("agentless") or effective("intake_url")):
+    if "intake_url" in origin and (values["agentless"] or values["intake_url"]):
         try:
-            check_url("FLAGEVAL_INTAKE_URL", effective("intake_url"), unix=False)
+            check_url("FLAGEVAL_INTAKE_URL", values["intake_url"], unix=False)
         except ValueError as exc:
             raise _Off("FLAGEVAL_INTAKE_URL", env["FLAGEVAL_INTAKE_URL"], str(exc)) from None
-    if not (effective("agentless") or effective("intake_url")) and "agent_url" not in given:
+    if not (values["agentless"] or values["intake_url"]) and "agent_url" not in given:
         values["agent_url"] = _agent_url_from_env(env)
-    if "service" not in given and "service" not in values:
-        values["service"] = infer_service()
     return values
 
 
@@ -301,12 +334,17 @@ def _agent_url_from_env(env: Mapping[str, str]) -> str:
             raise _Off("DD_TRACE_AGENT_URL", url, str(exc)) from None
         return url
     port = env.get("DD_TRACE_AGENT_PORT", "").strip()
-    # isascii(): "²" passes isdigit() and then fails int() without naming the variable.
-    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        _report(
+    # isascii(): "²" passes isdigit() and then fails int() without naming the variable;
+    # past five digits (leading zeros aside) int() need not read it: no port is that long.
+    digits = port.lstrip("0")
+    if port and not (
+        port.isascii() and port.isdigit() and 0 < len(digits) <= 5 and int(digits) < 65536
+    ):
+        report_once(
+            log,
             "DD_TRACE_AGENT_PORT",
             port,
-            f"DD_TRACE_AGENT_PORT must be a port number from 1 to 65535, got {port!r}; "
+            f"DD_TRACE_AGENT_PORT must be a port number from 1 to 65535, got {quote(port)}; "
             "using the default 8126",
         )
         port = ""
@@ -316,8 +354,9 @@ def _agent_url_from_env(env: Mapping[str, str]) -> str:
         raise _Off(
             "DD_AGENT_HOST",
             host,
-            f"DD_AGENT_HOST must be a host name or an IP address{hint}, got {redact_url(host)!r}",
+            f"DD_AGENT_HOST must be a host name or an IP address{hint}, got "
+            f"{quote(redact_url(host))}",
         )
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # a bare IPv6 address
-    return f"http://{host}:{int(port) if port else 8126}"
+    return f"http://{host}:{int(digits) if port else 8126}"

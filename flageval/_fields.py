@@ -2,8 +2,8 @@
 metadata states (allocation, consent, the provider's time stamp), the error text, and
 the hashed targeting key. Pure functions: the tiers decide what a bucket keeps.
 
-Metadata rules (INTAKE.md, and the choices written down in the docs' comparison with
-dd-trace-py):
+Metadata rules (the row fields of ``schemas/flagevaluation.schema.json``, and the
+choices written down in docs/ddtrace.md's comparison with dd-trace-py):
 
 * allocation: the first of ``allocation_key`` (dd-trace-py's spelling, read first so a
   provider sending two gives the row Datadog's SDK gives), ``allocationKey`` and

@@ -1,10 +1,11 @@
 """``flageval.instrument(provider)``: evaluations recorded by the provider, below the hooks.
 
 openfeature-sdk 0.10 charges every hook for a ``HookContext`` and four stage calls,
-whatever the hook does (PEERS.md: 6-8 us per evaluation, more than the whole pipeline's
-share). A provider is called once per evaluation with the merged context and returns
-the resolution, so a provider that wraps the user's records the same snapshot the hook
-takes, into the same hand-off, for a fraction of that price::
+whatever the hook does (an empty hook alone costs 1.36-1.43x no hook in
+benchmarks/README.md: more than the whole pipeline's share). A provider is called once
+per evaluation with the merged context and returns the resolution, so a provider that
+wraps the user's records the same snapshot the hook takes, into the same hand-off, for
+a fraction of that price::
 
     api.set_provider_and_wait(flageval.instrument(provider))
 

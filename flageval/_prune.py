@@ -1,6 +1,7 @@
 """Context pruning and the canonical context key.
 
-The rules (INTAKE.md, made exact here):
+The rules (the intake's bounds on a context, ``schemas/flagevaluation.schema.json``; made
+exact here):
 
 * The targeting key is not an attribute (the SDK keeps it apart); attributes named
   ``targetingKey`` or ``targeting_key`` at the top level are excluded too.

@@ -1,13 +1,12 @@
 """The docs say what the code does: the loss tables are losses.py's, every setting is in
-docs/settings.md with its variable and default, README's first two command lines are
-the demo and the tests (the one .ci/run runs), every test a doc names exists, every
-relative link lands, and README's examples (both ways in of the quick start, the sync
-and async applications) run against a real intake."""
+docs/settings.md or docs/ofrep.md as declared (variables, default, range, doc line),
+README's first two command lines are the demo and the tests (the one .ci/run runs),
+every test a doc names exists, every relative link lands, and README's examples (both
+ways in of the quick start, the sync and async applications) run against a real
+intake."""
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
 import re
 import subprocess
@@ -16,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from flageval import _checks
-from flageval import _config as config
 from flageval import _losses as losses
-from flageval._config import KILLSWITCH_ENV, Settings
+from flageval._common import QUOTE_CHARS
+from flageval._config import Settings
+from flageval._settings import declared
+from flageval.ofrep._config import OFREPConfig
 from tests.intake import Intake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def _table(text: str, header: str) -> list[list[str]]:
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+        rows.append([cell.strip() for cell in line.strip()[1:-1].split("|")])
     return rows
 
 
@@ -59,46 +59,54 @@ def test_counters_reason_tables_are_the_ledgers_own_words(
 
 
 # -- settings ----------------------------------------------------------------------------
-def _env_vars() -> dict[str, list[str]]:
-    """Each setting's variables, as config.py reads them: the killswitch, the tables
-    _checks.py parses the environment by, and the agent URL's (``_agent_url_from_env``)."""
-    found: dict[str, list[str]] = {"enabled": [KILLSWITCH_ENV]}
-    found.update({name: [spec[0]] for name, spec in _checks.NUMBERS.items()})
-    found.update({name: [var] for name, var in {**_checks.BOOLS, **_checks.TEXTS}.items()})
-    source = inspect.getsource(config._agent_url_from_env)
-    found["agent_url"] = re.findall(r'env\.get\("(\w+)"', source)
-    return found
+def _plain(cell: str) -> str:
+    return cell.replace("`", "").replace('"', "")
 
 
-def test_every_setting_is_documented_with_its_variables_and_default() -> None:
-    rows = {_code(r[0])[0]: r for r in _table((DOCS / "settings.md").read_text(), "| setting |")}
-    fields = dataclasses.fields(Settings)
-    assert sorted(rows) == sorted(f.name for f in fields)
-    env_vars = _env_vars()
-    assert sorted(env_vars) == sorted(f.name for f in fields)
-    assert set(env_vars["agent_url"]) == {
-        "DD_TRACE_AGENT_URL",
-        "DD_AGENT_HOST",
-        "DD_TRACE_AGENT_PORT",
-    }
-    defaults = Settings()
-    for f in fields:
-        _, var_cell, default_cell, meaning = rows[f.name]
-        assert meaning, f.name
-        for var in env_vars[f.name]:
-            assert var in _code(var_cell), (f.name, var)
-        default = getattr(defaults, f.name)
-        shown = _code(default_cell)
-        if f.name == "service":
-            assert "inferred" in default_cell  # not the dataclass's placeholder
+@pytest.mark.parametrize(
+    ("page", "header", "cls"),
+    [("settings.md", "| setting |", Settings), ("ofrep.md", "| argument |", OFREPConfig)],
+    ids=["telemetry", "ofrep"],
+)
+def test_every_setting_is_documented_with_its_variables_default_and_range(
+    page: str, header: str, cls: type
+) -> None:
+    """The page's table has one row per declared setting, in order and nothing else: its
+    variables exactly, its default, its range in the error text's words, and a meaning
+    that starts with the declaration's line of doc."""
+    rows = _table((DOCS / page).read_text(), header)
+    settings = declared(cls)
+    assert [_code(row[0]) for row in rows] == [[d.name] for d in settings]
+    for d, (_, var_cell, default_cell, range_cell, meaning) in zip(settings, rows, strict=True):
+        assert _code(var_cell) == list(d.variables), d.name
+        assert _code(range_cell) == ([d.bounds()] if d.bounds() else list(d.choices)), d.name
+        assert _plain(meaning).startswith(d.spec.doc), (d.name, d.spec.doc)
+        default, shown = d.default, _code(default_cell)
+        if d.spec.default_text is not None:
+            assert _plain(default_cell).startswith(d.spec.default_text), d.name
         elif default is None:
-            assert default_cell.startswith("unset"), f.name
+            assert default_cell.startswith(("unset", "none")), d.name
         elif isinstance(default, bool):
-            assert shown[0] == str(default).lower(), f.name
+            assert shown[0] == str(default).lower(), d.name
         elif isinstance(default, int | float):
-            assert float(shown[0]) == default, f.name
+            assert float(shown[0]) == default, d.name
         else:
-            assert shown[0] == default, f.name
+            assert shown[0].strip('"') == default, d.name
+
+
+def test_the_agent_url_is_read_from_the_variables_its_row_names() -> None:
+    """agent_url has no variable of its own: DD_TRACE_AGENT_URL, else DD_AGENT_HOST and
+    DD_TRACE_AGENT_PORT, each of which changes the URL."""
+    (agent_url,) = [d for d in declared(Settings) if d.name == "agent_url"]
+    assert agent_url.variables == ("DD_TRACE_AGENT_URL", "DD_AGENT_HOST", "DD_TRACE_AGENT_PORT")
+    assert Settings.from_env({"DD_TRACE_AGENT_URL": "http://a:1"}).agent_url == "http://a:1"
+    env = {"DD_AGENT_HOST": "b", "DD_TRACE_AGENT_PORT": "2"}
+    assert Settings.from_env(env).agent_url == "http://b:2"
+
+
+def test_the_quoted_prefix_the_settings_page_gives_is_the_codes() -> None:
+    assert f"first {QUOTE_CHARS} characters" in (DOCS / "settings.md").read_text()
+    assert f"first {QUOTE_CHARS} characters" in (DOCS / "ofrep.md").read_text()
 
 
 # -- README's command lines ------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
-import dataclasses
+import typing
 from pathlib import Path
 
 from flageval._config import Settings, SettingsOverrides
+from flageval._settings import declared
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flageval"
 MAX_LINES = 420  # "about 400"
@@ -86,5 +87,9 @@ def test_no_module_over_about_400_lines() -> None:
 
 
 def test_telemetry_keywords_are_exactly_the_settings() -> None:
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    assert set(SettingsOverrides.__annotations__) == fields
+    """SettingsOverrides types Telemetry's keywords: each declared setting, in order, as
+    its field's type or None (the one list of names the typed signature repeats)."""
+    keywords = typing.get_type_hints(SettingsOverrides)
+    fields = typing.get_type_hints(Settings)
+    assert list(keywords) == [d.name for d in declared(Settings)] == list(fields)
+    assert keywords == {name: fields[name] | None for name in fields}

@@ -200,7 +200,9 @@ def table(label: str, wall: dict[str, list[float]], cpu: dict[str, list[float]],
     head = "| us/eval {} | / no hook | / empty hook "
     lines = [
         f"{label}: {rounds} rounds x {n:,} evaluations per variant "
-        "(medians over rounds; CPU includes the worker's background share)",
+        "(us/eval: medians over rounds; each ratio: the median of the per-round ratios, "
+        "so not the quotient of the two medians beside it; CPU includes the worker's "
+        "background share)",
         "| variant    " + head.format("wall") + head.format("CPU ") + "|",
         "|" + "|".join("-" * w for w in (12, 14, 11, 14, 14, 11, 14)) + "|",
     ]

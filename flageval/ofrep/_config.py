@@ -1,33 +1,32 @@
-"""Provider settings: constructor arguments, ADR-0007 environment fallbacks, validation.
+"""Provider settings, each declared once (a field of :class:`OFREPConfig`): constructor
+arguments, ADR-0007's ``OFREP_*`` environment fallbacks, validation.
 
-Everything is checked once, here, so the background loop never meets a bad value. An
-invalid argument raises ``ValueError`` naming it (a programmer's error); an invalid
-environment value with a safe default (timeout, cache mode, cache TTL) is logged at
-ERROR naming the variable and the default is used (an operator's typo must not stop the
+``flageval._settings`` loads them (argument, else variable, else default), as it does
+the telemetry pipeline's, so the background loop never meets a bad value. An invalid
+argument raises ``ValueError`` naming it (a programmer's error); an invalid environment
+value with a safe default (timeout, cache mode, cache TTL) is logged once at ERROR
+naming the variable and the default is used (an operator's typo must not stop the
 application); a missing or invalid endpoint has no safe default and raises.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
 
 from yarl import URL
 
-from flageval._common import check_number, redact_url
+from flageval._common import redact_url
+from flageval._settings import DAY_S, declared, load, report_once, setting
 
 from ._diagnostics import logger
 from ._headers import check_headers, parse_headers, redacted
 
-T = TypeVar("T")
-
 ChangeDetection = Literal["sse", "polling", "none"]
-CHANGE_DETECTIONS: tuple[ChangeDetection, ...] = ("sse", "polling", "none")
 CacheMode = Literal["local-cache-first", "network-first", "disabled"]
-CACHE_MODES: tuple[CacheMode, ...] = ("local-cache-first", "network-first", "disabled")
 
 ENV_ENDPOINT = "OFREP_ENDPOINT"
 ENV_HEADERS = "OFREP_HEADERS"
@@ -69,30 +68,160 @@ CACHE_DIR_NAME = "flageval-ofrep"
 BULK_PATH = "/ofrep/v1/evaluate/flags"
 
 
+def default_cache_dir(env: Mapping[str, str]) -> Path | None:
+    """$XDG_CACHE_HOME/flageval-ofrep (an absolute XDG_CACHE_HOME only, as the XDG spec
+    says), else ~/.cache/flageval-ofrep; None when there is no home directory."""
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / CACHE_DIR_NAME
+    try:
+        return Path.home() / ".cache" / CACHE_DIR_NAME
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return None
+
+
+#: The floor of every period the provider keeps (polling, reconnects, retries, the event
+#: fetch ceiling): nothing it does repeats more than 100 times a second.
+FLOOR_S = 0.01
+
+
+def _url(raw: str) -> URL:
+    """An absolute http(s) URL with no query or fragment; ValueError never quotes it (a
+    password may be in it)."""
+    try:
+        url = URL(raw.strip())
+    except (TypeError, ValueError):
+        # yarl's message quotes the URL, and with it any password: not echoed.
+        raise ValueError("is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an absolute http(s) URL")
+    if url.query_string or url.fragment:
+        raise ValueError("must not carry a query string or fragment")
+    return url
+
+
+def _url_argument(value: object, name: str) -> URL:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got a {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} is required (argument or {ENV_ENDPOINT})")
+    try:
+        return _url(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
+
+
+def _path_argument(value: object, name: str) -> Path:
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError(f"{name} must be a path, got a {type(value).__name__}")
+    return Path(value)
+
+
+def _path(raw: str) -> Path | None:
+    return Path(raw.strip()) if raw.strip() else None
+
+
+def _headers(raw: str) -> dict[str, str]:
+    return parse_headers(raw, ENV_HEADERS, logger)
+
+
+def _seconds(default: float | None, doc: str, floor: float = 0.0, **spec: Any) -> Any:
+    """A duration waited on: at most a day; above 0, or at least ``floor``."""
+    return setting(default, doc, minimum=floor, inclusive=floor > 0, maximum=DAY_S, **spec)
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class OFREPConfig:
-    """Validated settings. Built by :func:`load_config`; immutable afterwards. Its repr
-    hides every header value and the base URL's userinfo."""
+    """Validated settings, one field per constructor argument. Built by
+    :func:`load_config`; immutable afterwards. Its repr hides every header value and
+    the base URL's userinfo."""
 
-    base_url: URL
-    headers: Mapping[str, str]
-    timeout_s: float
-    change_detection: ChangeDetection
-    poll_interval_s: float
-    inactivity_delay_s: float | None
-    sse_read_timeout_s: float
-    reconnect_min_s: float
-    reconnect_max_s: float
-    retry_min_s: float
-    retry_max_s: float
-    stale_after_s: float
-    shutdown_timeout_s: float
-    event_debounce_s: float
-    event_fetch_interval_s: float
-    cache_mode: CacheMode
-    cache_dir: Path | None  # None: no usable directory (caching is then off)
-    cache_ttl_s: float
-    cache_key_prefix: str | None
+    base_url: URL = setting(
+        doc="the server's URL before /ofrep/v1/...",
+        env=ENV_ENDPOINT,
+        parse=_url,
+        check=_url_argument,
+        secret=True,
+        default_text="required",
+    )
+    headers: Mapping[str, str] = setting(
+        doc="sent with every request",
+        env=ENV_HEADERS,
+        parse=_headers,
+        check=check_headers,
+        secret=True,
+        factory=dict,
+        default_text="none",
+    )
+    timeout_ms: int = setting(
+        DEFAULT_TIMEOUT_MS, "per request", env=ENV_TIMEOUT_MS, maximum=DAY_S * 1000
+    )
+    change_detection: ChangeDetection = setting("sse", "how changes are noticed")
+    poll_interval_s: float = _seconds(
+        DEFAULT_POLL_INTERVAL_S,
+        "polling period while no stream is advertised or held (0: off)",
+        FLOOR_S,
+        zero=True,
+    )
+    inactivity_delay_s: float | None = _seconds(
+        None,
+        "idle time after which streams and polling pause",
+        FLOOR_S,
+        default_text="the smallest inactivityDelaySec of the streams, else 120",
+    )
+    sse_read_timeout_s: float = _seconds(
+        DEFAULT_SSE_READ_TIMEOUT_S, "a stream with no byte for this long is dead"
+    )
+    reconnect_min_s: float = _seconds(
+        DEFAULT_RECONNECT_MIN_S, "stream reconnect backoff, first delay", FLOOR_S
+    )
+    reconnect_max_s: float = _seconds(
+        DEFAULT_RECONNECT_MAX_S, "stream reconnect backoff, longest delay", FLOOR_S
+    )
+    retry_min_s: float = _seconds(
+        DEFAULT_RETRY_MIN_S, "backoff after a failed fetch, first delay", FLOOR_S
+    )
+    retry_max_s: float = _seconds(
+        DEFAULT_RETRY_MAX_S, "backoff after a failed fetch, longest delay", FLOOR_S
+    )
+    stale_after_s: float = _seconds(
+        DEFAULT_STALE_AFTER_S, "how long change detection may be lost before PROVIDER_STALE"
+    )
+    shutdown_timeout_s: float = _seconds(
+        DEFAULT_SHUTDOWN_TIMEOUT_S, "what shutdown() may take overall"
+    )
+    event_debounce_s: float = setting(
+        DEFAULT_EVENT_DEBOUNCE_S,
+        "trailing window for refetchEvaluation events",
+        inclusive=True,
+        maximum=DAY_S,
+    )
+    event_fetch_interval_s: float = _seconds(
+        DEFAULT_EVENT_FETCH_INTERVAL_S, "at most one event-triggered fetch per interval", FLOOR_S
+    )
+    cache_mode: CacheMode = setting(
+        DEFAULT_CACHE_MODE, "persisted evaluations (ADR-0009)", env=ENV_CACHE_MODE
+    )
+    cache_dir: Path | None = setting(
+        None,
+        "where the entry file lives",
+        env=ENV_CACHE_DIR,
+        parse=_path,
+        check=_path_argument,
+        default_from=default_cache_dir,
+        default_text="$XDG_CACHE_HOME/flageval-ofrep",
+    )
+    # Compared with ages only, never waited on: no ceiling.
+    cache_ttl_s: float = setting(
+        DEFAULT_CACHE_TTL_S, "an older entry is a miss", env=ENV_CACHE_TTL_S
+    )
+    cache_key_prefix: str | None = setting(
+        None, "separates providers that share one directory", env=ENV_CACHE_KEY_PREFIX
+    )
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ms / 1000.0
 
     @property
     def bulk_url(self) -> URL:
@@ -108,187 +237,38 @@ class OFREPConfig:
     __str__ = __repr__
 
 
-def _base_url(raw: str | None) -> URL:
-    if raw is None or not raw.strip():
-        raise ValueError(f"base_url is required (argument or {ENV_ENDPOINT})")
-    try:
-        url = URL(raw.strip())
-    except (TypeError, ValueError):
-        # yarl's message quotes the URL, and with it any password: not echoed.
-        raise ValueError("base_url is not a valid URL") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("base_url must be an absolute http(s) URL")
-    if url.query_string or url.fragment:
-        raise ValueError("base_url must not carry a query string or fragment")
-    return url
+#: The constructor's settings, in order (OFREPProvider's signature names them again, and
+#: a test keeps the two equal).
+SETTINGS: tuple[str, ...] = tuple(d.name for d in declared(OFREPConfig))
 
 
-def load_config(
-    *,
-    base_url: str | None,
-    headers: Mapping[str, str] | None,
-    timeout_ms: int | None,
-    change_detection: str,
-    poll_interval_s: float,
-    inactivity_delay_s: float | None,
-    sse_read_timeout_s: float,
-    reconnect_min_s: float,
-    reconnect_max_s: float,
-    retry_min_s: float,
-    retry_max_s: float,
-    stale_after_s: float,
-    shutdown_timeout_s: float,
-    event_debounce_s: float = DEFAULT_EVENT_DEBOUNCE_S,
-    event_fetch_interval_s: float = DEFAULT_EVENT_FETCH_INTERVAL_S,
-    cache_mode: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache_ttl_s: float | None = None,
-    cache_key_prefix: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> OFREPConfig:
-    """Arguments win over the environment; the environment wins over defaults."""
+def load_config(environ: Mapping[str, str] | None = None, **arguments: Any) -> OFREPConfig:
+    """Arguments (None: not given) win over the environment; the environment wins over
+    defaults. ValueError naming the first unusable argument, or the endpoint."""
     env = os.environ if environ is None else environ
-
-    url = _base_url(base_url if base_url is not None else env.get(ENV_ENDPOINT))
-
-    if headers is None:
-        resolved_headers = parse_headers(env.get(ENV_HEADERS, ""), ENV_HEADERS, logger)
-    else:
-        resolved_headers = check_headers(headers, "headers")
-
-    if (url.user or url.password) and any(n.lower() == "authorization" for n in resolved_headers):
+    loaded = load(OFREPConfig, arguments, env)
+    values = loaded.values
+    for problem in loaded.problems:
+        if problem.name == "base_url":
+            raise ValueError(str(problem))  # no safe default: another server
+        report_once(
+            logger,
+            problem.var,
+            problem.raw,
+            f"{problem}; using the default {values[problem.name]!r}",
+        )
+    if "base_url" not in values:
+        raise ValueError(f"base_url is required (argument or {ENV_ENDPOINT})")
+    url = values["base_url"]
+    if (url.user or url.password) and any(n.lower() == "authorization" for n in values["headers"]):
         # aiohttp would refuse every request late; which one was meant cannot be guessed.
         raise ValueError(
             "base_url carries credentials and an Authorization header is configured: "
             "give only one of them"
         )
-
-    if timeout_ms is None:
-        timeout = _from_env(env, ENV_TIMEOUT_MS, _positive_int_ms, float(DEFAULT_TIMEOUT_MS))
-    else:
-        timeout = float(check_number(timeout_ms, "timeout_ms"))
-
-    if change_detection not in CHANGE_DETECTIONS:
-        raise ValueError(
-            f"change_detection must be one of {', '.join(CHANGE_DETECTIONS)}; "
-            f"got {change_detection!r}"
-        )
-    mode: ChangeDetection = change_detection
-    poll = float(check_number(poll_interval_s, "poll_interval_s", inclusive=True))
-    if mode == "polling" and poll == 0:
+    if values["change_detection"] == "polling" and values["poll_interval_s"] == 0:
         raise ValueError('poll_interval_s must be > 0 when change_detection="polling"')
-
-    inactivity = (
-        None
-        if inactivity_delay_s is None
-        else float(check_number(inactivity_delay_s, "inactivity_delay_s"))
-    )
-    rmin = float(check_number(reconnect_min_s, "reconnect_min_s"))
-    rmax = float(check_number(reconnect_max_s, "reconnect_max_s"))
-    if rmax < rmin:
-        raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-    emin = float(check_number(retry_min_s, "retry_min_s"))
-    emax = float(check_number(retry_max_s, "retry_max_s"))
-    if emax < emin:
-        raise ValueError("retry_max_s must be >= retry_min_s")
-
-    mode_c, dir_c, ttl_c, prefix_c = _cache_settings(
-        env, cache_mode, cache_dir, cache_ttl_s, cache_key_prefix
-    )
-    return OFREPConfig(
-        base_url=url,
-        headers=resolved_headers,
-        timeout_s=timeout / 1000.0,
-        change_detection=mode,
-        poll_interval_s=poll,
-        inactivity_delay_s=inactivity,
-        sse_read_timeout_s=float(check_number(sse_read_timeout_s, "sse_read_timeout_s")),
-        reconnect_min_s=rmin,
-        reconnect_max_s=rmax,
-        retry_min_s=emin,
-        retry_max_s=emax,
-        stale_after_s=float(check_number(stale_after_s, "stale_after_s")),
-        shutdown_timeout_s=float(check_number(shutdown_timeout_s, "shutdown_timeout_s")),
-        event_debounce_s=float(check_number(event_debounce_s, "event_debounce_s", inclusive=True)),
-        event_fetch_interval_s=float(
-            check_number(event_fetch_interval_s, "event_fetch_interval_s", inclusive=True)
-        ),
-        cache_mode=mode_c,
-        cache_dir=dir_c,
-        cache_ttl_s=ttl_c,
-        cache_key_prefix=prefix_c,
-    )
-
-
-def _cache_settings(
-    env: Mapping[str, str],
-    mode: str | None,
-    directory: str | os.PathLike[str] | None,
-    ttl_s: float | None,
-    prefix: str | None,
-) -> tuple[CacheMode, Path | None, float, str | None]:
-    """ADR-0009's settings; each argument falls back to its OFREP_CACHE_* variable."""
-    if mode is None:
-        checked_mode = _from_env(env, ENV_CACHE_MODE, _cache_mode, DEFAULT_CACHE_MODE)
-    else:
-        checked_mode = _cache_mode(mode, "cache_mode")
-    if ttl_s is None:
-        ttl = _from_env(env, ENV_CACHE_TTL_S, _positive_seconds, DEFAULT_CACHE_TTL_S)
-    else:
-        ttl = float(check_number(ttl_s, "cache_ttl_s"))
-    if prefix is None:
-        prefix = env.get(ENV_CACHE_KEY_PREFIX) or None
-    elif not isinstance(prefix, str):
-        raise ValueError("cache_key_prefix must be a string")
-    if directory is None:
-        directory = env.get(ENV_CACHE_DIR, "").strip() or None
-    path = Path(directory) if directory is not None else default_cache_dir(env)
-    return checked_mode, path, ttl, prefix
-
-
-def _from_env(env: Mapping[str, str], var: str, parse: Callable[[str, str], T], default: T) -> T:
-    """``var``'s value, or ``default`` when unset; an unusable value is logged at ERROR,
-    naming the variable, and the default used."""
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        return parse(raw, var)
-    except ValueError as exc:
-        logger.error("%s; using the default %r", exc, default)
-        return default
-
-
-def _positive_int_ms(raw: str, name: str) -> float:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer number of ms > 0") from None
-    return float(check_number(value, name))
-
-
-def _positive_seconds(raw: str, name: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds > 0") from None
-    return float(check_number(value, name))
-
-
-def _cache_mode(raw: str, name: str) -> CacheMode:
-    for mode in CACHE_MODES:
-        if raw == mode:
-            return mode
-    raise ValueError(f"{name} must be one of {', '.join(CACHE_MODES)}, got {raw!r}")
-
-
-def default_cache_dir(env: Mapping[str, str]) -> Path | None:
-    """$XDG_CACHE_HOME/flageval-ofrep (an absolute XDG_CACHE_HOME only, as the XDG spec
-    says), else ~/.cache/flageval-ofrep; None when there is no home directory."""
-    xdg = env.get("XDG_CACHE_HOME", "")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / CACHE_DIR_NAME
-    try:
-        return Path.home() / ".cache" / CACHE_DIR_NAME
-    except (RuntimeError, KeyError):  # no HOME and no passwd entry
-        return None
+    for low, high in (("reconnect_min_s", "reconnect_max_s"), ("retry_min_s", "retry_max_s")):
+        if values[high] < values[low]:
+            raise ValueError(f"{high} must be >= {low}")
+    return OFREPConfig(**values)

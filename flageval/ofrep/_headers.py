@@ -25,6 +25,8 @@ _SENDABLE = re.compile(r"[\t\x20-\x7e]*")
 #: A value a server hands back (ETag, SSE id) longer than this is not sent back: servers
 #: refuse request headers of a few kB (431), which would fail every later request.
 MAX_ECHOED_VALUE_CHARS = 1024
+#: Malformed OFREP_HEADERS entries each said in a line of their own; the rest, counted.
+MAX_SKIP_WARNINGS = 10
 
 
 def name_problem(name: str) -> str | None:
@@ -46,9 +48,11 @@ def value_problem(value: str) -> str | None:
 def parse_headers(raw: str, setting: str, log: logging.Logger) -> dict[str, str]:
     """``OFREP_HEADERS`` by the ADR-0007 amendment: URL-decode the whole string, split on
     commas, split each entry on its first ``=``, trim both sides. A malformed entry is
-    skipped with one warning naming its position and the reason; never raises. Empty
+    skipped with one warning naming its position and the reason (the first
+    MAX_SKIP_WARNINGS; one more line counts the rest); never raises. Empty
     entries (``a=1,,b=2,``) are skipped silently."""
     headers: dict[str, str] = {}
+    skipped = 0
     for position, entry in enumerate(unquote(raw).split(","), start=1):
         if not entry.strip():
             continue
@@ -56,9 +60,13 @@ def parse_headers(raw: str, setting: str, log: logging.Logger) -> dict[str, str]
         name, value = name.strip(), value.strip()
         problem = "it has no '='" if not sep else name_problem(name) or value_problem(value)
         if problem is not None:
-            log.warning("%s: entry %d skipped: %s", setting, position, problem)
+            skipped += 1
+            if skipped <= MAX_SKIP_WARNINGS:  # a value of a million commas: not a million lines
+                log.warning("%s: entry %d skipped: %s", setting, position, problem)
             continue
         headers[name] = value
+    if skipped > MAX_SKIP_WARNINGS:
+        log.warning("%s: %d more malformed entries skipped", setting, skipped - MAX_SKIP_WARNINGS)
     return headers
 
 

@@ -30,7 +30,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
 from openfeature.event import ProviderEvent, ProviderEventDetails
@@ -41,20 +40,7 @@ from openfeature.provider import AbstractProvider, FeatureProvider, Metadata
 from flageval import _process as process
 from flageval._loop import LoopThread, park
 
-from ._config import (
-    DEFAULT_EVENT_DEBOUNCE_S,
-    DEFAULT_EVENT_FETCH_INTERVAL_S,
-    DEFAULT_POLL_INTERVAL_S,
-    DEFAULT_RECONNECT_MAX_S,
-    DEFAULT_RECONNECT_MIN_S,
-    DEFAULT_RETRY_MAX_S,
-    DEFAULT_RETRY_MIN_S,
-    DEFAULT_SHUTDOWN_TIMEOUT_S,
-    DEFAULT_SSE_READ_TIMEOUT_S,
-    DEFAULT_STALE_AFTER_S,
-    OFREPConfig,
-    load_config,
-)
+from ._config import SETTINGS, OFREPConfig, load_config
 from ._context import ContextEncodingError, encode_context
 from ._diagnostics import Counter, logger, new_stats, snapshot
 from ._refresh import Handover, Refresher
@@ -75,15 +61,14 @@ class OFREPProvider(AbstractProvider):
     re-fetches driven by event streams (``change_detection="sse"``, the default), by
     polling (``"polling"``) or by nothing but context changes (``"none"``).
 
-    ``base_url``, ``headers`` and ``timeout_ms`` fall back to ``OFREP_ENDPOINT``,
-    ``OFREP_HEADERS`` (``k=v,k2=v2``, URL-decoded first) and ``OFREP_TIMEOUT_MS``
-    (default 10000). With ``"sse"``, the provider polls every ``poll_interval_s``
-    (default 30; 0: never) only while no stream is advertised or one cannot be held.
-    ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec`` (else 120 s).
-    Persisted evaluations (ADR-0009): ``cache_mode``
-    (``local-cache-first``, ``network-first``, ``disabled``), ``cache_dir``,
-    ``cache_ttl_s`` and ``cache_key_prefix`` fall back to ``OFREP_CACHE_MODE``,
-    ``OFREP_CACHE_DIR``, ``OFREP_CACHE_TTL_S`` and ``OFREP_CACHE_KEY_PREFIX``. The other
+    Every setting is an argument (docs/ofrep.md has each one's default and range); one
+    left out, or None, falls back to its ``OFREP_*`` variable where ADR-0007 and ADR-0009
+    give it one (``OFREP_ENDPOINT``, ``OFREP_HEADERS`` as ``k=v,k2=v2`` URL-decoded
+    first, ``OFREP_TIMEOUT_MS``, ``OFREP_CACHE_MODE``, ``OFREP_CACHE_DIR``,
+    ``OFREP_CACHE_TTL_S``, ``OFREP_CACHE_KEY_PREFIX``), else to its default.
+    With ``"sse"`` the provider polls every ``poll_interval_s`` (default 30; 0: never)
+    only while no stream is advertised or one cannot be held; ``inactivity_delay_s``
+    overrides the server's ``inactivityDelaySec``. The
     keyword-only arguments tune timings; the defaults suit production. Invalid settings
     raise ``ValueError`` naming the setting.
     """
@@ -93,49 +78,30 @@ class OFREPProvider(AbstractProvider):
         base_url: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_ms: int | None = None,
-        change_detection: str = "sse",
-        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        change_detection: str | None = None,
+        poll_interval_s: float | None = None,
         inactivity_delay_s: float | None = None,
         context: EvaluationContext | None = None,
         *,
-        sse_read_timeout_s: float = DEFAULT_SSE_READ_TIMEOUT_S,
-        reconnect_min_s: float = DEFAULT_RECONNECT_MIN_S,
-        reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S,
-        retry_min_s: float = DEFAULT_RETRY_MIN_S,
-        retry_max_s: float = DEFAULT_RETRY_MAX_S,
-        stale_after_s: float = DEFAULT_STALE_AFTER_S,
-        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
-        event_debounce_s: float = DEFAULT_EVENT_DEBOUNCE_S,
-        event_fetch_interval_s: float = DEFAULT_EVENT_FETCH_INTERVAL_S,
+        sse_read_timeout_s: float | None = None,
+        reconnect_min_s: float | None = None,
+        reconnect_max_s: float | None = None,
+        retry_min_s: float | None = None,
+        retry_max_s: float | None = None,
+        stale_after_s: float | None = None,
+        shutdown_timeout_s: float | None = None,
+        event_debounce_s: float | None = None,
+        event_fetch_interval_s: float | None = None,
         cache_mode: str | None = None,
-        cache_dir: str | Path | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         cache_ttl_s: float | None = None,
         cache_key_prefix: str | None = None,
     ) -> None:
+        given = dict(locals())  # the arguments by name, before any other local exists
         super().__init__()
         if context is not None and not isinstance(context, EvaluationContext):
             raise ValueError("context must be an openfeature EvaluationContext")
-        self._config: OFREPConfig = load_config(
-            base_url=base_url,
-            headers=headers,
-            timeout_ms=timeout_ms,
-            change_detection=change_detection,
-            poll_interval_s=poll_interval_s,
-            inactivity_delay_s=inactivity_delay_s,
-            sse_read_timeout_s=sse_read_timeout_s,
-            reconnect_min_s=reconnect_min_s,
-            reconnect_max_s=reconnect_max_s,
-            retry_min_s=retry_min_s,
-            retry_max_s=retry_max_s,
-            stale_after_s=stale_after_s,
-            shutdown_timeout_s=shutdown_timeout_s,
-            event_debounce_s=event_debounce_s,
-            event_fetch_interval_s=event_fetch_interval_s,
-            cache_mode=cache_mode,
-            cache_dir=cache_dir,
-            cache_ttl_s=cache_ttl_s,
-            cache_key_prefix=cache_key_prefix,
-        )
+        self._config: OFREPConfig = load_config(**{name: given[name] for name in SETTINGS})
         self._context = context
         self._follow_global = context is None
         self._seen_global: EvaluationContext | None = None

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import pytest
 
-from flageval.ofrep import OFREPProvider
+from flageval import _settings
+from flageval.ofrep import OFREPConfig, OFREPProvider
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bad variable is logged once per process and value: each test sees its own line.
+    monkeypatch.setattr(_settings, "_reported", set())
+
+
+def test_the_constructor_takes_every_declared_setting_by_its_name_none_meaning_not_given() -> None:
+    """The signature is the one second list of the settings' names (typed for users and
+    mypy); it stays the declaration's, in order."""
+    parameters = inspect.signature(OFREPProvider).parameters
+    assert [n for n in parameters if n != "context"] == [
+        d.name for d in _settings.declared(OFREPConfig)
+    ]
+    assert all(p.default is None for p in parameters.values())
 
 
 def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,6 +58,31 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.poll_interval_s == 30.0  # while no stream is advertised or held
     assert config.inactivity_delay_s is None
     assert dict(config.headers) == {}
+    assert (config.reconnect_min_s, config.reconnect_max_s) == (0.5, 30.0)
+    assert (config.retry_min_s, config.retry_max_s) == (1.0, 60.0)
+    assert (config.sse_read_timeout_s, config.stale_after_s, config.shutdown_timeout_s) == (
+        60.0,
+        30.0,
+        5.0,
+    )
+    assert (config.event_debounce_s, config.event_fetch_interval_s) == (0.05, 0.25)
+    assert (config.cache_mode, config.cache_ttl_s, config.cache_key_prefix) == (
+        "local-cache-first",
+        30 * 24 * 3600.0,
+        None,
+    )
+
+
+def test_none_is_not_given_and_positional_arguments_still_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OFREP_TIMEOUT_MS", "2500")
+    config = OFREPProvider("http://127.0.0.1:9", None, None, "polling", 0.5).config
+    assert (config.timeout_s, config.change_detection, config.poll_interval_s) == (
+        2.5,
+        "polling",
+        0.5,
+    )
 
 
 @pytest.mark.parametrize(
@@ -120,3 +163,74 @@ def test_constructing_a_provider_starts_no_thread() -> None:
     before = threading.active_count()
     OFREPProvider(base_url="http://127.0.0.1:1")
     assert threading.active_count() == before
+
+
+HUGE = "-1" + "0" * 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [HUGE, HUGE[1:], "9" * 5000, "x" * 1_000_000],
+    ids=["-1e400", "1e400", "5000 nines", "1 MB"],
+)
+@pytest.mark.parametrize("name", ["OFREP_TIMEOUT_MS", "OFREP_CACHE_TTL_S", "OFREP_CACHE_MODE"])
+def test_an_unusable_environment_value_of_any_size_is_logged_by_a_short_prefix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str, raw: str
+) -> None:
+    monkeypatch.setenv(name, raw)
+    with caplog.at_level(logging.ERROR, logger="flageval.ofrep"):
+        OFREPProvider(base_url="http://127.0.0.1:1")  # never raises from the environment
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "flageval.ofrep"]
+    assert message.startswith(name) and "using the default" in message, message[:200]
+    assert raw[:64] in message and raw[:65] not in message and len(message) < 400
+
+
+NUMERIC_ARGUMENTS = [
+    "timeout_ms",
+    "poll_interval_s",
+    "inactivity_delay_s",
+    "sse_read_timeout_s",
+    "reconnect_min_s",
+    "reconnect_max_s",
+    "retry_min_s",
+    "retry_max_s",
+    "stale_after_s",
+    "shutdown_timeout_s",
+    "event_debounce_s",
+    "event_fetch_interval_s",
+    "cache_ttl_s",
+]
+
+
+@pytest.mark.parametrize("name", NUMERIC_ARGUMENTS)
+@pytest.mark.parametrize(
+    "value",
+    [-(10**400), 10**400, 10**5000, float("inf")],
+    ids=["-10^400", "10^400", "10^5000", "inf"],
+)
+def test_a_huge_argument_is_a_value_error_naming_it(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be ") as raised:
+        OFREPProvider(base_url="http://127.0.0.1:1", **{name: value})  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "poll_interval_s",
+        "reconnect_min_s",
+        "reconnect_max_s",
+        "retry_min_s",
+        "retry_max_s",
+        "event_fetch_interval_s",
+        "inactivity_delay_s",
+    ],
+)
+def test_an_interval_below_its_floor_is_a_value_error(name: str) -> None:
+    kwargs: dict[str, object] = {name: 1e-9}
+    if name == "reconnect_max_s":
+        kwargs["reconnect_min_s"] = 0.01
+    if name == "retry_max_s":
+        kwargs["retry_min_s"] = 0.01
+    with pytest.raises(ValueError, match=f"^{name} must be "):
+        OFREPProvider(base_url="http://127.0.0.1:1", **kwargs)  # type: ignore[arg-type]

@@ -92,3 +92,17 @@ def test_an_invalid_base_url_error_does_not_echo_it() -> None:
     with pytest.raises(ValueError) as info:
         OFREPProvider(base_url="http://user:PASSWORD@flags.example/?token=SECRET")
     assert "PASSWORD" not in str(info.value) and "SECRET" not in str(info.value)
+
+
+def test_a_million_malformed_entries_make_eleven_warnings_not_a_million(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="flageval.ofrep"):
+        assert headers_from_env(monkeypatch, "secret," * 1_000_000 + "X=1") == {"X": "1"}
+    said = [r.getMessage() for r in caplog.records if r.name == "flageval.ofrep"]
+    assert said[:2] == [
+        "OFREP_HEADERS: entry 1 skipped: it has no '='",
+        "OFREP_HEADERS: entry 2 skipped: it has no '='",
+    ]
+    assert said[10:] == ["OFREP_HEADERS: 999990 more malformed entries skipped"]
+    assert not any("secret" in m for m in said)

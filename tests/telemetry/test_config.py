@@ -137,3 +137,40 @@ def test_settings_repr_never_shows_url_secrets() -> None:
     s = Settings.from_env({}, agent_url="http://user:pw@agent:8126/?token=s3cret")
     assert "s3cret" not in repr(s) and "pw" not in repr(s)
     assert "s3cret" not in s.endpoint().display
+
+
+NUMERIC_KEYWORDS = [
+    "flush_interval_s",
+    "drain_interval_s",
+    "request_timeout_s",
+    "shutdown_timeout_s",
+    "retry_backoff_s",
+    "queue_size",
+    "max_full_buckets",
+    "max_buckets_per_flag",
+    "max_degraded_buckets",
+    "memory_budget_bytes",
+    "max_body_bytes",
+    "retry_buffer_bytes",
+    "max_retries",
+]
+
+
+@pytest.mark.parametrize("name", NUMERIC_KEYWORDS)
+@pytest.mark.parametrize(
+    "value",
+    [-(10**400), 10**400, 10**5000, 1e300, float("inf")],
+    ids=["-10^400", "10^400", "10^5000", "1e300", "inf"],
+)
+def test_a_huge_keyword_number_is_a_value_error_naming_the_setting(
+    name: str, value: object
+) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be ") as raised:
+        Settings.from_env({}, **{name: value})  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize("name", ["flush_interval_s", "drain_interval_s"])
+def test_an_interval_below_its_floor_is_a_value_error(name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be a number >= 0.0"):
+        Settings.from_env({}, **{name: 1e-9})  # type: ignore[arg-type]

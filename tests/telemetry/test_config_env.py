@@ -20,8 +20,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 import flageval
-from flageval import FlagEvalHook
-from flageval import _config as config
+from flageval import FlagEvalHook, Telemetry
+from flageval import _settings as settings_module
 from flageval._config import KILLSWITCH_ENV, Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     # "Once per process" must not hide a test's own message behind an earlier test's.
-    monkeypatch.setattr(config, "_reported", set(), raising=False)
+    monkeypatch.setattr(settings_module, "_reported", set())
 
 
 def errors(caplog: pytest.LogCaptureFixture, level: int = logging.ERROR) -> list[str]:
@@ -40,10 +40,17 @@ def errors(caplog: pytest.LogCaptureFixture, level: int = logging.ERROR) -> list
 @pytest.mark.parametrize(
     ("var", "raw", "field", "default", "expected"),
     [
-        ("FLAGEVAL_QUEUE_SIZE", "-5", "queue_size", 65_536, "must be an integer > 0, got '-5'"),
+        (
+            "FLAGEVAL_QUEUE_SIZE",
+            "-5",
+            "queue_size",
+            65_536,
+            "must be an integer > 0 and <= 10^15, got '-5'",
+        ),
         ("FLAGEVAL_QUEUE_SIZE", "lots", "queue_size", 65_536, "must be an integer > 0"),
         ("FLAGEVAL_QUEUE_SIZE", "1.5", "queue_size", 65_536, "must be an integer > 0"),
-        ("FLAGEVAL_FLUSH_INTERVAL_S", "nan", "flush_interval_s", 10.0, "must be a number > 0"),
+        ("FLAGEVAL_FLUSH_INTERVAL_S", "nan", "flush_interval_s", 10.0, "a number >= 0.01 and"),
+        ("FLAGEVAL_REQUEST_TIMEOUT_S", "1e10", "request_timeout_s", 5.0, "> 0 and <= 86400"),
         ("FLAGEVAL_SHUTDOWN_TIMEOUT_S", "-1", "shutdown_timeout_s", 5.0, "a number >= 0"),
         ("FLAGEVAL_MAX_BODY_BYTES", "100", "max_body_bytes", 5 * 2**20, "an integer >= 1024"),
         ("FLAGEVAL_MAX_RETRIES", "-1", "max_retries", 3, "must be an integer >= 0"),
@@ -236,7 +243,9 @@ def test_killswitch_true_or_1_is_on(caplog: pytest.LogCaptureFixture, value: str
 
 def test_a_keyword_beats_the_killswitch_and_keywords_stay_strict_when_off() -> None:
     assert Settings.from_env({KILLSWITCH_ENV: "false"}, enabled=True).enabled is True
-    with pytest.raises(ValueError, match="queue_size must be an integer > 0, got -5"):
+    with pytest.raises(
+        ValueError, match="queue_size must be an integer > 0 and <= 10\\^15, got -5"
+    ):
         Settings.from_env({KILLSWITCH_ENV: "false"}, queue_size=-5)
     with pytest.raises(ValueError, match="agent_url"):
         Settings.from_env({KILLSWITCH_ENV: "false"}, agent_url="localhost:8126")
@@ -289,3 +298,117 @@ def test_import_flageval_does_not_import_aiohttp_and_off_never_does() -> None:
 def test_aiohttp_is_imported_when_the_worker_first_starts() -> None:
     loaded = ["aiohttp", "flageval._worker", "msgspec"]
     assert _imports("true") == {"import": [], "evaluated": loaded}
+
+
+# -- values that cannot hurt ----------------------------------------------------------------
+
+HUGE = "-1" + "0" * 400  # int() reads it; a float of it overflows
+INTEGERS = [
+    "FLAGEVAL_QUEUE_SIZE",
+    "FLAGEVAL_MAX_FULL_BUCKETS",
+    "FLAGEVAL_MAX_BUCKETS_PER_FLAG",
+    "FLAGEVAL_MAX_DEGRADED_BUCKETS",
+    "FLAGEVAL_MEMORY_BUDGET_BYTES",
+    "FLAGEVAL_MAX_BODY_BYTES",
+    "FLAGEVAL_RETRY_BUFFER_BYTES",
+    "FLAGEVAL_MAX_RETRIES",
+]
+
+
+@pytest.mark.parametrize("var", INTEGERS)
+@pytest.mark.parametrize("raw", [HUGE, HUGE[1:], "9" * 5000], ids=["-1e400", "1e400", "5000 nines"])
+def test_a_number_of_hundreds_of_digits_is_logged_and_the_hook_is_built(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, var: str, raw: str
+) -> None:
+    monkeypatch.setenv(var, raw)
+    monkeypatch.setenv("DD_TRACE_AGENT_URL", "http://127.0.0.1:9")
+    FlagEvalHook()  # builds the process-wide pipeline from the environment: no exception
+    tel = flageval.default_telemetry()
+    assert tel.enabled
+    (message,) = errors(caplog)
+    assert message.startswith(f"{var} must be an integer"), message[:200]
+    assert "using the default" in message and len(message) < 300, message[:300]
+
+
+@pytest.mark.parametrize("port", ["9" * 5000, "1" + "0" * 5], ids=["5000 nines", "100000"])
+def test_an_agent_port_of_thousands_of_digits_keeps_8126(
+    caplog: pytest.LogCaptureFixture, port: str
+) -> None:
+    settings = Settings.from_env({"DD_AGENT_HOST": "agent", "DD_TRACE_AGENT_PORT": port})
+    assert settings.enabled and settings.agent_url == "http://agent:8126"
+    (message,) = errors(caplog)
+    assert message.startswith("DD_TRACE_AGENT_PORT must be a port number") and len(message) < 300
+
+
+#: Every variable a pipeline reads, with the logger level its bad value is said at.
+EVERY_VARIABLE = [
+    *INTEGERS,
+    "FLAGEVAL_FLUSH_INTERVAL_S",
+    "FLAGEVAL_DRAIN_INTERVAL_S",
+    "FLAGEVAL_REQUEST_TIMEOUT_S",
+    "FLAGEVAL_SHUTDOWN_TIMEOUT_S",
+    "FLAGEVAL_RETRY_BACKOFF_S",
+    "FLAGEVAL_AGENTLESS",
+    "FLAGEVAL_FULL_DATA_DEFAULT",
+    "FLAGEVAL_VERIFY_TLS",
+    "FLAGEVAL_INTAKE_URL",
+    "DD_SITE",
+    "DD_TRACE_AGENT_URL",
+    "DD_AGENT_HOST",
+    "DD_TRACE_AGENT_PORT",
+    KILLSWITCH_ENV,
+]
+
+
+@pytest.mark.parametrize("var", EVERY_VARIABLE)
+def test_a_megabyte_value_is_quoted_by_a_short_prefix(
+    caplog: pytest.LogCaptureFixture, var: str
+) -> None:
+    raw = "x" * 1_000_000 + "\n"
+    env = {var: raw}
+    if var == "DD_SITE":  # where counts go only when agentless
+        env.update(FLAGEVAL_AGENTLESS="true", DD_API_KEY="k")
+    caplog.set_level(logging.DEBUG, logger="flageval")
+    Settings.from_env(env)  # never raises
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("flageval")]
+    assert said, var
+    assert all(var in m and "x" * 64 in m and "x" * 65 not in m for m in said), said[0][:300]
+    assert max(len(m) for m in said) < 400
+
+
+@pytest.mark.parametrize("var", ["FLAGEVAL_FLUSH_INTERVAL_S", "FLAGEVAL_DRAIN_INTERVAL_S"])
+@pytest.mark.parametrize("raw", ["1e-9", "0.0001", "5e-324"])
+def test_a_period_below_its_floor_is_logged_and_the_pipeline_runs_at_its_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, var: str, raw: str
+) -> None:
+    """A drain every nanosecond turned the idle worker into a busy loop: below its floor
+    (1 ms for the drain, 10 ms for the flush) a period is refused like any unusable
+    value, so the pipeline's effective period is the default."""
+    monkeypatch.setenv(var, raw)
+    tel = Telemetry(agent_url="http://127.0.0.1:9", autostart=False)
+    try:
+        assert (tel.settings.drain_interval_s, tel.settings.flush_interval_s) == (0.05, 10.0)
+    finally:
+        tel.shutdown(0)
+    (message,) = errors(caplog)
+    floor = "0.001" if "DRAIN" in var else "0.01"
+    assert message == (
+        f"{var} must be a number >= {floor} and <= 86400, got {raw!r}; using the default "
+        f"{0.05 if 'DRAIN' in var else 10.0}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("var", "floor"), [("FLAGEVAL_FLUSH_INTERVAL_S", 0.01), ("FLAGEVAL_DRAIN_INTERVAL_S", 0.001)]
+)
+def test_a_period_at_its_floor_is_taken(
+    monkeypatch: pytest.MonkeyPatch, var: str, floor: float
+) -> None:
+    monkeypatch.setenv(var, str(floor))
+    settings = Settings.from_env()
+    assert getattr(settings, var.removeprefix("FLAGEVAL_").lower()) == floor
+
+
+def test_an_agent_port_with_leading_zeros_is_its_number() -> None:
+    env = {"DD_AGENT_HOST": "agent", "DD_TRACE_AGENT_PORT": "0" * 4000 + "9126"}
+    assert Settings.from_env(env).agent_url == "http://agent:9126"
