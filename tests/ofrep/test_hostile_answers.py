@@ -182,8 +182,12 @@ def test_initialize_with_a_context_that_cannot_be_encoded_raises_and_errors_on_r
 
     server.set_flag("f", True)
     provider = make_provider(server.url, change_detection="none")
+    # The global context, as the SDK passes it to initialize(): a resolve that found
+    # another one there would switch to it (and fetch for it).
+    bad = EvaluationContext("x", {"attr": Unprintable()})  # type: ignore[dict-item]
+    api.set_evaluation_context(bad)
     with pytest.raises(GeneralError, match="cannot be encoded"):
-        provider.initialize(EvaluationContext("x", {"attr": Unprintable()}))  # type: ignore[dict-item]
+        provider.initialize(bad)
     assert provider.resolve_boolean_details("f", False).error_code == ErrorCode.INVALID_CONTEXT
     assert server.bulk_requests() == []
     assert provider.set_context(EvaluationContext("y")).result(5) is True

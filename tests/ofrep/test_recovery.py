@@ -56,8 +56,7 @@ def test_a_stream_answering_401_is_fatal_and_stops_every_request(
         server.url, poll_interval_s=0.05, headers={"Authorization": "Bearer t"}
     )
     api.set_provider_and_wait(provider)
-    # The stream appears after initialize: an ERROR emitted while the SDK is still in
-    # set_provider_and_wait would be overwritten by its READY status.
+    # The stream appears after initialize (a stream answering at once is the other test).
     server.event_streams = [server.sse_here()]
     server.sse_script.append(Scripted(401))
     provider.set_context(EvaluationContext("first"))
