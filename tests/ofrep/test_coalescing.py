@@ -97,6 +97,7 @@ def test_30_events_against_a_failing_server_obey_the_backoff(
         server, make_provider, retry_min_s=1.0, retry_max_s=4.0, **DEFAULTS
     )
     before = len(server.bulk_requests())
+    merged = provider.stats()["fetch_coalesced"]
     server.script.extend([Scripted(500, b'{"errorDetails": "down"}')] * 50)
     burst(server, 30, lambda i: f"cfg-{i}")
     wait_until(lambda: provider.stats()["sse_refetch_events"] == 30, what="all events read")
@@ -108,7 +109,10 @@ def test_30_events_against_a_failing_server_obey_the_backoff(
     # queued behind the failing fetch or came meanwhile joined the retry).
     assert retried.t - first.t >= 0.5 - 0.005
     assert retried.query == {"flagConfigEtag": "cfg-29"}  # the newest event, kept
-    assert provider.stats()["sse_events_coalesced"] >= 28
+    # Every event but the first joined another: held by the coalescer, or (a burst
+    # stretched past its window on a loaded machine) merged into the retry.
+    stats = provider.stats()
+    assert stats["sse_events_coalesced"] + stats["fetch_coalesced"] - merged >= 29
 
 
 def test_a_flood_of_events_is_cut_off_at_the_budget_and_its_fetches_keep_the_interval(

@@ -56,7 +56,7 @@ def test_a_stream_answering_401_is_fatal_and_stops_every_request(
         server.url, poll_interval_s=0.05, headers={"Authorization": "Bearer t"}
     )
     api.set_provider_and_wait(provider)
-    # The stream appears after initialize (a stream answering at once is the other test).
+    # The stream appears after initialize.
     server.event_streams = [server.sse_here()]
     server.sse_script.append(Scripted(401))
     provider.set_context(EvaluationContext("first"))
