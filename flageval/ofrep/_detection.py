@@ -205,7 +205,10 @@ class Detection:
     def _on_idle(self) -> None:
         if self._streams is not None:
             self._streams.close_all()
+        # Held events, a poll waiting for the ceiling, a scheduled retry: the resume
+        # fetches everything anyway.
         self._events.cancel()
+        self._queue.pause()
         logger.debug(
             "no flag resolved for %.1f s: event streams closed", self._inactivity_delay_s()
         )

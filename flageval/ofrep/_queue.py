@@ -219,6 +219,15 @@ class FetchQueue:
         self._streak += 1
         return backoff_s(self._streak - 1, self._retry_min_s, self._retry_max_s, _SPREAD)
 
+    def pause(self) -> None:
+        """Idle: what is pending (unless urgent) and a scheduled retry are dropped, counted
+        as joining the unconditional fetch the resume makes; nothing goes out meanwhile."""
+        dropped = (self._pending is not None and not self._urgent) + (self._retry is not None)
+        if self._pending is not None and not self._urgent:
+            self._pending = None
+        self._cancel_retry()
+        self._stats[Counter.FETCH_COALESCED] += dropped
+
     def stop(self) -> asyncio.Task[None] | None:
         """Drop what is pending and any scheduled retry; refuse later requests. Returns the
         runner, whose fetch in flight (if any) still completes unless the caller cancels it."""

@@ -201,3 +201,26 @@ async def test_a_shorter_block_never_shortens_a_longer_one() -> None:
     gate.block(0.01)  # a later, shorter Retry-After
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(gate.wait(), 0.5)
+
+
+async def test_pausing_drops_what_waits_for_the_ceiling_or_a_retry_but_not_a_context_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CEILING_PER_S", 5.0)  # a token every 0.2 s
+    runs = Runs()
+    queue, stats, _ = make(runs, retry_min_s=0.1, retry_max_s=0.1)
+    for n in range(4):
+        queue.request(event(f"e{n}"))
+        await until(lambda n=n: len(runs.seen) == n + 1 and runs.in_flight == 0)
+    coalesced = stats[Counter.FETCH_COALESCED]
+    queue.request(POLL)  # waits for a token
+    queue.pause()  # idle: the resume fetches everything
+    queue.failed(event("x"))  # a retry is scheduled (a failure answered while idle)
+    queue.pause()
+    assert stats[Counter.FETCH_COALESCED] == coalesced + 2
+    await asyncio.sleep(0.5)  # a window for what must not happen: tokens and the retry due
+    assert len(runs.seen) == 4
+    queue.request(FULL, urgent=True)  # a context change still goes
+    queue.pause()
+    await until(lambda: len(runs.seen) == 5)
+    assert runs.requests[-1] == FULL
