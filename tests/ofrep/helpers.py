@@ -44,6 +44,12 @@ def answered(provider: OFREPProvider | Mapping[str, int]) -> int:
     )
 
 
+def quiet(provider: OFREPProvider) -> bool:
+    """Every fetch the provider has made has been answered and applied (the client's own
+    count: a request still on its way to a slow server counts too)."""
+    return answered(provider) == provider.stats()["fetches"]
+
+
 def settled(provider: OFREPProvider, server: OFREPTestServer, quiet_s: float = 0.15) -> int:
     """Wait until every request the server saw has been answered and applied, and
     nothing new arrives for ``quiet_s``; return the bulk request count."""
@@ -88,6 +94,8 @@ def start_with_stream(
     )
     # The client sees the 200 before the server has registered the stream for pushes.
     wait_until(lambda: in_use() or server.sse_connected >= here, what="server sees the streams")
+    # The connect's own fetch (debounced as events are) has been made and applied.
+    wait_until(lambda: in_use() or answered(provider) >= 2, what="the post-connect fetch")
     settled(provider, server)
     return provider, api.get_client()
 

@@ -12,7 +12,7 @@ from openfeature.provider import ProviderStatus
 from flageval.ofrep import OFREPProvider
 
 from .conftest import EventLog
-from .helpers import settled, start_with_stream
+from .helpers import quiet, settled, start_with_stream
 from .ofrep_server import OFREPTestServer, Scripted, refetch, wait_until
 
 
@@ -105,6 +105,8 @@ def test_inactivity_closes_streams_and_the_next_resolve_refetches_unconditionall
     # (setup itself may have outlasted 0.3 s: count from wherever we are)
     wait_until(idle, what="idle")
     wait_until(lambda: server.sse_connected == 0, what="stream closed")
+    # A fetch made just before idling may still be on its way: answered first.
+    wait_until(lambda: quiet(provider), what="no fetch in flight")
     resumes = provider.stats()["inactivity_resumes"]
     quiet_from = len(server.all_requests())
     server.set_flag("a", 2)  # changes while idle are not pushed
