@@ -44,7 +44,7 @@ from ._config import SETTINGS, OFREPConfig, load_config
 from ._context import ContextEncodingError, encode_context
 from ._diagnostics import Counter, logger, new_stats, snapshot
 from ._refresh import Handover, Refresher
-from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, resolve
+from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, FlagEntry, resolve
 from ._snapshot import Shared
 from ._status import SdkOrder, Status
 
@@ -303,18 +303,21 @@ class OFREPProvider(AbstractProvider):
 
     # -- resolution: the hot path ------------------------------------------------------
 
-    def _touch(self) -> Shared:
+    def _touch(self) -> Mapping[str, FlagEntry] | None:
+        """What this resolve answers from: read before an idle provider is woken, so the
+        resolve that wakes it is answered from memory whatever its re-fetch does."""
         shared = self._shared
         if self._inherited is not None:
             self._restart_if_forked()
         shared.last_used = _monotonic()
-        if shared.idle and not shared.wake_requested:
-            self._wake()
         if self._follow_global:
             current = get_evaluation_context()
             if current is not self._seen_global and self._thread is not None:
                 self._global_context_changed(current)
-        return shared
+        entries = shared.entries
+        if shared.idle and not shared.wake_requested:
+            self._wake()
+        return entries
 
     def _wake(self) -> None:
         thread, refresher = self._thread, self._refresher
@@ -328,7 +331,7 @@ class OFREPProvider(AbstractProvider):
         default_value: bool,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
-        return resolve(self._touch().entries, flag_key, default_value, BOOL)
+        return resolve(self._touch(), flag_key, default_value, BOOL)
 
     def resolve_string_details(
         self,
@@ -336,7 +339,7 @@ class OFREPProvider(AbstractProvider):
         default_value: str,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[str]:
-        return resolve(self._touch().entries, flag_key, default_value, STR)
+        return resolve(self._touch(), flag_key, default_value, STR)
 
     def resolve_integer_details(
         self,
@@ -344,7 +347,7 @@ class OFREPProvider(AbstractProvider):
         default_value: int,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[int]:
-        return resolve(self._touch().entries, flag_key, default_value, INT)
+        return resolve(self._touch(), flag_key, default_value, INT)
 
     def resolve_float_details(
         self,
@@ -352,7 +355,7 @@ class OFREPProvider(AbstractProvider):
         default_value: float,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[float]:
-        return resolve(self._touch().entries, flag_key, default_value, FLOAT)
+        return resolve(self._touch(), flag_key, default_value, FLOAT)
 
     def resolve_object_details(
         self,
@@ -360,4 +363,4 @@ class OFREPProvider(AbstractProvider):
         default_value: ObjectValue,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[ObjectValue]:
-        return resolve(self._touch().entries, flag_key, default_value, OBJECT)
+        return resolve(self._touch(), flag_key, default_value, OBJECT)
