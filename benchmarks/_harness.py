@@ -292,9 +292,9 @@ def flageval_settle(tel: Any, timeout_s: float = 5.0) -> Callable[[], None]:
         deadline = time.monotonic() + timeout_s
         worker, queue = tel._worker, tel.handoff.queue
         while time.monotonic() < deadline:
-            if not queue and worker.tiers.received == worker.drained:
+            if not queue and worker.tiers.received == worker.counts.drained:
                 time.sleep(0.0005)  # a drain may sit between popleft and its count
-                if not queue and worker.tiers.received == worker.drained:
+                if not queue and worker.tiers.received == worker.counts.drained:
                     return
             time.sleep(0.002)
 

@@ -1,4 +1,4 @@
-"""Benchmark 7: worker CPU per evaluation for hostile context shapes (issue 9, section 3).
+"""Benchmark 7: worker CPU per evaluation for hostile context shapes.
 
 Each shape is a context an application can hand over by mistake or on purpose; the
 pruner must bound its work whatever the shape (flageval/_prune.py: at most 4,096 entries
@@ -6,9 +6,11 @@ read and 4,096 values visited per context). Snapshots shaped as the hook makes t
 fresh top-level dict per evaluation, the caller's nested objects shared, as the SDK's
 merge gives) go on a real ``Handoff`` and through a real ``Worker.drain_once`` into
 default tiers; the figure is process CPU time per evaluation, median over rounds.
-Target: <= 5 ms per evaluation for every shape. Conservation is asserted, and a loose
-ceiling (10x the target) so that a return of the unbounded cost fails even in CI's
-quick run.
+Target: <= 5 ms per evaluation for every shape. Conservation is asserted; with timing
+enabled, also a loose ceiling (10x the target). Under ``--benchmark-disable`` (CI) no
+figure is asserted: a loaded machine's CPU time is not the code's, and the bound on the
+pruner's work is a count, asserted by the test suite
+(tests/telemetry/aggregation/test_prune_rules.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ SHAPES: dict[str, tuple[Callable[[], dict[Any, Any]], int]] = {
 def _worker(snaps: list[Snapshot]) -> Worker:
     settings = Settings.from_env(agent_url="http://127.0.0.1:9", service="flageval-bench")
     handoff = Handoff(len(snaps) + 1)
-    handoff.open()
     handoff.queue.extend(snaps)
     return Worker(settings, handoff)
 
@@ -104,7 +105,7 @@ def test_worker_cpu_per_hostile_evaluation(
     benchmark.pedantic(drain_all, setup=setup, rounds=rounds, iterations=1)
     w = workers[-1]
     t = w.tiers
-    assert t.received == n and w.drained == n
+    assert t.received == n and w.counts.drained == n
     assert t.evaluations_held + sum(t.ledger.dropped.values()) == n
     median = statistics.median(cpu_ms)
     benchmark.extra_info.update(
@@ -119,4 +120,5 @@ def test_worker_cpu_per_hostile_evaluation(
             "quick": quick,
         }
     )
-    assert median <= CEILING_MS, f"{shape}: {median:.1f} ms per evaluation"
+    if not quick:
+        assert median <= CEILING_MS, f"{shape}: {median:.1f} ms per evaluation"

@@ -2,7 +2,7 @@
 
 Prebuilt snapshot tuples, shaped exactly as the hook makes them (a fresh attribute
 dict per evaluation, as the SDK's context merge gives, and a copy of the flag's
-metadata per evaluation, as handoff.snapshot takes it), are put on a real ``Handoff``
+metadata per evaluation, as handoff.put takes it), are put on a real ``Handoff``
 and consumed by a real ``Worker.drain_once`` (batches of 4,096) into fresh tiers with
 the default settings. The figure is process CPU time (``time.process_time``) per
 evaluation, median over rounds; pytest-benchmark's own (wall-clock) figures are per
@@ -64,7 +64,6 @@ def _snapshots(n: int, distinct: int, build: Callable[[int], dict[str, Any]]) ->
 def _worker(snaps: list[Snapshot]) -> Worker:
     settings = Settings.from_env(agent_url="http://127.0.0.1:9", service="flageval-bench")
     handoff = Handoff(len(snaps) + 1)
-    handoff.open()
     handoff.queue.extend(snaps)
     return Worker(settings, handoff)
 
@@ -93,7 +92,7 @@ def test_worker_cpu_per_evaluation(benchmark: BenchmarkFixture, quick: bool, sce
     w = workers[-1]
     t = w.tiers
     # Every evaluation is in a bucket or a counter: the figure is for complete work.
-    assert t.received == n and w.drained == n
+    assert t.received == n and w.counts.drained == n
     assert t.evaluations_held + sum(t.ledger.dropped.values()) == n
     benchmark.extra_info.update(
         {

@@ -9,6 +9,7 @@ small input: the point there is that the code paths still work, not the figures.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,17 @@ from benchmarks._harness import (
     start_ddtrace,
     start_otel,
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With timing on, a benchmark may run for minutes (the soak, ten-second thread
+    runs, calibrated loops): the suite's 60 s per test (pyproject) is the quick run's."""
+    if bench_disabled(config):
+        return
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.resolve().parents:
+            item.add_marker(pytest.mark.timeout(1800))
 
 
 @pytest.fixture(scope="session")

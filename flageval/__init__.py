@@ -14,14 +14,18 @@ Every module whose name starts with an underscore is internal; one module per st
 
 - ``_hook``: the OpenFeature hook, the only code of ours on the evaluation's hot path;
 - ``_instrumented`` and ``_record``: ``instrument(provider)``, the wrapper's resolvers;
-- ``_handoff``: the snapshot and the bounded hand-off between threads and the worker;
+  ``_record.record()`` for evaluations made without the SDK (an OFREP server's);
+- ``_handoff``: the snapshot (``put``) and the bounded hand-off between threads and the
+  worker;
 - ``_worker``: drains the hand-off, aggregates, flushes, on the worker's loop;
 - ``_prune`` and ``_fields``: context pruning and canonical keys; row fields, consent;
 - ``_tiers``: full and degraded tiers, their caps and memory budget;
 - ``_wire``: rows and bodies of at most 5 MiB;
 - ``_transport``, ``_http`` and ``_agent``: posting with retries; the agent's routes;
-- ``_losses`` and ``_stats``: every drop and degrade reason; ``Stats``;
-- ``_telemetry``, ``_runner`` and ``_loop``: a pipeline's life and where its worker runs;
+- ``_losses`` and ``_stats``: every drop and degrade reason; ``Stats``, built in one
+  place from each stage's counters;
+- ``_telemetry`` and ``_lifecycle``: a pipeline, and its life as one phase with a
+  transition table; ``_runner`` and ``_loop``: the worker's own loop thread;
 - ``_process`` and ``_default``: exit, signals and fork; the process-wide pipeline;
 - ``_settings``: how a setting is declared, and the one loader both halves use;
 - ``_config`` and ``_checks``: the pipeline's settings; ``_service``, ``_container``: who

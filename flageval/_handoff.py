@@ -19,24 +19,29 @@ Counters written from many threads (overflow, closed, hook errors) are rare-path
 events, so they use a lock: ``x += 1`` is a read-modify-write that loses updates
 under thread switches, and the library promises exact counts. The hot path (append)
 takes no lock.
+
+``accepting`` is the one attribute the hot path reads; the pipeline's lifecycle
+(flageval._lifecycle) writes it as its phase changes, so it is never out of step with
+the pipeline's state. Every producer (the hook, the provider wrapper, ``_record.record``)
+goes through :func:`put`, the one place a snapshot is built and appended.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
-from collections import deque
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any, Protocol
 
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagMetadata
 
-from ._losses import CLOSED, PRODUCER_DROPS, QUEUE_OVERFLOW
+from ._compiled import CKEYS
+from ._losses import Dropped
 
 
-class _Details(Protocol):
+class Details(Protocol):
     """What a snapshot reads of ``FlagEvaluationDetails`` / ``FlagResolutionDetails``."""
 
     @property
@@ -49,7 +54,7 @@ class _Details(Protocol):
     def flag_metadata(self) -> FlagMetadata: ...
 
 
-class _Context(Protocol):
+class Context(Protocol):
     """What a snapshot reads of an ``EvaluationContext``."""
 
     @property
@@ -58,38 +63,54 @@ class _Context(Protocol):
     def attributes(self) -> Mapping[str, Any]: ...
 
 
-#: What the hook hands over, one flat tuple per evaluation (a tuple: ~160 ns to build,
-#: against ~400 ns for a slots dataclass). Build it with :func:`snapshot` only (the hook
-#: does; so must anything else that feeds a hand-off), so every producer hands over the
-#: same thing. The types are the SDK's declared ones; the worker still guards against
-#: any value at run time.
+#: What a producer hands over, one flat tuple per evaluation (a tuple: ~160 ns to build,
+#: against ~400 ns for a slots dataclass), built by :func:`put` only, so every producer
+#: hands over the same thing. The types are the SDK's declared ones; the worker still
+#: guards against any value at run time.
 Snapshot = tuple[
     str,  # flag key
     str | None,  # variant
     ErrorCode | None,  # error code
     str | None,  # error message
-    FlagMetadata,  # flag metadata as at evaluation (see snapshot())
+    FlagMetadata,  # flag metadata as at evaluation (see put())
     str | None,  # targeting key
     Mapping[str, Any],  # context attributes (the SDK's per-evaluation merged dict)
     int,  # evaluation time, time.time_ns()
 ]
 
 
-def snapshot(flag_key: str, details: _Details, context: _Context) -> Snapshot:
-    """One evaluation's snapshot: references, plus a copy of the flag's metadata.
+#: Snapshots wait in the hand-off for up to a drain interval: tracked, each would be
+#: walked by every collection of the young generation meanwhile, promoted, and walked
+#: again by the older ones (0.3-0.5 us per evaluation on the evaluating thread,
+#: benchmarks/README.md 4c). A snapshot is in no reference cycle (nothing refers to it
+#: but the hand-off and the worker's batch), so the collector need not follow it: the
+#: compiled helper untracks it (~25 ns); pure Python leaves it tracked.
+_untracked: Callable[[Snapshot], Snapshot] | None = None if CKEYS is None else CKEYS.untracked
+
+
+def put(
+    h: Handoff, start: Callable[[], None], flag_key: str, details: Details, context: Context
+) -> int:
+    """Hand one evaluation over: its snapshot, appended if ``h`` accepts and has room,
+    else :meth:`Handoff.offer` (which starts the worker on first use via ``start``, or
+    counts why not). Returns the queue's length before the append, -1 for the slow way.
 
     ``details`` is the SDK's ``FlagEvaluationDetails`` (or a provider's
     ``FlagResolutionDetails``: the same four fields), ``context`` the evaluation's
     ``EvaluationContext``. Nothing is pruned, hashed or read here: that is the worker's.
+    The snapshot holds references, plus a copy of the flag's metadata dict (~60 ns for a
+    provider's small dict; its values are scalars, so a shallow copy is exact): consent,
+    the provider's time stamp and the allocation are then read as the evaluation saw
+    them, even when a provider mutates one dict per flag in place. A mapping of another
+    type (never seen from the SDK) is kept by reference and read when the worker drains
+    it. An empty one is not copied. Nested context values are the caller's and are read
+    when drained (see _prune.py).
 
-    The metadata is copied (~60 ns for a provider's small dict; its values are scalars,
-    so a shallow copy is exact): consent, the provider's time stamp and the allocation
-    are then read as the evaluation saw them, even when a provider mutates one dict per
-    flag in place. A mapping of another type (never seen from the SDK) is kept by
-    reference and read when the worker drains it. An empty one is not copied. Nested
-    context values are the caller's and are read when drained (see prune.py)."""
+    The fast path is one attribute read, a length check and ``deque.append``, inline:
+    each producer calls this once per evaluation, and it calls nothing else but the
+    compiled helper that untracks the snapshot (see ``_untracked``)."""
     meta = details.flag_metadata
-    return (
+    snap = (
         flag_key,
         details.variant,
         details.error_code,
@@ -99,51 +120,55 @@ def snapshot(flag_key: str, details: _Details, context: _Context) -> Snapshot:
         context.attributes,
         time_ns(),
     )
-
-
-class State(enum.Enum):
-    """NEW until the worker starts (the first evaluation starts it), OPEN while it
-    accepts, CLOSED once shutdown began."""
-
-    NEW = "new"
-    OPEN = "open"
-    CLOSED = "closed"
+    if _untracked is not None:
+        snap = _untracked(snap)
+    q = h.queue
+    depth = len(q)
+    if h.accepting and depth < h.capacity:
+        q.append(snap)
+        return depth
+    h.offer(snap, start)
+    return -1
 
 
 class Handoff:
     """A bounded, lock-free-on-append, multi-producer single-consumer hand-off."""
 
-    __slots__ = ("_counts", "_lock", "accepting", "capacity", "queue", "state")
+    __slots__ = ("_counts", "_lock", "accepting", "capacity", "queue")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, accepting: bool = False) -> None:
         self.capacity = capacity
         self.queue: deque[Snapshot] = deque()
-        # ``accepting`` is what the hot path reads: one attribute, True only while OPEN.
-        self.accepting = False
-        self.state = State.NEW
+        #: What the hot path reads: written by the pipeline's lifecycle only (a hand-off
+        #: built alone, for a test or a benchmark, says so here).
+        self.accepting = accepting
         # Re-entrant: a signal handler calling stats() may interrupt count() on this
         # very thread.
         self._lock = threading.RLock()
-        self._counts = dict.fromkeys(PRODUCER_DROPS, 0)
+        self._counts: Counter[Dropped] = Counter()
 
-    def count(self, reason: str, n: int = 1) -> None:
-        """Count a snapshot that did not enter the queue (thread-safe, exact)."""
+    def count(self, reason: Dropped, n: int = 1) -> None:
+        """Count snapshots that did not enter the queue, or left it unread (thread-safe,
+        exact)."""
         with self._lock:
             self._counts[reason] += n
 
-    def counts(self) -> dict[str, int]:
-        """What producers counted, by reason (``losses.PRODUCER_DROPS``)."""
+    def counts(self) -> dict[Dropped, int]:
+        """What was counted here, by reason."""
         with self._lock:
             return dict(self._counts)
 
-    def offer(self, snapshot: Snapshot) -> None:
-        """The slow path: append if open and not full, else count why not."""
+    def offer(self, snapshot: Snapshot, start: Callable[[], None]) -> None:
+        """The slow path: start the worker on first use (``start`` does nothing unless the
+        pipeline is idle), then append if accepting and not full, else count why not."""
         if not self.accepting:
-            self.count(CLOSED)
+            start()
+        if not self.accepting:
+            self.count(Dropped.CLOSED)
         elif len(self.queue) < self.capacity:
             self.queue.append(snapshot)
         else:
-            self.count(QUEUE_OVERFLOW)
+            self.count(Dropped.QUEUE_OVERFLOW)
 
     def drain(self, limit: int) -> list[Snapshot]:
         """Take up to ``limit`` snapshots, oldest first (consumer side only)."""
@@ -162,21 +187,12 @@ class Handoff:
             pass
         return out
 
-    def open(self) -> None:
-        self.state = State.OPEN
-        self.accepting = True
+    def discard(self, reason: Dropped) -> int:
+        """Take everything queued, unread, and count it under ``reason``; returns how many.
 
-    def close(self) -> None:
-        """Refuse new snapshots; those already queued stay for the final drain."""
-        self.state = State.CLOSED
-        self.accepting = False
-
-    def discard_late(self) -> int:
-        """After the final drain: count stragglers that raced past ``close`` as closed.
-
-        A producer may have read ``accepting`` just before ``close`` and appended
-        afterwards; such a snapshot is counted under ``closed``, not lost.
-        """
+        For what no worker will drain: stragglers that raced past the pipeline's end
+        (``closed``: a producer read ``accepting`` just before it changed), the queue of a
+        worker that never started (``never_started``) or was halted at a deadline."""
         n = 0
         pop = self.queue.popleft
         while True:
@@ -186,13 +202,11 @@ class Handoff:
                 break
             n += 1
         if n:
-            self.count(CLOSED, n)
+            self.count(reason, n)
         return n
 
     def reset_after_fork(self) -> None:
         """In a forked child: start empty. The parent owns (and sends) what was queued."""
         self.queue = deque()
         self._lock = threading.RLock()  # the parent's may have been held at fork time
-        self._counts = dict.fromkeys(PRODUCER_DROPS, 0)
-        self.state = State.NEW
-        self.accepting = False
+        self._counts = Counter()

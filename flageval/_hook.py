@@ -1,10 +1,10 @@
 """The OpenFeature hook: the only code of ours on the evaluation's hot path.
 
 ``finally_after`` runs after every evaluation (success, error, code default,
-PROVIDER_NOT_READY), on whatever thread evaluated. It builds one flat tuple
-(handoff.snapshot: references, and a copy of the flag's small metadata dict so consent
-is read as the evaluation saw it; no pruning, no hashing: that is the worker's job),
-appends it to the bounded hand-off and returns. It never raises into the SDK: an
+PROVIDER_NOT_READY), on whatever thread evaluated. It hands the evaluation over
+(_handoff.put: one flat tuple of references, and a copy of the flag's small metadata
+dict so consent is read as the evaluation saw it; no pruning, no hashing: that is the
+worker's job, appended to the bounded hand-off) and returns. It never raises into the SDK: an
 exception there would cost the caller a logged traceback per evaluation; instead it is
 counted under ``hook_error``.
 
@@ -12,6 +12,9 @@ Why references are safe: the SDK builds a fresh merged ``EvaluationContext`` per
 evaluation, so its top-level attribute dict is ours to keep; nested values are shared
 with the caller and read later by the worker (see prune.py for what a later mutation
 can and cannot do).
+
+``FlagEvalHook(telemetry)`` takes a :class:`flageval.Telemetry` (typed by the
+``Pipeline`` protocol: anything with such a hook) and shares its hook's hand-off.
 """
 
 from __future__ import annotations
@@ -23,21 +26,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from openfeature.hook import Hook, HookContext, HookHints
 
-from ._handoff import Handoff, State, snapshot
-from ._losses import HOOK_ERROR
+from ._handoff import Handoff, put
+from ._losses import Dropped
 
 if TYPE_CHECKING:
     from openfeature.flag_evaluation import FlagEvaluationDetails
 
 
 class Pipeline(Protocol):
-    """What the hook needs of a pipeline: where snapshots go (None: switched off) and a
-    way to start the worker on first use."""
+    """What ``FlagEvalHook(telemetry)`` counts into: a :class:`flageval.Telemetry`."""
 
     @property
-    def handoff(self) -> Handoff | None: ...
-
-    def ensure_started(self) -> None: ...
+    def hook(self) -> FlagEvalHook: ...
 
 
 _default_pipeline: Callable[[], Pipeline] | None = None
@@ -98,13 +98,18 @@ class FlagEvalHook(Hook):
         if telemetry is None:
             assert _default_pipeline is not None  # set when the flageval package loads
             telemetry = _default_pipeline()
-        handoff = telemetry.handoff
+        own = telemetry.hook
+        self._bind(getattr(own, "_handoff", None), own._start)
+
+    _handoff: Handoff  # set unless switched off
+
+    def _bind(self, handoff: Handoff | None, start: Callable[[], None]) -> None:
+        self._start = start
         if handoff is None:  # killswitch: replace the stages with no-ops
             self.before = _noop_before  # type: ignore[method-assign]
             self.finally_after = _noop  # type: ignore[method-assign]
             return
         self._handoff = handoff
-        self._start = telemetry.ensure_started
 
     def before(self, hook_context: HookContext, hints: HookHints) -> None:
         # The SDK calls every hook's before anyway; claiming here costs one assignment.
@@ -127,18 +132,19 @@ class FlagEvalHook(Hook):
                     claim.by = None
                     if mark.__class__ is tuple and mark[0] is self._handoff and mark[1] is ctx:
                         return  # a wrapped provider's short-circuit hook recorded it already
-            snap = snapshot(hook_context.flag_key, details, ctx)
-            h = self._handoff
-            q = h.queue
-            if h.accepting and len(q) < h.capacity:
-                q.append(snap)
-                return
-            if h.state is State.NEW:
-                self._start()  # first use: start the worker (once, under a lock)
-            h.offer(snap)  # full, closed, or just started: queue or count why not
+            put(self._handoff, self._start, hook_context.flag_key, details, ctx)
         except Exception:
             with contextlib.suppress(Exception):  # nothing may escape into the SDK
-                self._handoff.count(HOOK_ERROR)
+                self._handoff.count(Dropped.HOOK_ERROR)
+
+
+def hook_for(handoff: Handoff | None, start: Callable[[], None]) -> FlagEvalHook:
+    """The hook a pipeline builds for itself: it feeds ``handoff`` (None: switched off,
+    the hook does nothing at all), and ``start`` starts the pipeline's worker on first
+    use."""
+    hook = FlagEvalHook.__new__(FlagEvalHook)
+    hook._bind(handoff, start)
+    return hook
 
 
 def _noop(hook_context: HookContext, details: Any, hints: HookHints) -> None:

@@ -18,6 +18,8 @@ from types import SimpleNamespace
 
 import aiohttp
 
+from ._losses import Dropped
+
 #: The most of an answer's body ever read: enough for an error text in the log.
 SNIPPET_BYTES = 1024
 #: The most of that text that reaches a log line.
@@ -42,7 +44,7 @@ class Rejected(Exception):
     """Not sent again: the intake refused the body (a 4xx other than 429) or may have
     counted it (no answer came)."""
 
-    def __init__(self, reason: str, status: int | None, text: str = "", *, said: str) -> None:
+    def __init__(self, reason: Dropped, status: int | None, text: str = "", *, said: str) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status

@@ -36,15 +36,31 @@ from openfeature.track import TrackingEventDetails
 
 from ._default import default_telemetry
 from ._handoff import Handoff
-from ._hook import CLAIM, FlagEvalHook, Pipeline, enable_claims
+from ._hook import CLAIM, FlagEvalHook, enable_claims
 from ._record import recording_async, recording_sync
+from ._telemetry import Telemetry
 
 log = logging.getLogger("flageval")
 
 try:  # the status the SDK answers evaluations by (keyed by the registered object)
     from openfeature.provider._registry import provider_registry as _registry
-except ImportError:  # pragma: no cover - a later SDK: short-circuits are not recorded
+except ImportError:  # a later SDK: see status_reader
     _registry = None  # type: ignore[assignment]
+
+
+def status_reader(registry: Any) -> Callable[[FeatureProvider], ProviderStatus] | None:
+    """How to read the SDK's status of a registered provider from its (private)
+    registry: its dict, read as the SDK reads it; else its getter; else None (an SDK
+    with neither: the wrapper records no short-circuited evaluation, only the hook)."""
+    if isinstance(getattr(registry, "_provider_status", None), dict):
+        not_ready = ProviderStatus.NOT_READY
+        # Read where it is at each call: clear_providers() replaces the dict.
+        return lambda provider: registry._provider_status.get(provider, not_ready)
+    getter = getattr(registry, "get_provider_status", None)
+    return getter if callable(getter) else None
+
+
+_status_of = status_reader(_registry)
 
 #: The statuses in which the SDK answers without calling the provider.
 _SHORT_CIRCUITED = frozenset({ProviderStatus.NOT_READY, ProviderStatus.FATAL})
@@ -60,7 +76,7 @@ _RESOLVERS: tuple[tuple[str, FlagType], ...] = (
 
 
 def instrument(
-    provider: FeatureProvider, telemetry: Pipeline | None = None
+    provider: FeatureProvider, telemetry: Telemetry | None = None
 ) -> InstrumentedProvider:
     """``provider``, wrapped so that every evaluation it answers is counted.
 
@@ -114,7 +130,7 @@ class InstrumentedProvider(AbstractProvider):
     (see the module docstring). Events the wrapped provider emits reach the SDK as this
     provider's: the SDK keys status by the registered object, which is this one."""
 
-    def __init__(self, provider: FeatureProvider, telemetry: Pipeline | None = None) -> None:
+    def __init__(self, provider: FeatureProvider, telemetry: Telemetry | None = None) -> None:
         super().__init__()
         check_provider(provider)
         self._provider = provider
@@ -143,8 +159,8 @@ class InstrumentedProvider(AbstractProvider):
             setattr(self, name + "_async", async_fn)
         # Called by the SDK on every evaluation: bound straight to the wrapped provider's.
         self.get_metadata = provider.get_metadata  # type: ignore[method-assign]
-        if handoff is not None and _registry is not None:
-            hooks = _hooks_while_short_circuited(self, ShortCircuitHook(pipeline))
+        if handoff is not None and _status_of is not None:
+            hooks = _hooks_while_short_circuited(self, ShortCircuitHook(pipeline), _status_of)
             self.get_provider_hooks = hooks  # type: ignore[method-assign]
         elif callable(getattr(provider, "get_provider_hooks", None)):
             self.get_provider_hooks = provider.get_provider_hooks  # type: ignore[method-assign]
@@ -268,19 +284,19 @@ class InstrumentedProvider(AbstractProvider):
 
 
 def _hooks_while_short_circuited(
-    owner: InstrumentedProvider, short: ShortCircuitHook
+    owner: InstrumentedProvider,
+    short: ShortCircuitHook,
+    status_of: Callable[[FeatureProvider], ProviderStatus],
 ) -> Callable[[], list[Hook]]:
     """``get_provider_hooks`` with ``short`` added while the SDK will not call the provider."""
     inner = getattr(owner.provider, "get_provider_hooks", None)
-    registry = _registry
-    ready, not_ready = ProviderStatus.READY, ProviderStatus.NOT_READY
+    ready = ProviderStatus.READY
     short_circuited = _SHORT_CIRCUITED
 
     def get_provider_hooks() -> list[Hook]:
         hooks: list[Hook] = inner() if inner is not None else []
-        # The registry's own dict, read as the SDK reads it (its getter costs ~0.1 us
-        # more: an Enum default argument); keyed by the registered object, this one.
-        status = registry._provider_status.get(owner, not_ready)
+        # Keyed by the registered object, this one (status_reader says how it is read).
+        status = status_of(owner)
         if status is ready or status not in short_circuited:
             return hooks
         return [*hooks, short]

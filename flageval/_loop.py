@@ -1,7 +1,7 @@
 """An asyncio event loop on a daemon thread, driven from any other thread.
 
-Both halves of the package stand on it: the telemetry worker (by default) and the OFREP
-provider run their I/O here, so neither a sync application nor an async one's loop ever
+Both halves of the package stand on it: the telemetry worker and the OFREP provider
+run their I/O here, so neither a sync application nor an async one's loop ever
 waits on our sockets. Other threads use ``submit`` (a future), ``call`` (wait with a
 deadline) and ``call_soon`` (fire and forget); ``stop`` ends the loop within a deadline,
 cancelling whatever the owner left running; ``forget`` is for a forked child, where the

@@ -5,6 +5,9 @@ be unregistered one by one); instead members sit in a weak registry and the hook
 registered once, visit those still alive. Members are ``Telemetry`` pipelines (exit,
 fork and stop signals) and OFREP providers (exit and fork).
 
+Exit: :func:`ending`, the one place "the process is ending" is handled; each pipeline
+takes it as the move to STOPPING (flageval._lifecycle).
+
 Stop signals: ``atexit`` runs only when the interpreter ends normally, and a SIGTERM
 left to its default action ends the process at once. So, as dd-trace-py does
 (``register_on_exit_signal``), SIGTERM and SIGINT get a handler of ours chained in
@@ -101,7 +104,7 @@ def _track(member: Member) -> int:
         _live[key] = member
         if not _registered:
             _registered = True
-            atexit.register(_at_exit)
+            atexit.register(ending)
             if hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_after_fork)
     return key
@@ -126,7 +129,13 @@ def linger(thread: Lingering, deadline: float) -> None:
         _lingering.append((thread, deadline))
 
 
-def _at_exit() -> None:
+def ending() -> None:
+    """The process is ending: shut every live member down, newest first, then wait (up
+    to their deadlines) for dropped pipelines' threads still finishing their final
+    flush. Registered with ``atexit``; a process that ends without it (a pool child
+    that leaves through ``os._exit``) must call it from its own last hook (a
+    ``multiprocessing`` finalizer, Celery's ``worker_process_shutdown``). Idempotent: a
+    member already shut down returns at once."""
     for member in members():
         try:
             member.at_exit()

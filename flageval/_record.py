@@ -1,9 +1,10 @@
-"""The wrapper's resolvers: delegate, then append the snapshot the hook would take.
+"""Recording an evaluation made outside the hooks: the wrapper's resolvers, and
+:func:`record` for code that evaluates by itself (the OFREP server).
 
-One closure per resolver and wrapped provider, with everything it reads bound once
-(the wrapped resolver, the hand-off, the type to check): an evaluation costs the
-wrapped call, a slot read, one type check, the hook's own snapshot (handoff.snapshot)
-and a ``deque.append``.
+The wrapper's resolvers delegate, then hand over what the hook would: one closure per
+resolver and wrapped provider, with everything it reads bound once (the wrapped
+resolver, the hand-off, the type to check): an evaluation costs the wrapped call, a
+slot read, one type check and the hook's own hand-over (_handoff.put).
 
 What each outcome records, as the SDK's ``finally_after`` would see it
 (openfeature-sdk 0.10, ``OpenFeatureClient._create_provider_evaluation`` and
@@ -24,18 +25,17 @@ import contextlib
 import inspect
 import time
 from collections.abc import Callable, Mapping
-from time import time_ns
 from types import MappingProxyType
 from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode, OpenFeatureError
-from openfeature.flag_evaluation import FlagType
+from openfeature.flag_evaluation import FlagMetadata, FlagType
 
-from ._handoff import Handoff, Snapshot, State
-from ._handoff import snapshot as take_snapshot
+from ._handoff import Details, Handoff, put
 from ._hook import CLAIM, SEAM
-from ._losses import HOOK_ERROR
+from ._losses import Dropped
+from ._telemetry import Telemetry
 
 #: What the SDK checks a resolved value against (``client._typecheck_flag_value``).
 TYPES: Mapping[FlagType, type | tuple[type, ...]] = {
@@ -45,8 +45,7 @@ TYPES: Mapping[FlagType, type | tuple[type, ...]] = {
     FlagType.FLOAT: float,
     FlagType.INTEGER: int,
 }
-_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
-_NO_CONTEXT = EvaluationContext(None, _NO_ATTRIBUTES)
+_NO_CONTEXT = EvaluationContext(None, MappingProxyType({}))
 _TYPE_MISMATCH = ErrorCode.TYPE_MISMATCH
 
 
@@ -62,14 +61,39 @@ def raised(err: Exception) -> tuple[ErrorCode, str | None]:
     return ErrorCode.GENERAL, getattr(err, "error_message", str(err))
 
 
-def _put(handoff: Handoff, start: Callable[[], None], snapshot: Snapshot) -> None:
-    q = handoff.queue
-    if handoff.accepting and len(q) < handoff.capacity:
-        q.append(snapshot)
+class _Failed:
+    """The details the SDK builds when it answers an error itself (the provider raised,
+    or resolved a value of the wrong type): no variant, no metadata."""
+
+    __slots__ = ("error_code", "error_message", "flag_metadata")
+    variant = None
+
+    def __init__(self, code: ErrorCode, message: str | None) -> None:
+        self.error_code: ErrorCode | None = code
+        self.error_message = message
+        self.flag_metadata: FlagMetadata = {}
+
+
+def record(
+    telemetry: Telemetry,
+    flag_key: str,
+    details: Details,
+    context: EvaluationContext | None,
+) -> None:
+    """Count one evaluation made without the SDK's hooks into ``telemetry``, exactly as
+    the hook counts what the SDK answers: ``details`` is a ``FlagResolutionDetails``
+    (or anything with its variant, error code, error message and flag metadata),
+    ``context`` the ``EvaluationContext`` it was evaluated for. For code that evaluates
+    flags itself (an OFREP server). Starts the worker on first use; never raises (a
+    failure here is counted ``hook_error``); does nothing with the killswitch set."""
+    handoff = telemetry.handoff
+    if handoff is None:
         return
-    if handoff.state is State.NEW:
-        start()  # first use: start the worker (once, under a lock)
-    handoff.offer(snapshot)
+    try:
+        put(handoff, telemetry.ensure_started, flag_key, details, context or _NO_CONTEXT)
+    except Exception:
+        with contextlib.suppress(Exception):  # nothing may escape into the caller
+            handoff.count(Dropped.HOOK_ERROR)
 
 
 def _record_raise(
@@ -80,14 +104,12 @@ def _record_raise(
     err: Exception,
 ) -> None:
     try:
-        code, message = raised(err)
-        tk, attrs = (None, _NO_ATTRIBUTES) if ctx is None else (ctx.targeting_key, ctx.attributes)
-        _put(handoff, start, (flag_key, None, code, message, {}, tk, attrs, time_ns()))
+        put(handoff, start, flag_key, _Failed(*raised(err)), ctx or _NO_CONTEXT)
     except Exception:
         # str() of the exception raised too: the SDK then answers nothing the hook could
         # see; counted here so that nothing is lost silently.
         with contextlib.suppress(Exception):
-            handoff.count(HOOK_ERROR)
+            handoff.count(Dropped.HOOK_ERROR)
 
 
 _PARAMETERS = ("flag_key", "default_value", "evaluation_context")
@@ -118,38 +140,29 @@ def as_the_sdk_calls(resolver: Callable[..., Any]) -> Callable[[str, Any, Any], 
 def _recorder(
     handoff: Handoff, start: Callable[[], None], expected: type | tuple[type, ...]
 ) -> Callable[[str, Any, EvaluationContext | None], None]:
-    """Append the snapshot of one resolution; never raises (counted under hook_error)."""
-    clock = time_ns
-    capacity = handoff.capacity  # fixed for the hand-off's life (a fork keeps it)
+    """Hand over one resolution; never raises (counted under hook_error)."""
     # Past half full, the worker is starved of the GIL (8 threads evaluating through the
     # wrapper outpace its share by ~1.5x): each producer then gives the GIL up once per
     # evaluation, which holds the queue near half instead of overflowing. No waiting.
-    high_water = capacity // 2
+    high_water = handoff.capacity // 2  # fixed for the hand-off's life (a fork keeps it)
     sleep = time.sleep
 
-    def record(flag_key: str, res: Any, ctx: EvaluationContext | None) -> None:
+    def record_one(flag_key: str, res: Any, ctx: EvaluationContext | None) -> None:
         try:
             if ctx is None:
                 ctx = _NO_CONTEXT
             if res.error_code or isinstance(res.value, expected):
-                snap = take_snapshot(flag_key, res, ctx)  # the hook's own, metadata copied
+                depth = put(handoff, start, flag_key, res, ctx)  # the hook's own hand-over
             else:
-                message = mismatch_message(expected, res.value)
-                tk, attrs = ctx.targeting_key, ctx.attributes
-                snap = (flag_key, None, _TYPE_MISMATCH, message, {}, tk, attrs, clock())
-            q = handoff.queue
-            depth = len(q)
-            if handoff.accepting and depth < capacity:
-                q.append(snap)
-                if depth > high_water:
-                    sleep(0)
-            else:
-                _put(handoff, start, snap)
+                failed = _Failed(_TYPE_MISMATCH, mismatch_message(expected, res.value))
+                depth = put(handoff, start, flag_key, failed, ctx)
+            if depth > high_water:
+                sleep(0)
         except Exception:
             with contextlib.suppress(Exception):  # nothing may escape into the SDK
-                handoff.count(HOOK_ERROR)
+                handoff.count(Dropped.HOOK_ERROR)
 
-    return record
+    return record_one
 
 
 def recording_sync(
@@ -160,7 +173,7 @@ def recording_sync(
     stand_aside: Callable[[], None],
 ) -> Callable[..., Any]:
     """The wrapper's sync resolver around ``inner``."""
-    record = _recorder(handoff, start, TYPES[flag_type])
+    keep = _recorder(handoff, start, TYPES[flag_type])
     claim, seam = CLAIM, SEAM
     call = as_the_sdk_calls(inner)
 
@@ -179,7 +192,7 @@ def recording_sync(
                 _record_raise(handoff, start, flag_key, evaluation_context, err)
             raise
         if not covered:
-            record(flag_key, res, evaluation_context)
+            keep(flag_key, res, evaluation_context)
         return res
 
     return resolve
@@ -196,7 +209,7 @@ def recording_async(
     """The wrapper's async resolver around ``inner_async``; None: ``inner_sync`` is called
     positionally instead (a provider without async resolvers, or with AbstractProvider's,
     which do just that)."""
-    record = _recorder(handoff, start, TYPES[flag_type])
+    keep = _recorder(handoff, start, TYPES[flag_type])
     claim, seam = CLAIM, SEAM
     call_async = None if inner_async is None else as_the_sdk_calls(inner_async)
 
@@ -218,7 +231,7 @@ def recording_async(
                 _record_raise(handoff, start, flag_key, evaluation_context, err)
             raise
         if not covered:
-            record(flag_key, res, evaluation_context)
+            keep(flag_key, res, evaluation_context)
         return res
 
     return resolve

@@ -1,9 +1,16 @@
-"""``Stats``: a pipeline's counters, assembled from what each stage reports of itself.
+"""``Stats``: a pipeline's counters, built in one place from what each stage counts.
 
-Three ways to a snapshot: ``assemble`` from the worker's own report (taken on its loop:
-exact), ``books`` from plain counters only, for a loop that cannot answer in time (busy
-in application code), and ``Frozen`` for a pipeline whose shutdown deadline passed with
-the worker still busy, where everything undelivered is counted under one reason.
+Each stage owns its counters: the hand-off what producers could not hand over (and what
+a pipeline's end discarded from it), the worker's :class:`~flageval._losses.Ledger`
+every loss and degradation after it, ``SenderCounts`` and ``WorkerCounts`` the rest. A
+:class:`Reading` is all of them at one moment, and :meth:`Reading.stats` is the one
+place a ``Stats`` is built: a stage counter named as a ``Stats`` field is that field.
+
+Three ways to a reading: :func:`exact` on the worker's loop (or once it stopped), where
+``pending`` is what the stages hold; :func:`books` from counters alone, safe from any
+thread while that loop is busy, where ``pending`` is what they leave over; and
+:func:`freeze` for a worker halted at a missed shutdown deadline, where everything it had
+not delivered is counted under one reason, once.
 """
 
 from __future__ import annotations
@@ -11,11 +18,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._losses import Degraded, Dropped, Reason
 
 if TYPE_CHECKING:  # types only: importing the worker pulls aiohttp
+    from _typeshed import DataclassInstance
+
     from ._handoff import Handoff
-    from ._worker import Worker, WorkerReport
+    from ._worker import Worker
+
+R = TypeVar("R", bound=Reason)
 
 #: ``books`` rereads the counters until two reads agree, for at most this long.
 _STEADY_S = 0.02
@@ -44,129 +57,120 @@ class Stats:
         )
 
 
-EMPTY_STATS = Stats(0, 0, 0, 0, 0, {}, {}, 0, 0, 0)
+#: The Stats fields that are a stage's counter of the same name, added up.
+_COUNTED = tuple(
+    f.name
+    for f in dataclasses.fields(Stats)
+    if f.type == "int" and f.name not in ("evaluations", "pending")
+)
 
 
-def _nonzero(*sources: Mapping[str, int]) -> dict[str, int]:
+def _nonzero(*sources: Mapping[R, int]) -> dict[str, int]:
+    """Sum by reason, keyed by the reason's plain string, zeros left out."""
     out: dict[str, int] = {}
     for source in sources:
         for reason, n in source.items():
             if n:
-                out[reason] = out.get(reason, 0) + n
+                key = str(reason)
+                out[key] = out.get(key, 0) + n
     return out
 
 
-def assemble(producer_drops: Mapping[str, int], queued: int, worker: WorkerReport | None) -> Stats:
-    """One ``Stats`` from the hand-off's counts and queue length and the worker's report
-    (None before the worker exists)."""
-    refused = sum(producer_drops.values())
-    if worker is None:
-        dropped = _nonzero(producer_drops)
-        return Stats(queued + refused, 0, 0, 0, queued, {}, dropped, 0, 0, 0)
-    sender = worker.sender
-    return Stats(
-        evaluations=worker.drained + queued + refused,
-        evaluations_posted=sender.evaluations_posted,
-        rows_posted=sender.rows_posted,
-        bodies_posted=sender.bodies_posted,
-        pending=queued + worker.held + sender.pending_evaluations,
-        degraded=_nonzero(worker.degraded),
-        dropped=_nonzero(producer_drops, worker.dropped),
-        post_attempts=sender.attempts,
-        flushes=worker.flushes,
-        worker_errors=worker.errors,
-    )
+def counts_of(*stages: DataclassInstance) -> dict[str, int]:
+    """The counters of stages' counter dataclasses (of ints), by name."""
+    out: dict[str, int] = {}
+    for stage in stages:
+        for f in dataclasses.fields(stage):
+            out[f.name] = out.get(f.name, 0) + getattr(stage, f.name)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
-class _Read:
-    posted: int
-    rows: int
-    bodies: int
-    attempts: int
-    flushes: int
-    errors: int
-    dropped: dict[str, int]
-    degraded: dict[str, int]
-    counts: dict[str, int]
-    drained: int
-    queued: int
+class Reading:
+    """Every counter of a pipeline at one moment (nothing at all: a switched-off one)."""
+
+    refused: Mapping[Dropped, int] = dataclasses.field(default_factory=dict)  # the hand-off's
+    queued: int = 0
+    counts: Mapping[str, int] = dataclasses.field(default_factory=dict)  # stage counters
+    dropped: Mapping[Dropped, int] = dataclasses.field(default_factory=dict)  # the ledger's
+    degraded: Mapping[Degraded, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def unsettled(self) -> int:
+        """What the worker took off the hand-off and has neither posted nor counted."""
+        c = self.counts
+        drained, posted = c.get("drained", 0), c.get("evaluations_posted", 0)
+        return drained - posted - sum(self.dropped.values())
+
+    def stats(self, pending: int | None = None) -> Stats:
+        """The one place a ``Stats`` is built. ``pending``: what the stages hold, else
+        what the counters leave over."""
+        counted: dict[str, Any] = {name: self.counts.get(name, 0) for name in _COUNTED}
+        if pending is None:
+            pending = self.queued + self.unsettled
+        return Stats(
+            evaluations=self.counts.get("drained", 0) + self.queued + sum(self.refused.values()),
+            pending=pending,
+            degraded=_nonzero(self.degraded),
+            dropped=_nonzero(self.refused, self.dropped),
+            **counted,
+        )
 
 
-def _read(handoff: Handoff, worker: Worker) -> _Read:
-    sender, ledger = worker.sender, worker.ledger
+def read(handoff: Handoff, worker: Worker | None) -> Reading:
+    """One reading of every stage's counters (None: no worker ever started)."""
+    if worker is None:
+        return Reading(refused=handoff.counts(), queued=len(handoff.queue))
     # Posted and dropped first, drained after: an evaluation is counted drained before
     # it can be posted or dropped, so what is read can never leave a negative pending.
     # (dict() of a Counter is one C call under the GIL: a whole copy.)
-    return _Read(
-        sender.evaluations_posted,
-        sender.rows_posted,
-        sender.bodies_posted,
-        sender.attempts,
-        worker.flushes,
-        worker.errors,
-        dict(ledger.dropped),
-        dict(ledger.degraded),
-        handoff.counts(),
-        worker.drained,
-        len(handoff.queue),
-    )
+    sender = counts_of(worker.sender.counts)
+    ledger = worker.ledger
+    dropped, degraded = dict(ledger.dropped), dict(ledger.degraded)
+    refused = handoff.counts()
+    counts = {**sender, **counts_of(worker.counts)}
+    return Reading(refused, len(handoff.queue), counts, dropped, degraded)
+
+
+def exact(handoff: Handoff, worker: Worker | None) -> Stats:
+    """Stats with ``pending`` from what the stages hold: on the worker's loop, or once
+    no loop runs it (the tiers and the sender's bodies are its loop's)."""
+    r = read(handoff, worker)
+    return r.stats(r.queued + (0 if worker is None else worker.holding))
+
+
+def _steady(handoff: Handoff, worker: Worker) -> Reading:
+    """Read until two reads agree (an evaluation between the queue and the worker's
+    count would otherwise be missed), for at most ``_STEADY_S``."""
+    end = time.monotonic() + _STEADY_S
+    r = read(handoff, worker)
+    while True:
+        again = read(handoff, worker)
+        if again == r or time.monotonic() >= end:
+            return again
+        r = again
+        time.sleep(0.001)
 
 
 def books(handoff: Handoff, worker: Worker) -> Stats:
     """Stats from counters alone, never from the structures the worker's loop mutates
     (tiers, sender queues), so it is safe from any thread while that loop is busy;
-    ``pending`` is what the counters leave over. Read until two reads agree (an
-    evaluation between the queue and the worker's count would otherwise be missed)."""
-    end = time.monotonic() + _STEADY_S
-    r = _read(handoff, worker)
-    while True:
-        again = _read(handoff, worker)
-        if again == r or time.monotonic() >= end:
-            break
-        r = again
-        time.sleep(0.001)
-    dropped = _nonzero(again.counts, again.dropped)
-    evaluations = again.drained + again.queued + sum(again.counts.values())
-    return Stats(
-        evaluations=evaluations,
-        evaluations_posted=again.posted,
-        rows_posted=again.rows,
-        bodies_posted=again.bodies,
-        pending=evaluations - again.posted - sum(dropped.values()),
-        degraded=_nonzero(again.degraded),
-        dropped=dropped,
-        post_attempts=again.attempts,
-        flushes=again.flushes,
-        worker_errors=again.errors,
-    )
+    ``pending`` is what the counters leave over."""
+    return _steady(handoff, worker).stats()
 
 
-class Frozen:
-    """The books of a pipeline whose worker was halted at a missed shutdown deadline:
-    everything not delivered then is counted under ``reason``, once; later, only what
-    producers count (evaluations after shutdown: ``closed``) is added."""
+def freeze(handoff: Handoff, worker: Worker, reason: Dropped) -> tuple[Reading, int]:
+    """Close the books of a halted worker: what is queued and what it had not settled
+    are counted under ``reason``, once. Returns the closed reading (later, only what the
+    hand-off counts is added: see ``frozen_stats``) and how many were counted."""
+    taken = handoff.discard(reason)  # halted: the worker drains nothing more
+    at = _steady(handoff, worker)
+    held = max(0, at.unsettled)
+    dropped = dict(at.dropped)
+    dropped[reason] = dropped.get(reason, 0) + held
+    return dataclasses.replace(at, dropped=dropped), taken + held
 
-    def __init__(self, handoff: Handoff, worker: Worker, reason: str) -> None:
-        # The worker is halted (drains nothing more): take what is queued from here.
-        taken = 0
-        while batch := handoff.drain(4096):
-            taken += len(batch)
-        at = books(handoff, worker)
-        self._counts = handoff.counts()
-        self.stats = dataclasses.replace(
-            at,
-            evaluations=at.evaluations + taken,
-            pending=0,
-            dropped=_nonzero(at.dropped, {reason: at.pending + taken}),
-        )
-        self.lost = at.pending + taken
 
-    def now(self, handoff: Handoff) -> Stats:
-        counts = handoff.counts()
-        later = {r: n - self._counts.get(r, 0) for r, n in counts.items()}
-        return dataclasses.replace(
-            self.stats,
-            evaluations=self.stats.evaluations + sum(later.values()),
-            dropped=_nonzero(self.stats.dropped, later),
-        )
+def frozen_stats(frozen: Reading, handoff: Handoff) -> Stats:
+    """The stats of closed books: as frozen, plus what the hand-off counted since."""
+    return dataclasses.replace(frozen, refused=handoff.counts(), queued=len(handoff.queue)).stats()

@@ -51,14 +51,7 @@ from ._http import (
     snippet,
     trace_config,
 )
-from ._losses import (
-    AGENT_NO_EVP_PROXY,
-    DELIVERY_UNKNOWN,
-    INTAKE_REJECTED,
-    INTAKE_UNAVAILABLE,
-    RETRY_BUFFER_FULL,
-    Ledger,
-)
+from ._losses import Dropped, Ledger
 from ._wire import Body
 
 log = logging.getLogger("flageval")
@@ -70,15 +63,14 @@ RETRY_AFTER_CAP_S = 300.0
 SNIPPET_WAIT_S = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
-class SenderReport:
-    """What the sender has done and holds, for ``Telemetry.stats()``."""
+@dataclasses.dataclass(slots=True)
+class SenderCounts:
+    """The sender's counters: each is the ``Stats`` field of its name (flageval._stats)."""
 
-    evaluations_posted: int
-    rows_posted: int
-    bodies_posted: int
-    attempts: int
-    pending_evaluations: int
+    evaluations_posted: int = 0
+    rows_posted: int = 0
+    bodies_posted: int = 0
+    post_attempts: int = 0
 
 
 class Sender:
@@ -115,10 +107,7 @@ class Sender:
         self.not_before = 0.0  # monotonic time before which no POST is made (429)
         # Set at shutdown: cuts short any backoff sleep of a flush in progress.
         self._interrupt: asyncio.Event | None = None
-        self.rows_posted = 0
-        self.evaluations_posted = 0
-        self.bodies_posted = 0
-        self.attempts = 0
+        self.counts = SenderCounts()
         self._warn = RateLimitedLog(log, interval_s=60.0)
         self._told_untrusted = False
 
@@ -164,16 +153,7 @@ class Sender:
         n = sum(b.evaluations for b in self.outbox) + sum(b.evaluations for b in self.fresh)
         return n + (self.inflight.evaluations if self.inflight is not None else 0)
 
-    def report(self) -> SenderReport:
-        return SenderReport(
-            self.evaluations_posted,
-            self.rows_posted,
-            self.bodies_posted,
-            self.attempts,
-            self.pending_evaluations,
-        )
-
-    def _drop(self, body: Body, reason: str) -> None:
+    def _drop(self, body: Body, reason: Dropped) -> None:
         self.ledger.drop(reason, body.evaluations)
 
     def _enqueue(self, body: Body) -> None:
@@ -183,14 +163,14 @@ class Sender:
         while self.outbox_bytes > self.retry_buffer_bytes and len(self.outbox) > 1:
             old = self.outbox.popleft()
             self.outbox_bytes -= len(old.data)
-            self._drop(old, RETRY_BUFFER_FULL)
+            self._drop(old, Dropped.RETRY_BUFFER_FULL)
             self._warn.warning(
-                RETRY_BUFFER_FULL,
+                Dropped.RETRY_BUFFER_FULL,
                 "retry buffer full; oldest body's %d evaluations counted as retry_buffer_full",
                 old.evaluations,
             )
 
-    def drop_unsent(self, reason: str = INTAKE_UNAVAILABLE) -> int:
+    def drop_unsent(self, reason: Dropped = Dropped.INTAKE_UNAVAILABLE) -> int:
         """Count every body still waiting as lost (at shutdown). Returns evaluations."""
         n = 0
         while self.outbox:
@@ -199,20 +179,6 @@ class Sender:
             n += body.evaluations
         self.outbox_bytes = 0
         return n
-
-    def abandon(self, reason: str = INTAKE_UNAVAILABLE) -> int:
-        """Count everything held as lost when no loop will ever run this sender again
-        (a body in flight whose task will not resume included, unless it may have been
-        sent: that one is already counted). Returns the evaluations counted."""
-        body, self.inflight = self.inflight, None
-        if body is not None and not body.maybe_sent:
-            self.outbox.append(body)
-            self.outbox_bytes += len(body.data)
-        while self.fresh:
-            body = self.fresh.popleft()
-            self.outbox.append(body)
-            self.outbox_bytes += len(body.data)
-        return self.drop_unsent(reason)
 
     # -- sending ----------------------------------------------------------------------
     async def send_all(self, bodies: list[Body], deadline: float) -> bool:
@@ -291,7 +257,7 @@ class Sender:
                 return False  # not sent: it waits (or is counted unavailable at shutdown)
             route = self.routes.route
             if route.url is None:
-                self._drop(body, AGENT_NO_EVP_PROXY)
+                self._drop(body, Dropped.AGENT_NO_EVP_PROXY)
                 return True
             try:
                 await self._post(body, deadline, route)
@@ -315,7 +281,7 @@ class Sender:
                     return False
                 continue
             except Rejected as exc:
-                if exc.status == 404 and exc.reason == INTAKE_REJECTED:
+                if exc.status == 404 and exc.reason is Dropped.INTAKE_REJECTED:
                     # The agent may have lost this route (a downgrade, a new config): it
                     # did not take the body, so the body may go where the agent says now.
                     moved = await self.routes.after_404(self._get_session(), deadline, route)
@@ -334,15 +300,16 @@ class Sender:
                 )
                 return True
             self._told_untrusted = False
-            self.bodies_posted += 1
-            self.rows_posted += body.rows
-            self.evaluations_posted += body.evaluations
+            counts = self.counts
+            counts.bodies_posted += 1
+            counts.rows_posted += body.rows
+            counts.evaluations_posted += body.evaluations
             return True
 
     async def _post(self, body: Body, deadline: float, route: Route) -> None:
         assert route.url is not None
         session = self._get_session()
-        self.attempts += 1
+        self.counts.post_attempts += 1
         # No request outlives the caller's deadline: a hanging intake must not hold a
         # flush (or shutdown) past it, nor leave the rest of the outbox uncounted.
         total = min(self.request_timeout_s, max(0.001, deadline - self._clock()))
@@ -369,7 +336,7 @@ class Sender:
             if attempt.sent:
                 # Cancelled mid-request: the intake may have the body. Never resend it.
                 body.maybe_sent = True
-                self._drop(body, DELIVERY_UNKNOWN)
+                self._drop(body, Dropped.DELIVERY_UNKNOWN)
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
             self._tell_untrusted(route, exc)
@@ -383,7 +350,7 @@ class Sender:
                 # no byte of the request left, so this is a refused connection, not a loss.
                 raise Retryable(*not_sent(exc, total)) from exc
             # The body may have been taken: at-most-once says do not send it again.
-            raise Rejected(DELIVERY_UNKNOWN, None, said=no_answer(exc, total)) from exc
+            raise Rejected(Dropped.DELIVERY_UNKNOWN, None, said=no_answer(exc, total)) from exc
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
@@ -391,7 +358,7 @@ class Sender:
                 parse_retry_after(retry_after, RETRY_AFTER_CAP_S) if status in (429, 503) else None
             )
             raise Retryable(f"status_{status}", f"it answered {status}", wait_s)
-        raise Rejected(INTAKE_REJECTED, status, text, said=refused(status))
+        raise Rejected(Dropped.INTAKE_REJECTED, status, text, said=refused(status))
 
     def _tell_untrusted(self, route: Route, exc: aiohttp.ClientConnectorCertificateError) -> None:
         """Once (until a post succeeds): what an untrusted certificate is, not a retry."""

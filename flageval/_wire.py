@@ -20,7 +20,7 @@ from itertools import chain
 
 import msgspec
 
-from ._losses import PAYLOAD_LIMIT, Ledger
+from ._losses import Degraded, Dropped, Ledger
 from ._prune import EMPTY
 from ._tiers import DegradedKey, FullKey, merge_bucket
 
@@ -143,12 +143,12 @@ def _rows(
         if len(row) > room:
             if tk is None and not ctx:
                 # Nothing left to take out: the evaluations are lost, and counted.
-                ledger.drop(PAYLOAD_LIMIT, count)
+                ledger.drop(Dropped.PAYLOAD_LIMIT, count)
             else:
                 # Keep what fits, the row without its targeting key and context, in
                 # the degraded tier it now belongs to (its turn comes later).
                 merge_bucket(degraded, (flag, variant, allocation, rdu, error), count, first, last)
-                ledger.degrade(PAYLOAD_LIMIT, count)
+                ledger.degrade(Degraded.PAYLOAD_LIMIT, count)
             continue
         yield row, count
 

@@ -1,7 +1,7 @@
 """The worker: one asyncio task that drains the hand-off and one that flushes.
 
-Both run on one event loop (the library's own thread by default, or the caller's), so
-the tiers and the sender are only ever touched from that loop's thread: no locks.
+Both run on the worker's own loop thread (flageval._runner), so the tiers and the
+sender are only ever touched from that thread: no locks.
 
 * Drain: every ``drain_interval_s`` take what the hand-off holds, in batches, and
   aggregate. Producers never wake us; at 65,536 slots and 50 ms this absorbs over a
@@ -10,7 +10,9 @@ the tiers and the sender are only ever touched from that loop's thread: no locks
 * A failure while aggregating a batch is counted (``worker_error``) and the loop goes
   on: the worker never dies of a bad snapshot. Whatever a value raises while the tiers
   read it (``SystemExit``, ``KeyboardInterrupt`` and ``GeneratorExit`` included) is
-  caught per snapshot and counted (tiers.py); see drain_once for the main thread.
+  caught per snapshot and counted (_tiers.py).
+* Halted (the pipeline's lifecycle is HALTED: its shutdown's deadline passed first),
+  it drains nothing more and starts no request, whatever task its loop resumes.
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ import contextlib
 import dataclasses
 import logging
 import math
-import threading
 import time
-from collections.abc import Mapping
 
 from ._common import RateLimitedLog
 from ._config import Settings
 from ._handoff import Handoff
-from ._losses import INTAKE_UNAVAILABLE, WORKER_ERROR, Ledger
+from ._lifecycle import Lifecycle, Phase
+from ._losses import Dropped, Ledger
 from ._tiers import Tiers
-from ._transport import Sender, SenderReport
+from ._transport import Sender
 from ._wire import envelope_prefix, pack
 
 log = logging.getLogger("flageval")
@@ -37,33 +38,21 @@ log = logging.getLogger("flageval")
 BATCH = 4096
 
 
-@dataclasses.dataclass(frozen=True)
-class WorkerReport:
-    """The worker's counters and what its stages hold, read on its loop."""
+@dataclasses.dataclass(slots=True)
+class WorkerCounts:
+    """The worker's counters; those named as ``Stats`` fields are its (flageval._stats)."""
 
-    drained: int
-    held: int
-    flushes: int
-    errors: int
-    dropped: Mapping[str, int]
-    degraded: Mapping[str, int]
-    sender: SenderReport
-
-
-def _on_main_thread_loop() -> bool:
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    drained: int = 0  # taken off the hand-off (part of Stats.evaluations)
+    flushes: int = 0
+    worker_errors: int = 0
 
 
 class Worker:
-    def __init__(self, settings: Settings, handoff: Handoff) -> None:
+    def __init__(self, settings: Settings, handoff: Handoff, life: Lifecycle | None = None) -> None:
         self.settings = settings
         self.handoff = handoff
+        #: The pipeline's lifecycle (a worker built alone, by a benchmark, runs for good).
+        self.life = Lifecycle(handoff, Phase.RUNNING) if life is None else life
         self.ledger = Ledger()
         self.tiers = Tiers(
             max_full_buckets=settings.max_full_buckets,
@@ -84,25 +73,22 @@ class Worker:
             clock=self._now,
         )
         self.prefix = envelope_prefix(settings.service, settings.env, settings.version)
-        self.drained = 0
-        self.flushes = 0
-        self.errors = 0
-        #: True once shutdown has done its final drain: from then on nothing drains the
-        #: hand-off, and what is still in it raced past ``close`` (counted ``closed``).
-        self.stopped = False
-        #: Set from any thread by :meth:`halt`.
-        self.halted = False
+        self.counts = WorkerCounts()
         self._warn = RateLimitedLog(log)
         self._flush_lock: asyncio.Lock | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def halt(self) -> None:
-        """Stop for good, from any thread, without the loop: a shutdown's deadline came
-        while the loop was busy in application code, and its owner has counted what is
-        left. From then on nothing is drained and no request starts (to the sender every
-        deadline has passed), whatever task the loop resumes."""
-        self.halted = True
+    @property
+    def halted(self) -> bool:
+        """Halted for good, from any thread, without the loop: its pipeline's shutdown
+        has counted what it held. To the sender every deadline has then passed."""
+        return self.life.phase is Phase.HALTED
+
+    @property
+    def holding(self) -> int:
+        """Evaluations aggregated or in bodies not yet settled (on its loop, or stopped)."""
+        return self.tiers.evaluations_held + self.sender.pending_evaluations
 
     def _now(self) -> float:
         return math.inf if self.halted else time.monotonic()
@@ -115,39 +101,19 @@ class Worker:
         batch = self.handoff.drain(BATCH)
         if not batch:
             return 0
-        self.drained += len(batch)
+        self.counts.drained += len(batch)
         try:
             self.tiers.add_batch(batch)
         except Exception:
             # add_batch guards each snapshot, so this is a bug of ours: count the whole
             # batch (add_batch applies nothing before raising in that case) and go on.
-            self.errors += 1
-            self.ledger.drop(WORKER_ERROR, len(batch))
+            self.counts.worker_errors += 1
+            self.ledger.drop(Dropped.WORKER_ERROR, len(batch))
             log.exception("worker failed on a batch of %d evaluations", len(batch))
-        interrupt = self.tiers.interrupt
-        if interrupt is not None:
-            self.tiers.interrupt = None
-            if _on_main_thread_loop():
-                # A caller's loop on the main thread, where the interpreter delivers
-                # signals: this may be the application's own Ctrl-C or a handler's
-                # sys.exit(), which must not be swallowed. The batch is counted first.
-                # Anywhere else (the library's own thread, by default; a shutdown
-                # draining after the loop ended) it was counted like any other value's.
-                raise interrupt
+        # A KeyboardInterrupt or SystemExit a value raised was counted with its batch:
+        # on this thread, where no signal is delivered, it can only be the value's.
+        self.tiers.interrupt = None
         return len(batch)
-
-    def report(self) -> WorkerReport:
-        """Counters of every stage (call on the worker's loop, or once it stopped)."""
-        sender = self.sender.report()
-        return WorkerReport(
-            drained=self.drained,
-            held=self.tiers.evaluations_held,
-            flushes=self.flushes,
-            errors=self.errors,
-            dropped=dict(self.ledger.dropped),
-            degraded=dict(self.ledger.degraded),
-            sender=sender,
-        )
 
     def drain_all(self) -> None:
         while self.drain_once() == BATCH:
@@ -170,7 +136,7 @@ class Worker:
                     if n < BATCH:
                         break
             except Exception:  # pragma: no cover - drain_once guards itself
-                self.errors += 1
+                self.counts.worker_errors += 1
                 log.exception("drain loop error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
@@ -209,11 +175,11 @@ class Worker:
             except Exception:
                 # The tiers were already swapped out: without this count their
                 # evaluations would be in no counter at all.
-                self.errors += 1
-                self.ledger.drop(WORKER_ERROR, held)
+                self.counts.worker_errors += 1
+                self.ledger.drop(Dropped.WORKER_ERROR, held)
                 log.exception("could not pack %d evaluations", held)
                 return not self.sender.outbox
-            self.flushes += 1
+            self.counts.flushes += 1
             return await self.sender.send_all(bodies, deadline)
 
     async def _flush_loop(self) -> None:
@@ -232,7 +198,7 @@ class Worker:
                 budget = max(interval * 0.9, self.settings.request_timeout_s)
                 await self.flush(time.monotonic() + budget)
             except Exception:
-                self.errors += 1
+                self.counts.worker_errors += 1
                 log.exception("flush failed")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -250,18 +216,6 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._tasks.difference_update(tasks)
-
-    def abandon(self) -> int:
-        """Count everything held as ``intake_unavailable`` without a loop to post it on
-        (the caller's loop of ``start_async`` ended without ``shutdown_async``). Only safe
-        when no loop runs this worker any more. Returns the evaluations counted."""
-        self.drain_all()
-        _, _, held = self.tiers.take()
-        self.ledger.drop(INTAKE_UNAVAILABLE, held)
-        lost = held + self.sender.abandon(INTAKE_UNAVAILABLE)
-        self.handoff.discard_late()
-        self.stopped = True
-        return lost
 
     async def shutdown(self, deadline: float) -> None:
         """Stop, drain, final flush before ``deadline``; count what could not go."""
@@ -284,14 +238,14 @@ class Worker:
             await self.flush(deadline)
         except Exception:
             log.exception("final flush failed")
-        lost = self.sender.drop_unsent(INTAKE_UNAVAILABLE)
+        lost = self.sender.drop_unsent(Dropped.INTAKE_UNAVAILABLE)
         if lost:
             self._warn.warning(
-                INTAKE_UNAVAILABLE,
+                Dropped.INTAKE_UNAVAILABLE,
                 "shutdown could not deliver %d evaluations to %s",
                 lost,
                 self.sender.endpoint.display,
             )
         await self.sender.close()
-        self.handoff.discard_late()
-        self.stopped = True
+        # What is still queued raced past the end of accepting (STOPPING): `closed`.
+        self.handoff.discard(Dropped.CLOSED)

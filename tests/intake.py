@@ -13,6 +13,9 @@ Actions, and what the client can know of each:
   (the intake does not have the body; recorded with ``complete=False``).
 * ``"garbage"``: the body is read, then non-HTTP bytes are written back.
 * ``"hang"``: the body is read and never answered (until the server stops).
+* ``"hold"``: the body is read and answered (``status``) once the test calls
+  :meth:`Intake.release_held` (or the server stops): a request kept in flight for as
+  long as the test needs, without a timer.
 
 A delayed answer (``delay_s``) the client gave up on before it came is recorded with
 ``answered=False``.
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import ssl
 import threading
 import time
@@ -112,7 +116,8 @@ class Behaviour:
     #: "reset": read the body, then abort the connection before answering;
     #: "reset_mid_body": abort after reading only the first bytes of the body;
     #: "garbage": write non-HTTP bytes; "hang": never answer (until the server stops);
-    #: "stall_body": send the status and headers, then no byte of the body.
+    #: "hold": answer once the test releases it; "stall_body": send the status and
+    #: headers, then no byte of the body.
     action: str | None = None
     #: The answer's body (default ``{}``).
     text: str = "{}"
@@ -123,6 +128,7 @@ class Received:
     body: bytes
     headers: dict[str, str]
     status: int
+    #: When it arrived (``time.monotonic()``).
     at: float
     #: True when the client could have seen the status (no reset/hang/garbage).
     answered: bool = True
@@ -135,6 +141,9 @@ class Received:
 
 
 _ABORTING = frozenset({"reset", "reset_mid_body", "garbage", "hang"})
+#: How long stopping may take before it is a failure of its own (a loaded machine
+#: stops in well under a second).
+STOP_TIMEOUT_S = 30.0
 
 
 class Intake:
@@ -143,6 +152,7 @@ class Intake:
         self.ssl_context = ssl_context
         self._default = Behaviour()
         self._release: asyncio.Event | None = None
+        self._held: asyncio.Event | None = None
         self.received: list[Received] = []
         self._script: list[Behaviour] = []
         self._lock = threading.Lock()
@@ -159,7 +169,7 @@ class Intake:
     # -- control --------------------------------------------------------------------
     def start(self, port: int = 0) -> Intake:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(STOP_TIMEOUT_S)
         return self
 
     async def _start(self, port: int) -> None:
@@ -169,6 +179,7 @@ class Intake:
         app.router.add_post("/api/v2/flagevaluation", self._handle)
         app.router.add_get("/info", self._handle_info)
         self._release = asyncio.Event()
+        self._held = asyncio.Event()
         # No access log: it would print request lines (with query strings) into the
         # logs that security tests search for the library's leaks.
         self._runner = web.AppRunner(
@@ -182,17 +193,51 @@ class Intake:
     def stop(self) -> None:
         if not self._thread.is_alive():
             return  # already stopped (a test may stop it before the fixture does)
-        if self._release is not None:
-            # Let hanging handlers end, so no task is left pending when the loop stops.
-            self._loop.call_soon_threadsafe(self._release.set)
-        if self._runner is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-            with contextlib.suppress(Exception):
-                fut.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            self._loop.close()
+        # One coroutine releases the handlers that wait, cleans up and only then stops
+        # the loop: a loop stopped from outside while the cleanup was still queued (a
+        # loaded machine) would leave that coroutine never awaited.
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        try:
+            fut.result(STOP_TIMEOUT_S)
+        finally:
+            self._thread.join(STOP_TIMEOUT_S)
+        assert not self._thread.is_alive(), "the intake's loop did not stop"
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        try:
+            for event in (self._release, self._held):
+                if event is not None:
+                    event.set()  # hanging and held handlers end: no task left pending
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    await self._runner.cleanup()
+        finally:
+            # After this coroutine's result reached stop(): the loop stops next turn.
+            asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+    def release_held(self) -> None:
+        """Answer every request held by a ``"hold"`` behaviour, and later ones at once."""
+        assert self._held is not None
+        self._loop.call_soon_threadsafe(self._held.set)
+
+    def connections_from_here(self) -> int:
+        """This process's open TCP connections to this intake (Linux /proc): a client's
+        sockets whose far end is the intake's port, not the intake's own."""
+        ours = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed while listing
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    ours.add(link[len("socket:[") : -1])
+        n = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    far_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    n += far_port == self.port and fields[9] in ours
+        return n
 
     @property
     def url(self) -> str:
@@ -231,7 +276,7 @@ class Intake:
         with self._lock:
             return [r for r in self.received if r.complete]
 
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if predicate():
@@ -269,7 +314,7 @@ class Intake:
                         partial,
                         dict(request.headers),
                         behaviour.status,
-                        time.time(),
+                        time.monotonic(),
                         answered=False,
                         complete=False,
                         path=request.path,
@@ -280,7 +325,7 @@ class Intake:
             raise asyncio.CancelledError
         body = await request.read()
         rec = Received(
-            body, dict(request.headers), behaviour.status, time.time(), path=request.path
+            body, dict(request.headers), behaviour.status, time.monotonic(), path=request.path
         )
         if behaviour.action in _ABORTING:
             rec.answered = False
@@ -294,6 +339,12 @@ class Intake:
             await asyncio.sleep(behaviour.delay_s)
             closed = request.transport is None or request.transport.is_closing()
             rec.answered = behaviour.action not in _ABORTING and not closed
+        if behaviour.action == "hold":
+            # Unanswered until released; then answered like any other, if still wanted.
+            rec.answered = False
+            assert self._held is not None
+            await self._held.wait()
+            rec.answered = request.transport is not None and not request.transport.is_closing()
         if behaviour.action == "reset":
             assert request.transport is not None
             request.transport.abort()

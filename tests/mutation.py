@@ -1,4 +1,4 @@
-"""Mutation run over the modules that carry the contract (issue 13; docs/mutation.md).
+"""Mutation run over the modules that carry the contract (docs/mutation.md).
 
     python -m tests.mutation                 # every module, one at a time
     python -m tests.mutation prune wire      # some of them
@@ -45,38 +45,41 @@ class Module:
     tests: tuple[str, ...]
 
 
-HOSTILE = "tests/telemetry/reliability/test_hostile.py::"
+HOSTILE = "tests/telemetry/reliability/test_hostile_contexts.py::"
 MODULES: dict[str, Module] = {
     m.name: m
     for m in (
         Module(
             "prune",
             ("flageval/_prune.py",),
-            # ContextKeys (fast path, memo) is another issue's: its results are taken as
-            # they are; flatten, the walker, the leaf rule, canonical and the cut are here.
+            # flatten, the walker, the leaf rule, canonical and the cut (the keys' fast
+            # paths and memo are _keys.py's, checked against these by property tests).
             ("flageval._prune.x_*", "flageval._prune.xǁ_Walkǁ*"),
             (
-                "tests/telemetry/test_prune.py",
-                "tests/telemetry/test_prune_contract.py",
+                "tests/telemetry/aggregation/test_prune_rules.py",
+                "tests/telemetry/aggregation/test_prune_budgets_and_order.py",
                 HOSTILE + "test_pruning_is_bounded_and_independent_of_insertion_order",
                 HOSTILE + "test_keys_that_print_alike_never_let_insertion_order_decide",
-                HOSTILE + "test_keys_whose_str_raises_and_repr_ties_no_longer_decide_by_order",
+                HOSTILE + "test_keys_whose_str_raises_and_repr_ties_never_decide_by_order",
             ),
         ),
         Module(
             "tiers",
             ("flageval/_tiers.py",),
             ("flageval._tiers.*",),
-            ("tests/telemetry/test_tiers.py", "tests/telemetry/test_tiers_contract.py"),
+            (
+                "tests/telemetry/aggregation/test_tier_buckets.py",
+                "tests/telemetry/aggregation/test_tier_degrading_and_take.py",
+            ),
         ),
         Module(
             "fields",
             ("flageval/_fields.py",),
             ("flageval._fields.*",),
             (
-                "tests/telemetry/test_tiers.py",
+                "tests/telemetry/aggregation/test_tier_buckets.py",
                 "tests/telemetry/test_ddtrace_parity.py",
-                "tests/telemetry/test_tiers_contract.py",
+                "tests/telemetry/aggregation/test_tier_degrading_and_take.py",
             ),
         ),
         Module(
@@ -84,16 +87,19 @@ MODULES: dict[str, Module] = {
             ("flageval/_wire.py",),
             ("flageval._wire.*",),
             (
-                "tests/telemetry/test_wire.py",
-                "tests/telemetry/test_schema.py",
-                "tests/telemetry/test_wire_limits.py",
+                "tests/telemetry/wire/test_rows_and_bodies.py",
+                "tests/telemetry/wire/test_intake_schema.py",
+                "tests/telemetry/wire/test_body_limit_edge.py",
             ),
         ),
         Module(
             "retry_after",
             ("flageval/_common.py",),
             ("flageval._common.x_parse_retry_after*", "flageval._common.x_backoff_s*"),
-            ("tests/test_retry_after.py", "tests/telemetry/test_retry_bounds.py"),
+            (
+                "tests/test_retry_after.py",
+                "tests/telemetry/transport/test_backoff_and_retry_after_bounds.py",
+            ),
         ),
         Module(
             "transport",
@@ -108,18 +114,18 @@ MODULES: dict[str, Module] = {
                 "flageval._http.x_no_answer*",
             ),
             (
-                "tests/telemetry/test_transport.py",
-                "tests/telemetry/test_transport_bounds.py",
-                "tests/telemetry/test_transport_retry_after.py",
-                "tests/telemetry/test_transport_redirect.py",
-                "tests/telemetry/test_transport_decisions.py",
-                "tests/telemetry/test_retry_bounds.py",
-                "tests/telemetry/test_sender_contract.py",
+                "tests/telemetry/transport/test_posting_to_the_intake.py",
+                "tests/telemetry/transport/test_intake_cannot_exhaust_the_client.py",
+                "tests/telemetry/transport/test_unreadable_retry_after.py",
+                "tests/telemetry/transport/test_api_key_never_follows_a_redirect.py",
+                "tests/telemetry/transport/test_what_each_answer_means.py",
+                "tests/telemetry/transport/test_backoff_and_retry_after_bounds.py",
+                "tests/telemetry/transport/test_sender_waits_deadlines_and_logs.py",
                 # What only a real agent, TLS or a lost answer shows: the 404 route rule,
                 # no EVP proxy, an untrusted certificate, delivery_unknown.
-                "tests/telemetry/test_agent.py",
-                "tests/telemetry/reliability/test_security.py",
-                "tests/telemetry/reliability/test_delivery.py",
+                "tests/telemetry/transport/test_agent_routes.py",
+                "tests/telemetry/reliability/test_secrets_and_privacy.py",
+                "tests/telemetry/reliability/test_at_most_once_delivery.py",
             ),
         ),
         Module(

@@ -1,7 +1,7 @@
 """Validate an intake request body against schemas/flagevaluation.schema.json.
 
-The schema is written from the intake contract (INTAKE.md), not from library code,
-so tests can use it as an independent check of what the library posts.
+The schema is written from the intake's contract (docs/wire-format.md), not from library
+code, so tests can use it as an independent check of what the library posts.
 """
 
 from __future__ import annotations

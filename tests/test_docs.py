@@ -1,4 +1,4 @@
-"""The docs say what the code does: the loss tables are losses.py's, every setting is in
+"""The docs say what the code does: the loss tables are _losses.py's, every setting is in
 docs/settings.md or docs/ofrep.md as declared (variables, default, range, doc line),
 README's first two command lines are the demo and the tests (the one .ci/run runs),
 every test a doc names exists, every relative link lands, and README's examples (both
@@ -20,6 +20,7 @@ from flageval._common import QUOTE_CHARS
 from flageval._config import Settings
 from flageval._settings import declared
 from flageval.ofrep._config import OFREPConfig
+from flageval.ofrep.server import ServerOptions
 from tests.intake import Intake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,15 +48,15 @@ def _code(cell: str) -> list[str]:
 # -- counters ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("header", "reasons"),
-    [("| dropped reason |", losses.DROPPED), ("| degraded reason |", losses.DEGRADED)],
+    [("| dropped reason |", losses.Dropped), ("| degraded reason |", losses.Degraded)],
     ids=["dropped", "degraded"],
 )
 def test_counters_reason_tables_are_the_ledgers_own_words(
-    header: str, reasons: dict[str, str]
+    header: str, reasons: type[losses.Reason]
 ) -> None:
     rows = _table((DOCS / "counters.md").read_text(), header)
     documented = [(_code(reason)[0], sentence) for reason, sentence in rows]
-    assert documented == list(reasons.items())
+    assert documented == [(str(reason), reason.sentence) for reason in reasons]
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -65,8 +66,12 @@ def _plain(cell: str) -> str:
 
 @pytest.mark.parametrize(
     ("page", "header", "cls"),
-    [("settings.md", "| setting |", Settings), ("ofrep.md", "| argument |", OFREPConfig)],
-    ids=["telemetry", "ofrep"],
+    [
+        ("settings.md", "| setting |", Settings),
+        ("ofrep.md", "| argument |", OFREPConfig),
+        ("server.md", "| setting |", ServerOptions),
+    ],
+    ids=["telemetry", "ofrep", "server"],
 )
 def test_every_setting_is_documented_with_its_variables_default_and_range(
     page: str, header: str, cls: type
@@ -125,7 +130,7 @@ DEMO = re.compile(
 )
 TESTS = re.compile(
     r"^python3 -m venv \.venv && \.venv/bin/pip install -e '\.\[test\]' "
-    r"&& \.venv/bin/python -m pytest -q tests benchmarks --benchmark-disable$"
+    r"&& \.venv/bin/python -m pytest -q -n 2 tests benchmarks --benchmark-disable$"
 )
 
 

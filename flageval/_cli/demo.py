@@ -19,6 +19,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from openfeature import api
@@ -361,5 +362,14 @@ def report(outcome: Outcome, out: TextIO) -> None:
         out,
         "To send hashed targeting keys and no contexts unless a flag's metadata consents: "
         "FLAGEVAL_FULL_DATA_DEFAULT=false. Settings, wire format and guarantees: README.md "
-        "and docs/.",
+        "and docs/, in:",
     )
+    out.write(f"  {manual()}\n")
+
+
+def manual() -> Path:
+    """Where README.md and docs/ are: installed with the package (a wheel), else in the
+    source tree the package runs from (an editable install)."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "manual"
+    return installed if (installed / "README.md").is_file() else package.parent

@@ -22,7 +22,9 @@ One module per job (the loop thread itself is ``flageval._loop``):
 - ``_sse``: the Server-Sent Events reader;
 - ``_streams``: event-stream connections, reconnection and backoff;
 - ``_resolve``: bulk items -> ``FlagResolutionDetails``;
-- ``_diagnostics``: the logger and the counters.
+- ``_diagnostics``: the logger and the counters;
+- ``server``: an OFREP server on flagd flag files (the ``server`` extra; its own module
+  map in ``flageval/ofrep/server/__init__.py``; docs/server.md).
 """
 
 from ._config import ChangeDetection, OFREPConfig

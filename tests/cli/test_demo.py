@@ -187,6 +187,11 @@ def test_demo_shows_what_the_intake_received_and_the_books_balance(
         "api.add_hooks([FlagEvalHook()])",
     ):
         assert hint in flat, hint
+    # Its last line says where README.md and docs/ are: here, the source tree it runs
+    # from (tests/test_packaging.py: the installed copy, from the wheel).
+    where = Path(out.rstrip("\n").splitlines()[-1].strip())
+    assert where == ROOT
+    assert (where / "README.md").is_file() and (where / "docs" / "settings.md").is_file()
 
 
 def test_unbalanced_books_fail_the_demo() -> None:

@@ -169,7 +169,7 @@ class Scripted(AbstractProvider):
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         if self.ready is not None:
-            self.ready.wait(10.0)
+            self.ready.wait(30.0)
 
     def _resolve(self, flag_key: str, default_value: Any, evaluation_context: Any = None) -> Any:
         case = self.cases[flag_key]
@@ -488,6 +488,12 @@ def run() -> Iterator[Run]:
     writer = FlagEvaluationWriter(interval=3600.0, route_selector=selector)
     tel = Telemetry(agent_url=fe_intake.url, service="parity", flush_interval_s=60.0)
     gate = threading.Event()
+    # dd-trace-py names the service from its own config, which its pytest plugin fills
+    # in one process and leaves empty in a pytest-xdist worker: named here, as ours is.
+    from ddtrace import config as dd_config
+
+    dd_service = dd_config.service
+    dd_config.service = "parity"
     try:
         by_domain = {
             d: {c.flag: c for c in CASES if c.domain == d} for d in ("parity", "not-ready")
@@ -516,6 +522,7 @@ def run() -> Iterator[Run]:
             fe_intake.schema_errors,
         )
     finally:
+        dd_config.service = dd_service
         gate.set()
         tel.shutdown(5.0)
         fe_intake.stop()

@@ -46,21 +46,37 @@ def free_port() -> int:
 
 
 def evaluate_timed(
-    client: Any, *, min_s: float, max_n: int, tk_space: int, tag: str
+    client: Any,
+    *,
+    min_s: float,
+    max_n: int,
+    tk_space: int,
+    tag: str,
+    until: Callable[[], bool] | None = None,
+    timeout_s: float = 30.0,
 ) -> tuple[list[int], int]:
-    """Evaluate until ``min_s`` passed (at most ``max_n`` times); per-call ns and count."""
+    """Evaluate until ``min_s`` passed (at most ``max_n`` times) and, when given, until
+    ``until()`` holds (then past ``max_n`` too, for at most ``timeout_s``); per-call ns
+    and count."""
     out: list[int] = []
     perf = time.perf_counter_ns
-    end = time.monotonic() + min_s
+    start = time.monotonic()
+    end = start + min_s
     get = client.get_boolean_value
     i = 0
-    while i < max_n:
+    while True:
         ctx = EvaluationContext(f"{tag}-{i % tk_space}", {"plan": "pro", "n": i % 3})
         t0 = perf()
         get(FLAG, False, ctx)
         out.append(perf() - t0)
         i += 1
-        if i % 256 == 0 and time.monotonic() >= end:
+        if i % 256 and i < max_n:
+            continue
+        now = time.monotonic()
+        if until is not None and not until():
+            assert now - start < timeout_s, f"not met within {timeout_s} s"
+            continue
+        if now >= end or i >= max_n:
             break
     return out, i
 

@@ -1,10 +1,12 @@
 """A FastAPI app as a new user writes it: the hook added at import, as README says.
 
-Run by tests/telemetry/servers/test_servers.py under uvicorn and gunicorn as a subprocess.
+Run by tests/telemetry/servers/test_graceful_stops_deliver.py under uvicorn and gunicorn as
+a subprocess.
 ``/eval`` evaluates ``n`` times from an async endpoint, ``/eval_sync`` from a sync one
 (FastAPI runs it on its thread pool); ``/hold`` evaluates ``k`` times, writes the file
-named by ``HOLD_MARK`` (the request is in flight), waits ``hold_s``, then evaluates ``m``
-more times: the evaluations of a request still running when the server is stopped.
+named by ``HOLD_MARK`` (the request is in flight), waits until the test creates the
+file named by ``HOLD_RELEASE`` (at most ``hold_s``), then evaluates ``m`` more times:
+the evaluations of a request still running when the server is stopped.
 ``FLAGEVAL_TEST_MIDDLEWARE=1`` adds the one-line integration of flageval.asgi.
 """
 
@@ -48,12 +50,20 @@ def evaluate_sync(n: int, tag: str) -> dict[str, int]:
     return {"n": n, "pid": os.getpid()}
 
 
+def _wait_for_release(hold_s: float) -> None:
+    """Until the test creates the release file (another process: a file is what both
+    can see), at most ``hold_s``."""
+    release, end = Path(os.environ["HOLD_RELEASE"]), time.monotonic() + hold_s
+    while not release.exists() and time.monotonic() < end:
+        time.sleep(0.01)
+
+
 @app.get("/hold")
 async def hold(k: int, m: int, tag: str, hold_s: float) -> dict[str, int]:
     for i in range(k):
         await client.get_boolean_value_async("f", False, EvaluationContext(f"{tag}-k{i}"))
     await asyncio.to_thread(Path(os.environ["HOLD_MARK"]).write_text, str(os.getpid()))
-    await asyncio.sleep(hold_s)
+    await asyncio.to_thread(_wait_for_release, hold_s)
     for i in range(m):
         await client.get_boolean_value_async("f", False, EvaluationContext(f"{tag}-m{i}"))
     return {"k": k, "m": m, "pid": os.getpid()}
@@ -64,7 +74,7 @@ def hold_sync(k: int, m: int, tag: str, hold_s: float) -> dict[str, int]:
     for i in range(k):
         client.get_boolean_value("f", False, EvaluationContext(f"{tag}-k{i}"))
     Path(os.environ["HOLD_MARK"]).write_text(str(os.getpid()))
-    time.sleep(hold_s)
+    _wait_for_release(hold_s)
     for i in range(m):
         client.get_boolean_value("f", False, EvaluationContext(f"{tag}-m{i}"))
     return {"k": k, "m": m, "pid": os.getpid()}

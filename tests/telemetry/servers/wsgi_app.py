@@ -1,17 +1,13 @@
 """A plain WSGI app for gunicorn's sync workers, the hook added at import as README says.
 
-``/eval_sync`` evaluates ``n`` times; ``/hold_sync`` evaluates ``k`` times, writes the
-file named by ``HOLD_MARK`` (the request is in flight), sleeps ``hold_s``, evaluates
-``m`` more times.
+``/eval_sync`` evaluates ``n`` times.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,14 +28,6 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     if path == "/eval_sync":
         for i in range(int(query["n"])):
             client.get_boolean_value("f", False, EvaluationContext(f"{query['tag']}-{i}"))
-    elif path == "/hold_sync":
-        tag = query["tag"]
-        for i in range(int(query["k"])):
-            client.get_boolean_value("f", False, EvaluationContext(f"{tag}-k{i}"))
-        Path(os.environ["HOLD_MARK"]).write_text(str(os.getpid()))
-        time.sleep(float(query["hold_s"]))
-        for i in range(int(query["m"])):
-            client.get_boolean_value("f", False, EvaluationContext(f"{tag}-m{i}"))
     elif path != "/health":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
