@@ -29,6 +29,7 @@ from ._config import Settings
 from ._handoff import Handoff
 from ._lifecycle import Lifecycle, Phase
 from ._losses import Dropped, Ledger
+from ._otel import OtelExport
 from ._tiers import Tiers
 from ._transport import Sender
 from ._wire import envelope_prefix, pack
@@ -73,6 +74,8 @@ class Worker:
             clock=self._now,
         )
         self.prefix = envelope_prefix(settings.service, settings.env, settings.version)
+        #: The OpenTelemetry export, fed the same batches as the tiers (None: off).
+        self.otel = OtelExport(handoff) if settings.otel_metrics else None
         self.counts = WorkerCounts()
         self._warn = RateLimitedLog(log)
         self._flush_lock: asyncio.Lock | None = None
@@ -103,7 +106,8 @@ class Worker:
             return 0
         self.counts.drained += len(batch)
         try:
-            self.tiers.add_batch(batch)
+            if self.settings.datadog:  # else nothing reads the tiers: OpenTelemetry only
+                self.tiers.add_batch(batch)
         except Exception:
             # add_batch guards each snapshot, so this is a bug of ours: count the whole
             # batch (add_batch applies nothing before raising in that case) and go on.
@@ -113,6 +117,8 @@ class Worker:
         # A KeyboardInterrupt or SystemExit a value raised was counted with its batch:
         # on this thread, where no signal is delivered, it can only be the value's.
         self.tiers.interrupt = None
+        if self.otel is not None:
+            self.otel.add_batch(batch)  # never raises, whatever OpenTelemetry does
         return len(batch)
 
     def drain_all(self) -> None:
@@ -211,7 +217,8 @@ class Worker:
             asyncio.create_task(self._flush_loop(), name="flageval-flush"),
         ]
         self._tasks.update(tasks)
-        self.sender.start()  # asks the agent for its route, off every evaluating thread
+        if self.settings.datadog:  # OpenTelemetry only: never a request to the agent
+            self.sender.start()  # asks the agent for its route, off every evaluating thread
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
