@@ -111,10 +111,21 @@ class Refresher:
         self._session: aiohttp.ClientSession | None = None
         self._context = CurrentContext()
         self._fatal_message = ""
+        self._snapshot.context = self._context
+        #: Told of every background fetch (the per-context entries go stale).
+        self.on_refetch: Callable[[FetchRequest], None] | None = None
 
     @property
     def status(self) -> Status:
         return self._lifecycle.status
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        return self._session
+
+    @property
+    def gate(self) -> RateGate:
+        return self._gate
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -134,6 +145,7 @@ class Refresher:
             raise GeneralError(str(body))
         self._context.body = body
         cached = await self._cache.load(body)
+        self._snapshot.exact = cached is not None and cached.exact
         if cached is not None and self._cache.mode == "local-cache-first":
             self._serve_cached(cached)
             self._queue.request(FetchRequest(conditional=cached.etag is not None))
@@ -241,6 +253,8 @@ class Refresher:
             return  # nothing can be asked for a context that cannot be sent
         if not request.conditional:
             self._events.cancel()  # it fetches everything: a held event adds nothing
+        if self.on_refetch is not None:
+            self.on_refetch(request)
         generation = self._context.generation
         outcome = await self._fetch(request)
         self._apply(outcome, request, generation)
