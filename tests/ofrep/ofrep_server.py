@@ -300,6 +300,7 @@ class OFREPTestServer:
 
     async def _single(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self._record(request, body)
         context = json.loads(body).get("context", {}) if body else {}
         key = request.match_info["key"]
         for item in self._current_flags(context):
