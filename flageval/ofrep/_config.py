@@ -70,7 +70,8 @@ CACHE_DIR_NAME = "flageval-ofrep"
 # region: a quarter second covers a slow server without holding a request for long.
 DEFAULT_CONTEXT_WAIT_S = 0.25
 DEFAULT_CONTEXT_MAX_ENTRIES = 10_000
-DEFAULT_CONTEXT_MAX_BYTES = 64 * 1024 * 1024
+# 10,000 contexts of ~20 flags each (~12 KB apiece as costed) fit.
+DEFAULT_CONTEXT_MAX_BYTES = 128 * 1024 * 1024
 # A context used within the last minute is likely used again soon: revalidated at once.
 DEFAULT_CONTEXT_RECENT_S = 60.0
 DEFAULT_CONTEXT_MAX_REQUESTS = 8

@@ -34,8 +34,8 @@ from ._diagnostics import Counter, Stats
 from ._resolve import FlagEntry
 
 # Python's objects cost several times their JSON: a dict of frozen FlagEntry objects
-# measured ~6x its answer's bytes (benchmarks/bench_ofrep_percontext.py checks this).
-BYTES_PER_ANSWER_BYTE = 8
+# measured ~5x its answer's bytes (benchmarks/bench_ofrep_percontext.py checks this).
+BYTES_PER_ANSWER_BYTE = 6
 ENTRY_OVERHEAD_BYTES = 600
 _DOORKEEPER = 16_384
 _MIN_SEEN = 64

@@ -98,7 +98,7 @@ def test_the_cache_evicts_least_recently_used_within_its_count_and_byte_budget(
     for n in range(30):
         assert client.get_string_value("f7", "", users.context(f"u{n:02}")) == f"u{n:02}-7"
     count, size = provider._per.cache.sizes()  # type: ignore[union-attr]
-    # Each answer is ~4.4 KB of JSON, costed at 8 bytes a byte: one fits in 64 KiB.
+    # Each answer is ~4.4 KB of JSON, costed at 6 bytes a byte: one fits in 64 KiB.
     assert (count, provider.stats()["context_evictions"]) == (1, 29)
     assert size <= budget
     # The most recent contexts are the ones kept: answered with no new request.
