@@ -269,6 +269,11 @@ def test_errors_for_cached_contexts_while_the_server_fails(
     def failing() -> dict[str, int]:
         srv.script.extend([DOWN] * 10_000)
         srv.push(refetch(etag="v2"))  # ours: every recent context revalidated, and fails
+        deadline = time.monotonic() + 5
+        while isinstance(provider, OFREPProvider) and time.monotonic() < deadline:
+            if provider.stats()["context_fetch_failed"] > 0:
+                break
+            time.sleep(0.005)
         err_5xx = sum(
             client.get_string_details("who", "", ctx).error_code is not None
             for _ in range(4)

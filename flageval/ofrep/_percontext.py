@@ -10,10 +10,11 @@ canonical context; the loop side makes the requests behind it:
   the next evaluation. A first sight the admission rule (`_contexts`) finds not worth a
   bulk fetch is answered by the single-flag endpoint, under the same wait;
 - change detection stays the server's (streams, polling: the coordinator's). Each of
-  its fetches calls `refetched`: every entry goes stale (one epoch more); those used in
-  the last ``context_recent_s`` are revalidated at once (``If-None-Match`` with their
-  own ETag, the event's ``flagConfigEtag``) by at most ``context_max_requests`` workers
-  (a round running takes later triggers in: coalesced); others on their next use. A
+  its fetch triggers calls `refetched`: every entry goes stale (one epoch more); those used in
+  the last ``context_recent_s`` are revalidated (``If-None-Match`` with their own ETag,
+  the event's ``flagConfigEtag``) by at most ``context_max_requests`` workers, in
+  rounds at most ``event_fetch_interval_s`` apart (later triggers join the next round,
+  an entry in flight is not asked twice: coalesced); others on their next use. A
   stale entry is served while it is revalidated; a failed request keeps every answer,
   and no revalidation goes out before the error backoff has passed; every request
   waits on the 429 gate, and a 429 closes it for all.
@@ -95,6 +96,8 @@ class PerContext:
         self._queue: deque[tuple[Entry, int]] = deque()
         self._workers = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._round_timer: asyncio.TimerHandle | None = None
+        self._round_at = -float("inf")
 
     def bind(self, thread: LoopThread, server: Server) -> None:
         self._thread, self._server = thread, server
@@ -264,17 +267,32 @@ class PerContext:
             future.set_result(result)
 
     def refetched(self, request: FetchRequest) -> None:
-        """A change-detection fetch: every entry stale, recent ones revalidated now."""
+        """A change-detection trigger: every entry stale; recent ones revalidated in a
+        round, at most one round per ``event_fetch_interval_s`` (later triggers join
+        the next)."""
         self.cache.epoch += 1
         self._request = FetchRequest(
             conditional=True,
             flag_config_etag=request.flag_config_etag,
             flag_config_last_modified=request.flag_config_last_modified,
         )
-        if _monotonic() < self._quiet_until:
+        if self._round_timer is not None:
+            self._stats[Counter.CONTEXT_REVALIDATIONS_COALESCED] += 1
+            return
+        wait = self._round_at + self._config.event_fetch_interval_s - _monotonic()
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            self._round_timer = loop.call_later(wait, self._round)
+            return
+        self._round()
+
+    def _round(self) -> None:
+        self._round_timer = None
+        now = self._round_at = _monotonic()
+        if now < self._quiet_until:
             return  # failing: each entry waits for its next use after the backoff
         epoch = self.cache.epoch
-        for entry in reversed(self.cache.recent(_monotonic() - self._config.context_recent_s)):
+        for entry in reversed(self.cache.recent(now - self._config.context_recent_s)):
             if entry.in_flight:
                 self._stats[Counter.CONTEXT_REVALIDATIONS_COALESCED] += 1
                 continue
@@ -323,6 +341,8 @@ class PerContext:
 
     async def close(self) -> None:
         self._queue.clear()
+        if self._round_timer is not None:
+            self._round_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for future in self.cache.drain_inflight():
@@ -335,6 +355,7 @@ class PerContext:
         self._queue = deque()
         self._workers = self._waiting = 0
         self._tasks = set()
+        self._round_timer = None
         self.cache.after_fork()
 
 

@@ -112,8 +112,11 @@ class Refresher:
         self._context = CurrentContext()
         self._fatal_message = ""
         self._snapshot.context = self._context
-        #: Told of every background fetch (the per-context entries go stale).
-        self.on_refetch: Callable[[FetchRequest], None] | None = None
+
+    def on_trigger(self, callback: Callable[[FetchRequest], None]) -> None:
+        """``callback`` hears of every fetch trigger but a context change (events,
+        polls, reconnects, resumes, retries), before the ceiling holds any back."""
+        self._queue.on_trigger = callback
 
     @property
     def status(self) -> Status:
@@ -253,8 +256,6 @@ class Refresher:
             return  # nothing can be asked for a context that cannot be sent
         if not request.conditional:
             self._events.cancel()  # it fetches everything: a held event adds nothing
-        if self.on_refetch is not None:
-            self.on_refetch(request)
         generation = self._context.generation
         outcome = await self._fetch(request)
         self._apply(outcome, request, generation)

@@ -194,7 +194,7 @@ class OFREPProvider(Resolvers, AbstractProvider):
         per = self._per
         if per is not None:
             per.bind(thread, refresher)
-            refresher.on_refetch = per.refetched
+            refresher.on_trigger(per.refetched)
         self._thread, self._refresher = thread, refresher
         return refresher
 
