@@ -202,6 +202,11 @@ class ContextCache:
         with self._lock:
             return self._entries.get(entry.key) is entry
 
+    def kept(self) -> list[Entry]:
+        """The entries kept, least recently used first (a copy)."""
+        with self._lock:
+            return list(self._entries.values())
+
     def sizes(self) -> tuple[int, int]:
         """(entries kept, their estimated bytes)."""
         with self._lock:
