@@ -340,6 +340,7 @@ class PerContext:
                 self.cache.store(key, outcome.entries, outcome.etag, self._size(outcome), epoch)
 
     async def close(self) -> None:
+        self._thread = None  # a miss from now on answers at once, with no request
         self._queue.clear()
         if self._round_timer is not None:
             self._round_timer.cancel()
