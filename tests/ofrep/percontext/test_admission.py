@@ -11,6 +11,7 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 
 from flageval.ofrep import OFREPProvider
+from tests.ofrep.fast_feature_server import FastFeatureServer
 from tests.ofrep.ofrep_server import OFREPTestServer, wait_until
 from tests.ofrep.server.conftest import write_flags
 from tests.ofrep.server.process import ServerProcess
@@ -132,3 +133,25 @@ def test_our_own_server_answers_each_context_by_its_targeting_rule(
         wait_until(lambda: not client.get_boolean_value("beta", True, ada), what="ada's change")
     finally:
         server.stop()
+
+
+def test_fast_feature_answers_each_context_by_its_targeting_rule_and_polling_revalidates(
+    fast_feature: FastFeatureServer, make_provider: MakeProvider
+) -> None:
+    """A real outside OFREP server with no event stream: each context gets its own
+    answer, and the default polling revalidates the recent contexts with their ETags."""
+    only = {"if": [{"==": [{"var": "targetingKey"}, "alice"]}, "on", None]}
+    fast_feature.create_flag("beta", {"on": True, "off": False}, "off", targeting=only)
+    provider = make_provider(fast_feature.url, poll_interval_s=0.1, cache_mode="disabled")
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    alice, bob = EvaluationContext("alice"), EvaluationContext("bob")
+    for _ in range(3):
+        assert client.get_boolean_value("beta", False, alice) is True
+        assert client.get_boolean_value("beta", True, bob) is False
+    wait_until(lambda: provider.stats()["context_not_modified"] >= 2, what="304s on polls")
+    only["if"][0]["=="][1] = "bob"
+    fast_feature.update_flag("beta", {"on": True, "off": False}, "off", targeting=only)
+    wait_until(lambda: client.get_boolean_value("beta", False, bob), what="bob's change")
+    wait_until(lambda: not client.get_boolean_value("beta", True, alice), what="alice's")
+    assert provider.stats()["context_wait_timeouts"] == 0
