@@ -28,6 +28,12 @@ Method
   once: keys, ETags, answers, flag entries, metadata) against the budget, entries kept
   and evictions counted. (``tracemalloc`` over the run agrees within 2% on 5,000
   contexts (28.6 MB traced, 28.3 MB so measured), but makes a million take ten minutes.)
+- Contexts unique per evaluation (a request id in each; 1,000 users Zipf-like, 4 x
+  1,000 evaluations, default settings otherwise): the admission rule (``"auto"``),
+  every context a bulk fetch (``"never"``), and ``context_key_attributes=["plan"]``;
+  per-context requests per evaluation (first fetches, single-flag requests and the
+  revalidations the stream's connect asks for), entries kept, and answers
+  that are not the user's (the code default after ``context_wait_s``, counted too).
 - No assertion on wall-clock figures. Under ``--benchmark-disable`` every benchmark
   runs once on a small input.
 """
@@ -361,3 +367,72 @@ def test_memory_with_a_million_distinct_contexts(benchmark: Any, quick: bool) ->
     print(f"\nmemory: {result}")
     assert result["kept"] + result["evicted"] == count
     assert result["measured_mib"] <= result["budget_mib"]
+
+
+def _unique(
+    server: tuple[OFREPTestServer, Answers], kwargs: dict[str, Any], users: int, evals: int
+) -> dict[str, Any]:
+    """Contexts unique per evaluation (a request id in each): what each choice costs."""
+    srv, _ = server
+    domain = f"bench-pc-unique-{sorted(kwargs.items())}"
+    provider = OFREPProvider(base_url=srv.url, cache_mode="disabled", **kwargs)
+    client = _register(provider, domain)
+    counter = itertools.count()
+    times: list[int] = []
+    failures = 0
+    lock = threading.Lock()
+
+    def run(seed: int) -> None:
+        nonlocal failures
+        mine, bad = [], 0
+        for user in _draws(users, evals, seed):
+            ctx = EvaluationContext(
+                f"user-{user}", {"plan": _plan(user), "request_id": next(counter)}
+            )
+            t0 = time.perf_counter_ns()
+            details = client.get_string_details("who", "default", ctx)
+            mine.append(time.perf_counter_ns() - t0)
+            bad += details.value != f"user-{user}|{_plan(user)}|1"
+        with lock:
+            times.extend(mine)
+            failures += bad
+
+    try:
+        threads = [threading.Thread(target=run, args=(seed,)) for seed in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = provider.stats()
+        kept = provider._per.cache.sizes()[0] if provider._per is not None else 0
+    finally:
+        _unregister(domain)
+    times.sort()
+    return {
+        "evaluations": len(times),
+        "p50_us": round(times[len(times) // 2] / 1000, 1),
+        "p99_us": round(times[int(len(times) * 0.99)] / 1000, 1),
+        "requests_per_evaluation": round(stats["context_fetches"] / len(times), 3),
+        "revalidations": stats["context_revalidations"],
+        "bulk_fetches": stats["context_fetch_ok"] - stats["context_single_flag"],
+        "single_flag": stats["context_single_flag"],
+        "entries_kept": kept,
+        "not_the_users_value": failures,
+    }
+
+
+@pytest.mark.parametrize("choice", ["auto", "never", "key_attributes"])
+def test_contexts_unique_per_evaluation(
+    benchmark: Any, server: tuple[OFREPTestServer, Answers], quick: bool, choice: str
+) -> None:
+    kwargs: dict[str, Any] = {
+        "auto": {},
+        "never": {"context_single_flag": "never"},
+        "key_attributes": {"context_key_attributes": ["plan"]},
+    }[choice]
+    users, evals = (50, 100) if quick else (1_000, 1_000)
+    result = benchmark.pedantic(
+        _unique, args=(server, kwargs, users, evals), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(result)
+    print(f"\nunique {choice}: {result}")

@@ -98,6 +98,7 @@ class PerContext:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._round_timer: asyncio.TimerHandle | None = None
         self._round_at = -float("inf")
+        self._singles: set[concurrent.futures.Future[Any]] = set()  # single-flag, unanswered
 
     def bind(self, thread: LoopThread, server: Server) -> None:
         self._thread, self._server = thread, server
@@ -159,6 +160,8 @@ class PerContext:
         if begun is None:
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             thread.call_soon(self._spawn, self._single(key, flag_key, future))
+            self._singles.add(future)
+            future.add_done_callback(self._singles.discard)
             return future
         future, first = begun
         if first:
@@ -346,7 +349,7 @@ class PerContext:
             self._round_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        for future in self.cache.drain_inflight():
+        for future in [*self.cache.drain_inflight(), *list(self._singles)]:
             if not future.done():
                 future.set_result(Failure("the provider was shut down"))
 
