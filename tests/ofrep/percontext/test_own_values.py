@@ -8,6 +8,7 @@ import random
 import threading
 from collections.abc import Callable
 
+import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
@@ -193,3 +194,26 @@ def test_a_context_that_cannot_be_encoded_answers_invalid_context_for_that_evalu
     details = client.get_string_details("who", "d", bad)
     assert (details.value, details.error_code) == ("d", ErrorCode.INVALID_CONTEXT)
     assert client.get_string_value("who", "", users.context("ann")) == "ann|free|1"
+
+
+def test_past_the_bound_on_fetches_in_flight_a_miss_answers_at_once(
+    server: OFREPTestServer, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flageval.ofrep import _percontext
+
+    monkeypatch.setattr(_percontext, "MAX_WAITING", 3)
+    users = Users(server)
+    provider = make_provider(server.url, change_detection="none", context_wait_s=0.01)
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    server.hold_fetches()
+    for n in range(3):
+        client.get_string_value("who", "", users.context(f"held{n}"))
+    wait_until(lambda: server.in_flight == 3, what="3 fetches held")
+    details = client.get_string_details("who", "code-default", users.context("one-more"))
+    assert (details.value, details.error_code) == ("code-default", ErrorCode.GENERAL)
+    assert provider.stats()["context_busy"] == 1
+    assert users.bodies_for("one-more") == []
+    server.release_fetches()
+    wait_until(lambda: provider.stats()["context_fetch_ok"] == 3, what="held fetches done")
+    assert client.get_string_value("who", "", users.context("held1")) == "held1|free|1"
