@@ -3,6 +3,13 @@
 One module per job (the loop thread itself is ``flageval._loop``):
 
 - ``provider``: ``OFREPProvider``, the OpenFeature-facing class and the resolve path;
+- ``_resolvers``: the resolve methods, sync and async, for every flag type;
+- ``_percontext``: per-context evaluation (the default): the answer for each
+  evaluation's own context, first fetches (single flight, the bounded wait), the
+  single-flag path, revalidation rounds on change detection;
+- ``_contexts``: the per-context cache (canonical context -> bulk evaluation; entry
+  count, byte budget, least recently used out; the admission rule);
+- ``_single``: one single-flag evaluation request;
 - ``_config``: constructor arguments, ``OFREP_*`` environment fallbacks, validation;
 - ``_headers``: ``OFREP_HEADERS`` (ADR-0007 amendment), header checks, sendable values;
 - ``_refresh``: the coordinator: what each fetch outcome and trigger does;

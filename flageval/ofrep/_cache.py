@@ -94,6 +94,7 @@ class Cached:
 
     fetched: Fetched
     etag: str | None
+    exact: bool = False  # written for this very context (not only its targeting key)
 
 
 def _key_hash(prefix: str | None, body: bytes) -> str | None:
@@ -163,7 +164,8 @@ class EvaluationCache:
             invalid_items=0,
             invalid_streams=0,
         )
-        return Cached(fetched, entry.etag if same and not entry.streams_withheld else None)
+        etag = entry.etag if same and not entry.streams_withheld else None
+        return Cached(fetched, etag, exact=same)
 
     def save(
         self,

@@ -27,6 +27,8 @@ from ._headers import check_headers, parse_headers, redacted
 
 ChangeDetection = Literal["sse", "polling", "none"]
 CacheMode = Literal["local-cache-first", "network-first", "disabled"]
+ContextModel = Literal["per-context", "static"]
+SingleFlag = Literal["auto", "never"]
 
 ENV_ENDPOINT = "OFREP_ENDPOINT"
 ENV_HEADERS = "OFREP_HEADERS"
@@ -64,6 +66,15 @@ DEFAULT_CACHE_MODE: CacheMode = "local-cache-first"
 # ADR-0009 names DevCycle's 30 days as the reference TTL.
 DEFAULT_CACHE_TTL_S = 30 * 24 * 3600.0
 CACHE_DIR_NAME = "flageval-ofrep"
+# Per-context evaluation. A first fetch on loopback takes ~2-5 ms and ~50 ms across a
+# region: a quarter second covers a slow server without holding a request for long.
+DEFAULT_CONTEXT_WAIT_S = 0.25
+DEFAULT_CONTEXT_MAX_ENTRIES = 10_000
+# 10,000 contexts of ~20 flags each (~12 KB apiece as costed) fit.
+DEFAULT_CONTEXT_MAX_BYTES = 128 * 1024 * 1024
+# A context used within the last minute is likely used again soon: revalidated at once.
+DEFAULT_CONTEXT_RECENT_S = 60.0
+DEFAULT_CONTEXT_MAX_REQUESTS = 8
 
 BULK_PATH = "/ofrep/v1/evaluate/flags"
 
@@ -123,6 +134,18 @@ def _path(raw: str) -> Path | None:
 
 def _headers(raw: str) -> dict[str, str]:
     return parse_headers(raw, ENV_HEADERS, logger)
+
+
+def _attributes(value: object, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple | frozenset | set):
+        raise ValueError(f"{name} must be a list of attribute names")
+    if not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{name} must hold non-empty strings only")
+    return tuple(sorted(set(value)))
+
+
+def _attributes_env(raw: str) -> tuple[str, ...]:
+    return _attributes([v.strip() for v in raw.split(",") if v.strip()], "")
 
 
 def _seconds(default: float | None, doc: str, floor: float = 0.0, **spec: Any) -> Any:
@@ -217,6 +240,46 @@ class OFREPConfig:
     )
     cache_key_prefix: str | None = setting(
         None, "separates providers that share one directory", env=ENV_CACHE_KEY_PREFIX
+    )
+    context_model: ContextModel = setting(
+        "per-context", "how evaluations are answered (context= given: static)"
+    )
+    context_wait_s: float = _seconds(
+        DEFAULT_CONTEXT_WAIT_S, "what a sync evaluation waits for a new context's answer"
+    )
+    context_max_entries: int = setting(
+        DEFAULT_CONTEXT_MAX_ENTRIES,
+        "contexts kept, least recently used out",
+        minimum=1,
+        inclusive=True,
+        maximum=10_000_000,
+    )
+    context_max_bytes: int = setting(
+        DEFAULT_CONTEXT_MAX_BYTES,
+        "memory budget of the kept contexts",
+        minimum=65_536,
+        inclusive=True,
+        maximum=2**40,
+    )
+    context_key_attributes: tuple[str, ...] | None = setting(
+        None,
+        "the attributes that identify a context",
+        parse=_attributes_env,
+        check=_attributes,
+        default_text="none",
+    )
+    context_recent_s: float = _seconds(
+        DEFAULT_CONTEXT_RECENT_S, "contexts used this recently are revalidated at a change"
+    )
+    context_max_requests: int = setting(
+        DEFAULT_CONTEXT_MAX_REQUESTS,
+        "per-context requests in flight at once",
+        minimum=1,
+        inclusive=True,
+        maximum=100,
+    )
+    context_single_flag: SingleFlag = setting(
+        "auto", "when the single-flag endpoint answers instead of a bulk fetch"
     )
 
     @property

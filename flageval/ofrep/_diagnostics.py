@@ -112,6 +112,45 @@ class Counter(enum.Enum):
         "context_unusable",
         "contexts that could not be encoded (INVALID_CONTEXT until the next good one)",
     )
+    # per-context evaluation
+    CONTEXT_MISSES = ("context_misses", "evaluations for a context not in the cache")
+    CONTEXT_JOINED = (
+        "context_joined",
+        "misses that joined their context's fetch in flight (single flight)",
+    )
+    CONTEXT_WAIT_TIMEOUTS = (
+        "context_wait_timeouts",
+        "evaluations answered with the default: no answer within context_wait_s",
+    )
+    CONTEXT_BUSY = (
+        "context_busy",
+        "misses answered at once with the default: 1,000 context requests in flight",
+    )
+    CONTEXT_FETCHES = ("context_fetches", "per-context requests made (bulk and single-flag)")
+    CONTEXT_FETCH_OK = ("context_fetch_ok", "per-context 200 answers taken (bulk and single-flag)")
+    CONTEXT_NOT_MODIFIED = ("context_not_modified", "per-context 304 answers")
+    CONTEXT_FETCH_FAILED = (
+        "context_fetch_failed",
+        "per-context requests that failed (every answer kept)",
+    )
+    CONTEXT_RATE_LIMITED = (
+        "context_rate_limited",
+        "per-context 429 answers (the gate closes for every request)",
+    )
+    CONTEXT_SINGLE_FLAG = (
+        "context_single_flag",
+        "evaluations answered by the single-flag endpoint",
+    )
+    CONTEXT_REVALIDATIONS = ("context_revalidations", "conditional requests for a stale entry")
+    CONTEXT_REVALIDATIONS_COALESCED = (
+        "context_revalidations_coalesced",
+        "stale marks that joined a revalidation already under way",
+    )
+    CONTEXT_EVICTIONS = ("context_evictions", "entries evicted, least recently used first")
+    CONTEXT_TOO_LARGE = (
+        "context_too_large",
+        "answers over context_max_bytes on their own (served once, not kept)",
+    )
     # persisted evaluations (ADR-0009)
     CACHE_HITS = ("cache_hits", "persisted entries used")
     CACHE_MISSES = ("cache_misses", "no entry, or one for another identity or context")

@@ -101,12 +101,16 @@ class FetchQueue:
         self._refilled_at = time.monotonic()
         self._wake = asyncio.Event()  # an urgent trigger ends a wait for the ceiling
         self._said = False
+        #: Told of every trigger but a context change, before any ceiling or backoff.
+        self.on_trigger: Callable[[FetchRequest], None] | None = None
 
     def request(self, request: FetchRequest, urgent: bool = False) -> None:
         """Ask for a fetch: the next one the runner makes covers ``request``. During the
         error backoff it waits for the retry, unless ``urgent``."""
         if self._stopped:
             return
+        if self.on_trigger is not None and not urgent:
+            self.on_trigger(request)
         if self._retry is not None and self._retry_request is not None:
             merged = self._retry_request.merge(request)
             self._stats[Counter.FETCH_COALESCED] += 1

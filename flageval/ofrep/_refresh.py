@@ -111,10 +111,24 @@ class Refresher:
         self._session: aiohttp.ClientSession | None = None
         self._context = CurrentContext()
         self._fatal_message = ""
+        self._snapshot.context = self._context
+
+    def on_trigger(self, callback: Callable[[FetchRequest], None]) -> None:
+        """``callback`` hears of every fetch trigger but a context change (events,
+        polls, reconnects, resumes, retries), before the ceiling holds any back."""
+        self._queue.on_trigger = callback
 
     @property
     def status(self) -> Status:
         return self._lifecycle.status
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        return self._session
+
+    @property
+    def gate(self) -> RateGate:
+        return self._gate
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -134,6 +148,7 @@ class Refresher:
             raise GeneralError(str(body))
         self._context.body = body
         cached = await self._cache.load(body)
+        self._snapshot.exact = cached is not None and cached.exact
         if cached is not None and self._cache.mode == "local-cache-first":
             self._serve_cached(cached)
             self._queue.request(FetchRequest(conditional=cached.etag is not None))

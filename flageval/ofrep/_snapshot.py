@@ -2,8 +2,10 @@
 
 `Shared` is what resolving threads and the provider's loop share, without a lock: the
 loop replaces ``entries`` with a new dict in one assignment and a resolve reads it as
-it is; ``last_used`` is written by resolves and read by the loop; ``idle`` and
-``wake_requested`` are the inactivity handshake (`_inactivity`).
+it is; ``anchor`` is the same dict paired with the request body it answers (one
+assignment too), for per-context resolves of that very context; ``last_used`` is
+written by resolves and read by the loop; ``idle`` and ``wake_requested`` are the
+inactivity handshake (`_inactivity`).
 
 `Snapshot` (loop only) owns the raw items of the evaluation being served (for change
 detection), the stream specs that came with it, and whether it is the persisted entry
@@ -18,14 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._bulk import Fetched, StreamSpec
+from ._context import CurrentContext
 from ._resolve import ContextError, FlagEntry, entry_from_item
 
 
 class Shared:
-    __slots__ = ("entries", "idle", "last_used", "wake_requested")
+    __slots__ = ("anchor", "entries", "idle", "last_used", "wake_requested")
 
     def __init__(self) -> None:
         self.entries: Mapping[str, FlagEntry] | None = None
+        self.anchor: tuple[bytes, Mapping[str, FlagEntry]] | None = None
         self.idle = False
         self.wake_requested = False
         self.last_used = time.monotonic()
@@ -42,6 +46,14 @@ class Snapshot:
         self.items: dict[str, Any] = {}
         self.specs: tuple[StreamSpec, ...] = ()
         self.from_cache = False
+        self.context: CurrentContext | None = None  # whose body the entries answer
+        self.exact = False  # the persisted entry was written for this very context
+
+    def _publish(self, entries: Mapping[str, FlagEntry], exact: bool = True) -> None:
+        self._shared.entries = entries
+        context = self.context
+        body = context.body if context is not None and context.usable else None
+        self._shared.anchor = (body, entries) if body is not None and exact else None
 
     @property
     def served(self) -> bool:
@@ -62,7 +74,7 @@ class Snapshot:
         self.items = fetched.items
         self.specs = fetched.streams
         self.from_cache = False
-        self._shared.entries = fetched.entries
+        self._publish(fetched.entries)
         return changed
 
     def load_cached(self, fetched: Fetched) -> None:
@@ -70,7 +82,7 @@ class Snapshot:
         self.items = fetched.items
         self.specs = fetched.streams
         self.from_cache = True
-        self._shared.entries = fetched.entries
+        self._publish(fetched.entries, self.exact)
 
     def adopt(self, items: dict[str, Any], specs: tuple[StreamSpec, ...], from_cache: bool) -> None:
         """A forked child's: the parent's snapshot (its entries are already shared)."""
@@ -82,7 +94,7 @@ class Snapshot:
         if not self.from_cache:
             return []
         self.from_cache = False
-        self._shared.entries = {key: entry_from_item(item) for key, item in self.items.items()}
+        self._publish({key: entry_from_item(item) for key, item in self.items.items()})
         return sorted(self.items)
 
     def unusable(self, message: str) -> None:
@@ -90,3 +102,4 @@ class Snapshot:
         self.items = {}
         self.from_cache = False
         self._shared.entries = ContextError(message)
+        self._shared.anchor = None

@@ -1,12 +1,13 @@
 """`OFREPProvider`: the OpenFeature face of the package.
 
-The static-context model: one bulk evaluation for one evaluation context (the one
-given to the provider, else the API's global context), answered from memory. A
-resolve reads an immutable dict that the loop thread replaces in one assignment: no
-lock, no network, no await, whatever the thread. The context passed to an individual
-evaluation is not sent anywhere; to evaluate for another context, change the
-provider's context (``set_context``, or ``api.set_evaluation_context`` when the
-provider follows the global one).
+Two models. Per-context (the default): each evaluation is answered for the context the
+SDK hands over (``_percontext``), from a bounded cache of bulk evaluations by canonical
+context; the provider's own context (the API's global one at ``initialize``) is still
+fetched, followed and persisted as below, and drives change detection and the status.
+Static (``context=`` given, ``context_model="static"``, or after ``set_context``): one
+bulk evaluation for one context (the one given, else the API's global context),
+answered from memory: a resolve reads an immutable dict that the loop thread replaces
+in one assignment, and the context passed to an individual evaluation is not sent.
 
 openfeature-sdk 0.10 has no context-changed callback for providers, so a provider that
 follows the global context notices a new one on the next resolve (an identity check of
@@ -15,12 +16,12 @@ signature of the OpenFeature static-context callback for SDKs that call it.
 
 A context the provider cannot encode (an attribute whose ``__str__`` raises, a cyclic
 list) is found on the caller's thread, so the very resolve that brought it answers
-INVALID_CONTEXT, as every later one does until a context that can be sent replaces it.
+INVALID_CONTEXT.
 
 Process life (``flageval._process``): at exit the provider shuts down; in a forked child
 (gunicorn ``--preload`` workers) the parent's loop, session and sockets are parked, never
-touched, the inherited evaluation is served, and the first use starts the child's own
-loop, streams and polling, which revalidate it.
+touched, the inherited evaluations are served, and the first use starts the child's own
+loop, streams and polling, which revalidate them.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
 from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import GeneralError, OpenFeatureError
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
+from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import AbstractProvider, FeatureProvider, Metadata
 
 from flageval import _process as process
@@ -43,23 +45,26 @@ from flageval._loop import LoopThread, park
 from ._config import SETTINGS, OFREPConfig, load_config
 from ._context import ContextEncodingError, encode_context
 from ._diagnostics import Counter, logger, new_stats, snapshot
+from ._percontext import PerContext
 from ._refresh import Handover, Refresher
-from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, FlagEntry, resolve
+from ._resolve import ContextError, FlagEntry, TypeRule, resolve
+from ._resolvers import Resolvers
 from ._snapshot import Shared
 from ._status import SdkOrder, Status
 
 _monotonic = time.monotonic
+T = TypeVar("T")
 
 # How long initialize() waits beyond the request timeout (a busy loop starts the fetch late).
 _START_GRACE_S = 5.0
 
-ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]
 
-
-class OFREPProvider(AbstractProvider):
-    """An OpenFeature provider for OFREP bulk evaluation, kept fresh by ETag-conditional
-    re-fetches driven by event streams (``change_detection="sse"``, the default), by
-    polling (``"polling"``) or by nothing but context changes (``"none"``).
+class OFREPProvider(Resolvers, AbstractProvider):
+    """An OpenFeature provider for OFREP bulk evaluation, each evaluation answered for
+    its own context by default (``context=`` or ``context_model="static"``: one
+    context), kept fresh by ETag-conditional re-fetches driven by event streams
+    (``change_detection="sse"``, the default), by polling (``"polling"``) or by
+    nothing but context changes (``"none"``).
 
     Every setting is an argument (docs/ofrep.md has each one's default and range); one
     left out, or None, falls back to its ``OFREP_*`` variable where ADR-0007 and ADR-0009
@@ -96,6 +101,14 @@ class OFREPProvider(AbstractProvider):
         cache_dir: str | os.PathLike[str] | None = None,
         cache_ttl_s: float | None = None,
         cache_key_prefix: str | None = None,
+        context_model: str | None = None,
+        context_wait_s: float | None = None,
+        context_max_entries: int | None = None,
+        context_max_bytes: int | None = None,
+        context_key_attributes: list[str] | tuple[str, ...] | None = None,
+        context_recent_s: float | None = None,
+        context_max_requests: int | None = None,
+        context_single_flag: str | None = None,
     ) -> None:
         given = dict(locals())  # the arguments by name, before any other local exists
         super().__init__()
@@ -106,8 +119,11 @@ class OFREPProvider(AbstractProvider):
         self._follow_global = context is None
         self._seen_global: EvaluationContext | None = None
         self._shared = Shared()
-        self._order = SdkOrder(self.emit)  # the loop's events, after the SDK's own status
         self._stats = new_stats()
+        self._per: PerContext | None = None
+        if context is None and self._config.context_model == "per-context":
+            self._per = PerContext(self._config, self._stats, self._shared)
+        self._order = SdkOrder(self.emit)  # the loop's events, after the SDK's own status
         self._lifecycle = threading.Lock()
         self._thread: LoopThread | None = None
         self._refresher: Refresher | None = None
@@ -156,8 +172,7 @@ class OFREPProvider(AbstractProvider):
             if not started:
                 thread.stop(0)  # a starved interpreter: the late loop stops at once
                 raise GeneralError("the provider's loop thread did not start in time")
-            refresher = Refresher(self._config, self._shared, self._stats, self._order)
-            self._thread, self._refresher = thread, refresher
+            refresher = self._new_refresher(thread)
             self._inherited = None  # initialize() in a forked child starts afresh
         body = self._encode(context)
         future = thread.submit(refresher.start(body))
@@ -174,6 +189,20 @@ class OFREPProvider(AbstractProvider):
                 self.shutdown()
             raise
 
+    def _new_refresher(self, thread: LoopThread) -> Refresher:
+        refresher = Refresher(self._config, self._shared, self._stats, self._order)
+        per = self._per
+        if per is not None:
+            per.bind(thread, refresher)
+            refresher.on_trigger(per.refetched)
+        self._thread, self._refresher = thread, refresher
+        return refresher
+
+    async def _close(self, refresher: Refresher) -> None:
+        if self._per is not None:
+            await self._per.close()
+        await refresher.close()
+
     def shutdown(self) -> None:
         """Close streams, the HTTP session and the loop thread, within
         ``shutdown_timeout_s`` overall."""
@@ -185,12 +214,12 @@ class OFREPProvider(AbstractProvider):
             return
         if thread.in_loop_thread():
             # Called from an event handler on our own loop: cannot wait for ourselves.
-            closing = thread.submit(refresher.close())
+            closing = thread.submit(self._close(refresher))
             if closing is not None:
                 closing.add_done_callback(lambda _: thread.stop(0))
             return
         deadline = _monotonic() + self._config.shutdown_timeout_s
-        closing = thread.submit(refresher.close())
+        closing = thread.submit(self._close(refresher))
         try:
             if closing is not None:
                 closing.result(timeout=self._config.shutdown_timeout_s)
@@ -203,7 +232,8 @@ class OFREPProvider(AbstractProvider):
     # -- context ---------------------------------------------------------------------
 
     def set_context(self, context: EvaluationContext) -> concurrent.futures.Future[bool]:
-        """Use ``context`` from now on (and stop following the API's global context).
+        """Use ``context`` from now on, for every evaluation (the static model, and no
+        longer the API's global context).
         The stored ETag is dropped and the bulk evaluation re-fetched in the background;
         the returned future resolves to True once the new evaluation is served, False if
         that fetch failed or was superseded. Until then the previous one is served."""
@@ -211,6 +241,7 @@ class OFREPProvider(AbstractProvider):
             raise ValueError("context must be an openfeature EvaluationContext")
         self._follow_global = False
         self._context = context
+        self._per = None
         return self._switch_context(context)
 
     def on_context_changed(
@@ -228,6 +259,7 @@ class OFREPProvider(AbstractProvider):
             return encode_context(context)
         except ContextEncodingError as exc:
             self._shared.entries = ContextError(str(exc))
+            self._shared.anchor = None
             return exc
 
     def _switch_context(
@@ -270,6 +302,8 @@ class OFREPProvider(AbstractProvider):
         self._thread = self._refresher = None
         self._pid = os.getpid()
         self._shared.idle = self._shared.wake_requested = False
+        if self._per is not None:
+            self._per.after_fork()
         if thread is None or refresher is None:
             return
         thread.forget()
@@ -290,8 +324,7 @@ class OFREPProvider(AbstractProvider):
             except RuntimeError:
                 logger.warning("forked child: could not start the provider's thread")
                 return
-            refresher = Refresher(self._config, self._shared, self._stats, self._order)
-            self._thread, self._refresher = thread, refresher
+            refresher = self._new_refresher(thread)
             self._stats[Counter.FORK_RESTARTS] += 1
         thread.submit(refresher.adopt(inherited))
 
@@ -325,42 +358,20 @@ class OFREPProvider(AbstractProvider):
             self._shared.wake_requested = True
             thread.call_soon(refresher.resume)
 
-    def resolve_boolean_details(
-        self,
-        flag_key: str,
-        default_value: bool,
-        evaluation_context: EvaluationContext | None = None,
-    ) -> FlagResolutionDetails[bool]:
-        return resolve(self._touch(), flag_key, default_value, BOOL)
+    def _answer(
+        self, flag_key: str, default: T, context: EvaluationContext | None, rule: TypeRule
+    ) -> FlagResolutionDetails[T]:
+        entries = self._touch()
+        per = self._per
+        if per is None or context is None:
+            return resolve(entries, flag_key, default, rule)
+        return per.answer(context, flag_key, default, rule)
 
-    def resolve_string_details(
-        self,
-        flag_key: str,
-        default_value: str,
-        evaluation_context: EvaluationContext | None = None,
-    ) -> FlagResolutionDetails[str]:
-        return resolve(self._touch(), flag_key, default_value, STR)
-
-    def resolve_integer_details(
-        self,
-        flag_key: str,
-        default_value: int,
-        evaluation_context: EvaluationContext | None = None,
-    ) -> FlagResolutionDetails[int]:
-        return resolve(self._touch(), flag_key, default_value, INT)
-
-    def resolve_float_details(
-        self,
-        flag_key: str,
-        default_value: float,
-        evaluation_context: EvaluationContext | None = None,
-    ) -> FlagResolutionDetails[float]:
-        return resolve(self._touch(), flag_key, default_value, FLOAT)
-
-    def resolve_object_details(
-        self,
-        flag_key: str,
-        default_value: ObjectValue,
-        evaluation_context: EvaluationContext | None = None,
-    ) -> FlagResolutionDetails[ObjectValue]:
-        return resolve(self._touch(), flag_key, default_value, OBJECT)
+    async def _answer_async(
+        self, flag_key: str, default: T, context: EvaluationContext | None, rule: TypeRule
+    ) -> FlagResolutionDetails[T]:
+        entries = self._touch()
+        per = self._per
+        if per is None or context is None:
+            return resolve(entries, flag_key, default, rule)
+        return await per.answer_async(context, flag_key, default, rule)

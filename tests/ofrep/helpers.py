@@ -25,8 +25,8 @@ def entry_file(directory: Path) -> Path:
 
 
 def answered(provider: OFREPProvider | Mapping[str, int]) -> int:
-    """Bulk fetches whose answer the provider has applied (any outcome); a provider or
-    its counters."""
+    """Requests whose answer the provider has applied (any outcome; its own context's
+    and per-context ones); a provider or its counters."""
     s = provider.stats() if isinstance(provider, OFREPProvider) else provider
     return (
         s["fetch_ok"]
@@ -41,13 +41,18 @@ def answered(provider: OFREPProvider | Mapping[str, int]) -> int:
         + s["fetch_timeout"]
         + s["fetch_internal_error"]
         + s["fetch_discarded_old_context"]
+        + s["context_fetch_ok"]
+        + s["context_not_modified"]
+        + s["context_fetch_failed"]
+        + s["context_rate_limited"]
     )
 
 
 def quiet(provider: OFREPProvider) -> bool:
     """Every fetch the provider has made has been answered and applied (the client's own
     count: a request still on its way to a slow server counts too)."""
-    return answered(provider) == provider.stats()["fetches"]
+    stats = provider.stats()
+    return answered(stats) == stats["fetches"] + stats["context_fetches"]
 
 
 def settled(provider: OFREPProvider, server: OFREPTestServer, quiet_s: float = 0.15) -> int:

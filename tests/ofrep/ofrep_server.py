@@ -7,7 +7,8 @@ provider's own loop thread) can talk to it while the test blocks. It serves:
   (hash of the body), 304 on a matching ``If-None-Match``, ``eventStreams`` when set;
   a queue of scripted answers (``script``) overrides the normal answer one by one,
   and ``hold_fetches`` keeps requests in flight until released;
-- ``POST /ofrep/v1/evaluate/flags/{key}``: single-flag evaluation (benchmark baseline);
+- ``POST /ofrep/v1/evaluate/flags/{key}``: single-flag evaluation (the scripted answers
+  apply here too);
 - ``GET /sse/...``: an event stream; tests push raw SSE text, heartbeats, or drop
   every open stream.
 
@@ -300,6 +301,12 @@ class OFREPTestServer:
 
     async def _single(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self._record(request, body)
+        if self.script:
+            scripted = self.script.popleft()
+            return web.Response(
+                status=scripted.status, body=scripted.body, headers=scripted.headers
+            )
         context = json.loads(body).get("context", {}) if body else {}
         key = request.match_info["key"]
         for item in self._current_flags(context):
