@@ -6,7 +6,22 @@ sender are only ever touched from that thread: no locks.
 * Drain: every ``drain_interval_s`` take what the hand-off holds, in batches, and
   aggregate. Producers never wake us; at 65,536 slots and 50 ms this absorbs over a
   million evaluations per second, far above what one Python process can evaluate.
-* Flush: every ``flush_interval_s``, swap the tiers out, pack rows into bodies, post.
+* Flush: every ``flush_interval_s``, aggregate what was queued when it began (for at
+  most a quarter of an interval), swap the tiers out, pack rows into bodies, post. So a
+  flush always reaches its post, however fast producers refill the hand-off, and an
+  evaluation is posted within two intervals while the worker keeps up. Its posts get
+  90% of an interval (at least a request timeout) from when they start: busy threads
+  slow a post (the worker's loop waits for the GIL at each step), and a healthy post
+  cut short would be lost as ``delivery_unknown``.
+* Aggregating never holds the loop for long: it gives the loop a turn every
+  ``TURN_S``, so a post's answer, a flush, ``stats()`` and shutdown are never kept
+  waiting behind a backlog.
+* Keeping up: at each flush the worker compares what arrived with what it aggregated;
+  when the hand-off overflowed meanwhile (``queue_overflow``), it says so with both
+  rates (rate-limited).
+* Shutdown: a final flush of what was queued when accepting ended, aggregating for at
+  most half the time left; what it could not reach by then is counted
+  ``worker_stalled`` (and said), so the deadline holds under any backlog.
 * A failure while aggregating a batch is counted (``worker_error``) and the loop goes
   on: the worker never dies of a bad snapshot. Whatever a value raises while the tiers
   read it (``SystemExit``, ``KeyboardInterrupt`` and ``GeneratorExit`` included) is
@@ -23,6 +38,7 @@ import dataclasses
 import logging
 import math
 import time
+from typing import NamedTuple
 
 from ._common import RateLimitedLog
 from ._config import Settings
@@ -36,6 +52,15 @@ from ._wire import envelope_prefix, pack
 log = logging.getLogger("flageval")
 
 BATCH = 4096
+#: While it aggregates, the worker gives its loop a turn at least this often (a post's
+#: answer, the flush task, stats() and shutdown wait for the loop). A turn costs it a
+#: wait for the GIL when application threads are busy (a 5 ms switch interval each):
+#: 2.5% of its time with one such thread, up to 20% with eight.
+TURN_S = 0.2
+#: Batches shrink (down to this) so that one batch stays well within a turn.
+MIN_BATCH = 16
+#: The warning that the worker cannot keep up: at most once a minute.
+_KEEP_UP = "keep_up"
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,6 +103,8 @@ class Worker:
         self._flush_lock: asyncio.Lock | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batch = BATCH  # sized to the cost of the last full batch (_aggregate)
+        self._pace = _Pace(time.monotonic(), 0, 0, 0)  # the last keep-up reading
 
     @property
     def halted(self) -> bool:
@@ -94,11 +121,11 @@ class Worker:
         return math.inf if self.halted else time.monotonic()
 
     # -- draining -----------------------------------------------------------------------
-    def drain_once(self) -> int:
-        """Aggregate up to one batch from the hand-off; returns how many were taken."""
+    def drain_once(self, limit: int = BATCH) -> int:
+        """Aggregate up to ``limit`` snapshots from the hand-off; returns how many."""
         if self.halted:
             return 0
-        batch = self.handoff.drain(BATCH)
+        batch = self.handoff.drain(limit)
         if not batch:
             return 0
         self.counts.drained += len(batch)
@@ -115,26 +142,42 @@ class Worker:
         self.tiers.interrupt = None
         return len(batch)
 
-    def drain_all(self) -> None:
-        while self.drain_once() == BATCH:
-            pass
+    async def _aggregate(self, goal: int, until: float, *, final: bool = False) -> None:
+        """Aggregate, oldest first, until ``counts.drained`` reaches ``goal``, the
+        hand-off is empty, ``until`` (monotonic) passes, or the worker is halted, or
+        stopping (unless ``final``: shutdown's own flush). Gives the loop a turn every
+        ``TURN_S``; each batch is sized to take a fraction of that."""
+        counts = self.counts
+        turn = time.monotonic() + TURN_S
+        while counts.drained < goal and not self.halted:
+            if not final and self._stopping is not None and self._stopping.is_set():
+                return
+            batch = self._batch
+            want = min(batch, goal - counts.drained)
+            began = time.perf_counter()
+            n = self.drain_once(want)
+            if n < want:
+                return  # the hand-off is empty
+            took = time.perf_counter() - began
+            if took > TURN_S / 4:
+                self._batch = max(MIN_BATCH, int(n * TURN_S / 8 / took))
+            elif took < TURN_S / 16 and n == batch:
+                self._batch = min(BATCH, batch * 2)
+            now = time.monotonic()
+            if now >= until:
+                return
+            if now >= turn:
+                await asyncio.sleep(0)
+                turn = time.monotonic() + TURN_S
 
     async def _drain_loop(self) -> None:
         assert self._stopping is not None
         interval = self.settings.drain_interval_s
         while not self._stopping.is_set() and not self.halted:
             try:
-                # Drain what is there without yielding to the loop in between: each
-                # yield is a select() that releases the GIL, and under load evaluating
-                # threads keep it for many switch intervals, so a worker that holds the
-                # GIL must use it. Bounded by the queue's capacity, so producers faster
-                # than us cannot keep the flush task waiting.
-                budget = self.handoff.capacity
-                while budget > 0:
-                    n = self.drain_once()
-                    budget -= n
-                    if n < BATCH:
-                        break
+                # At most a queue's worth a pass: what arrives meanwhile waits for the
+                # next one, so the pass ends even when producers outpace the worker.
+                await self._aggregate(self.counts.drained + self.handoff.capacity, math.inf)
             except Exception:  # pragma: no cover - drain_once guards itself
                 self.counts.worker_errors += 1
                 log.exception("drain loop error")
@@ -157,11 +200,29 @@ class Worker:
         finally:
             self._tasks.discard(task)
 
-    async def _flush(self, deadline: float) -> bool:
+    async def _flush(
+        self,
+        deadline: float,
+        *,
+        drain_until: float | None = None,
+        goal: int | None = None,
+        final: bool = False,
+        post_for: float | None = None,
+    ) -> bool:
+        """Aggregate what was queued when it began (``goal``: up to that drained count),
+        until ``drain_until`` (default: half the time to ``deadline``), then pack and
+        send, until ``deadline`` or, given ``post_for``, that long after sending began.
+        True when all of it was aggregated and nothing is left waiting."""
+        if goal is None:  # counted when called, not once the lock is ours
+            goal = self.counts.drained + len(self.handoff.queue)
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
-            self.drain_all()
+            now = time.monotonic()
+            if drain_until is None:
+                drain_until = now + max(0.0, deadline - now) / 2
+            await self._aggregate(goal, drain_until, final=final)
+            caught_up = self.counts.drained >= goal
             full, degraded, held = self.tiers.take()
             try:
                 bodies = pack(
@@ -178,28 +239,60 @@ class Worker:
                 self.counts.worker_errors += 1
                 self.ledger.drop(Dropped.WORKER_ERROR, held)
                 log.exception("could not pack %d evaluations", held)
-                return not self.sender.outbox
+                return not self.sender.outbox and caught_up
             self.counts.flushes += 1
-            return await self.sender.send_all(bodies, deadline)
+            if post_for is not None:
+                deadline = time.monotonic() + post_for
+            sent = await self.sender.send_all(bodies, deadline)
+            return sent and caught_up
 
     async def _flush_loop(self) -> None:
         assert self._stopping is not None
         interval = self.settings.flush_interval_s
+        due = time.monotonic() + interval
         while not self._stopping.is_set() and not self.halted:
             try:
-                await asyncio.wait_for(self._stopping.wait(), interval)
+                await asyncio.wait_for(self._stopping.wait(), max(0.0, due - time.monotonic()))
                 return
             except TimeoutError:
                 pass
+            began = time.monotonic()
+            # On a fixed cadence; after a flush longer than the interval (an intake that
+            # answers slowly), the next one still waits a tenth of an interval.
+            due = max(due + interval, began + interval / 10)
             try:
+                self._check_pace(began)
                 # A slow intake may use most of the interval, and never less than one
                 # request timeout: a short interval must not cut a healthy post short
                 # (a cut post is counted as delivery_unknown, never re-sent).
                 budget = max(interval * 0.9, self.settings.request_timeout_s)
-                await self.flush(time.monotonic() + budget)
+                await self._flush(began + budget, drain_until=began + interval / 4, post_for=budget)
             except Exception:
                 self.counts.worker_errors += 1
                 log.exception("flush failed")
+
+    # -- keeping up -----------------------------------------------------------------------
+    def _check_pace(self, now: float) -> None:
+        """Say (at most once a minute) that evaluations arrive faster than they are
+        aggregated when the hand-off overflowed since the last check: then it is true
+        over the interval, not a burst the worker absorbs."""
+        last = self._pace
+        overflow = self.handoff.counts().get(Dropped.QUEUE_OVERFLOW, 0)
+        self._pace = pace = _Pace(now, self.counts.drained, len(self.handoff.queue), overflow)
+        if pace.overflow <= last.overflow:
+            return
+        seconds = max(now - last.at, 1e-3)
+        aggregated = pace.drained - last.drained
+        arrived = aggregated + pace.queued - last.queued + pace.overflow - last.overflow
+        self._warn.warning(
+            _KEEP_UP,
+            "the worker cannot keep up: %d evaluations/s arriving, %d/s aggregated "
+            "(the hand-off holds %d; %d counted as queue_overflow so far)",
+            round(arrived / seconds),
+            round(aggregated / seconds),
+            pace.queued,
+            pace.overflow,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -234,10 +327,27 @@ class Worker:
             except Exception:
                 log.exception("worker task failed")
         self.sender.interrupt(False)
+        # What was queued when accepting ended; whatever comes after raced past it.
+        began, first = time.monotonic(), self.counts.drained
+        goal = first + len(self.handoff.queue)
         try:
-            await self.flush(deadline)
+            await self._flush(deadline, goal=goal, final=True)
         except Exception:
             log.exception("final flush failed")
+        behind = goal - self.counts.drained
+        if behind > 0 and not self.halted:
+            # Half the time left went to aggregating, the rest to posting it: what it
+            # did not reach is counted, and said, rather than the deadline missed.
+            stalled = len(self.handoff.drain(behind))
+            self.handoff.count(Dropped.WORKER_STALLED, stalled)
+            log.warning(
+                "the worker could not aggregate its backlog in the time shutdown had: "
+                "%d evaluations aggregated and posted in %.1f s, %d still queued counted "
+                "as worker_stalled",
+                self.counts.drained - first,
+                time.monotonic() - began,
+                stalled,
+            )
         lost = self.sender.drop_unsent(Dropped.INTAKE_UNAVAILABLE)
         if lost:
             self._warn.warning(
@@ -249,3 +359,12 @@ class Worker:
         await self.sender.close()
         # What is still queued raced past the end of accepting (STOPPING): `closed`.
         self.handoff.discard(Dropped.CLOSED)
+
+
+class _Pace(NamedTuple):
+    """The hand-off and the worker at one moment, to tell arrival from aggregation."""
+
+    at: float
+    drained: int
+    queued: int
+    overflow: int
