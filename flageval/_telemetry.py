@@ -153,6 +153,7 @@ class Telemetry:
         finally:
             if self._deferred and life.owner is None:
                 self.shutdown(self._deferred.pop())
+                process.release_held_signal()
 
     # -- flush ----------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -294,15 +295,18 @@ class Telemetry:
         if self._pid == os.getpid():
             self.shutdown()
 
-    def at_signal(self, final: bool) -> None:
+    def at_signal(self, final: bool) -> bool:
         """A stop signal, on the main thread: shut down when the process dies next, else
-        flush what was counted (the process may end without atexit: uvicorn)."""
+        flush what was counted (the process may end without atexit: uvicorn). True when
+        the shutdown was deferred to the end of a start this thread is in (_locked)."""
         if self._pid != os.getpid() or not self.enabled:
-            return
+            return False
         if final:
             self.shutdown()
-        elif self._runner is not None:
+            return bool(self._deferred)
+        if self._runner is not None:
             self.flush(self.settings.shutdown_timeout_s)
+        return False
 
     def after_fork_in_child(self) -> None:
         """In a forked child: the parent's worker, queue and counts stay the parent's."""

@@ -1,0 +1,137 @@
+"""Worker processes deliver every evaluation when their pool stops, with no code from
+the user: ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` under the fork,
+forkserver and spawn start methods (their workers end through ``os._exit``, so
+``atexit`` never runs there), a pool ended by ``terminate()`` (its ``with`` block), and
+Celery's default prefork pool (billiard) at a warm shutdown and when it replaces a
+child (``--max-tasks-per-child``).
+
+Each is a real subprocess against the real intake on 127.0.0.1: 2,000 evaluations with
+distinct targeting keys, made in the workers only, with a 60 s flush interval (nothing
+is posted before the stop). The intake must then hold each key exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tests.intake import Intake
+
+REPO = Path(__file__).resolve().parents[3]
+N = 2_000
+EXPECTED = Counter({f"user-{i}": 1 for i in range(N)})
+POOLS = [
+    *(("pool", method) for method in ("fork", "forkserver", "spawn")),
+    *(("executor", method) for method in ("fork", "forkserver", "spawn")),
+    ("pool-with", "fork"),
+    ("pool-with", "spawn"),
+]
+
+
+def _env(intake: Intake, service: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "FLAGEVAL_"))}
+    env.update(
+        DD_TRACE_AGENT_URL=intake.url,
+        DD_SERVICE=service,
+        FLAGEVAL_FLUSH_INTERVAL_S="60",
+        PYTHONPATH=str(REPO),
+        **extra,
+    )
+    return env
+
+
+def _delivered(intake: Intake, service: str) -> Counter[str]:
+    """Evaluations the intake accepted from ``service``, by targeting key."""
+    out: Counter[str] = Counter()
+    for rec in intake.accepted():
+        body = rec.json()
+        if body["context"]["service"] == service:
+            for row in body["flagEvaluations"]:
+                out[row["targeting_key"]] += row["evaluation_count"]
+    return out
+
+
+def test_pool_workers_deliver_every_evaluation_when_the_pool_stops(intake: Intake) -> None:
+    """All eight pools run at once, each in its own process, each its own service."""
+    procs = {
+        (kind, method): subprocess.Popen(
+            [sys.executable, "-m", "tests.telemetry.servers.pool_app", kind, method],
+            cwd=REPO,
+            env=_env(intake, f"{kind}-{method}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for kind, method in POOLS
+    }
+    outputs = {}
+    try:
+        for case, proc in procs.items():
+            outputs[case] = proc.communicate(timeout=120)[0]
+            assert proc.returncode == 0, (case, outputs[case])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    for (kind, method), output in outputs.items():
+        pids = output.strip().splitlines()[-1]
+        assert pids.count(",") == 1, (kind, method, output)  # two workers evaluated
+        assert _delivered(intake, f"{kind}-{method}") == EXPECTED, (kind, method, output)
+
+
+@pytest.mark.parametrize("recycled", [False, True], ids=["prefork", "prefork-max-tasks-5"])
+def test_celery_prefork_children_deliver_every_evaluation(
+    intake: Intake, tmp_path: Path, recycled: bool
+) -> None:
+    """20 tasks of 100 evaluations on a worker with two prefork children, then SIGTERM
+    (a warm shutdown) once all have run. Without recycling nothing is posted before the
+    stop; with ``--max-tasks-per-child 5`` each child is replaced after 5 tasks, and
+    each replaced child delivers as it ends."""
+    for sub in ("queue", "processed", "done"):
+        (tmp_path / sub).mkdir()
+    service = "celery-recycled" if recycled else "celery"
+    env = _env(intake, service, CELERY_FOLDER=str(tmp_path))
+    send = "from tests.telemetry.servers.celery_app import evaluate\n"
+    send += f"for start in range(0, {N}, 100): evaluate.delay(start, 100)\n"
+    subprocess.run([sys.executable, "-c", send], cwd=REPO, env=env, check=True, timeout=60)
+    log = (tmp_path / "worker.log").open("w+")
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "celery", "-A", "tests.telemetry.servers.celery_app"),
+            *("worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"),
+            *("--without-heartbeat", "--without-mingle", "--without-gossip"),
+            *(("--max-tasks-per-child", "5") if recycled else ()),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((tmp_path / "done").iterdir())) < N // 100:
+            assert worker.poll() is None and time.monotonic() < deadline, _read(log)
+            time.sleep(0.05)
+        if not recycled:
+            assert intake.evaluations() == 0  # nothing was posted before the stop
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, _read(log)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert _delivered(intake, service) == EXPECTED, _read(log)
+
+
+def _read(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()
