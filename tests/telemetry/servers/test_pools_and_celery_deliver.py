@@ -1,7 +1,8 @@
 """Worker processes deliver every evaluation when their pool stops, with no code from
 the user: ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` under the fork,
 forkserver and spawn start methods (their workers end through ``os._exit``, so
-``atexit`` never runs there), a pool ended by ``terminate()`` (its ``with`` block), and
+``atexit`` never runs there), a pool ended by ``terminate()`` (its ``with`` block, and
+while its workers are still in their tasks), and
 Celery's default prefork pool (billiard) at a warm shutdown and when it replaces a
 child (``--max-tasks-per-child``).
 
@@ -33,6 +34,7 @@ POOLS = [
     *(("executor", method) for method in ("fork", "forkserver", "spawn")),
     ("pool-with", "fork"),
     ("pool-with", "spawn"),
+    ("terminate-busy", "fork"),
 ]
 
 
@@ -60,7 +62,7 @@ def _delivered(intake: Intake, service: str) -> Counter[str]:
 
 
 def test_pool_workers_deliver_every_evaluation_when_the_pool_stops(intake: Intake) -> None:
-    """All eight pools run at once, each in its own process, each its own service."""
+    """All nine pools run at once, each in its own process, each its own service."""
     procs = {
         (kind, method): subprocess.Popen(
             [sys.executable, "-m", "tests.telemetry.servers.pool_app", kind, method],
@@ -135,3 +137,30 @@ def test_celery_prefork_children_deliver_every_evaluation(
 def _read(log: IO[str]) -> str:
     log.seek(0)
     return log.read()
+
+
+def test_watching_for_pool_exits_imports_no_pool_module(intake: Intake) -> None:
+    """A worker started in a plain process (the hooks are looked up, never imported)
+    leaves multiprocessing, billiard and Celery unimported."""
+    script = (
+        "import sys\n"
+        "from openfeature import api\n"
+        "from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider\n"
+        "import flageval\n"
+        "api.set_provider_and_wait(InMemoryProvider({'f': InMemoryFlag('on', {'on': True})}))\n"
+        "api.add_hooks([flageval.FlagEvalHook()])\n"
+        "api.get_client().get_boolean_value('f', False)\n"
+        "assert flageval.default_telemetry().running\n"
+        "print([m for m in ('multiprocessing', 'billiard', 'celery') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=_env(intake, "plain"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert intake.evaluations() == 1  # delivered at exit
