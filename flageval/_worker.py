@@ -47,7 +47,7 @@ from ._lifecycle import Lifecycle, Phase
 from ._losses import Dropped, Ledger
 from ._tiers import Tiers
 from ._transport import Sender
-from ._wire import envelope_prefix, pack
+from ._wire import Body, envelope_prefix, pack
 
 log = logging.getLogger("flageval")
 
@@ -104,6 +104,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch = BATCH  # sized to the cost of the last full batch (_aggregate)
+        self._unsent: list[Body] = []  # bodies left to the final flush (_send)
         self._pace = _Pace(time.monotonic(), 0, 0, 0)  # the last keep-up reading
 
     @property
@@ -115,7 +116,8 @@ class Worker:
     @property
     def holding(self) -> int:
         """Evaluations aggregated or in bodies not yet settled (on its loop, or stopped)."""
-        return self.tiers.evaluations_held + self.sender.pending_evaluations
+        unsent = sum(body.evaluations for body in self._unsent)
+        return self.tiers.evaluations_held + self.sender.pending_evaluations + unsent
 
     def _now(self) -> float:
         return math.inf if self.halted else time.monotonic()
@@ -243,8 +245,37 @@ class Worker:
             self.counts.flushes += 1
             if post_for is not None:
                 deadline = time.monotonic() + post_for
-            sent = await self.sender.send_all(bodies, deadline)
+            if final:
+                bodies, self._unsent = self._unsent + bodies, []
+            sent = await self._send(bodies, deadline, final=final)
             return sent and caught_up
+
+    async def _send(self, bodies: list[Body], deadline: float, *, final: bool) -> bool:
+        """Post ``bodies`` one at a time (each call first retries what the sender holds).
+
+        Once the worker is stopping, a flush leaves what it has not started to the final
+        flush, so shutdown's deadline governs them rather than its own; after a failure
+        the rest wait in the retry buffer, as the sender leaves them. The final flush
+        keeps what it cannot start (its deadline passed, the intake failed) for shutdown
+        to count as ``intake_unavailable``: in the bounded retry buffer, a flush's own
+        bodies would evict one another (``retry_buffer_full``) on the way there."""
+        if not bodies:
+            return await self.sender.send_all([], deadline)
+        handed = 0  # bodies given to the sender: from then on its to account for
+        try:
+            for body in bodies:
+                stopping = self._stopping is not None and self._stopping.is_set()
+                if (final and self._now() >= deadline) or (stopping and not final):
+                    break
+                handed += 1
+                if not await self.sender.send_all([body], deadline):
+                    if not final and handed < len(bodies):
+                        rest, handed = bodies[handed:], len(bodies)
+                        await self.sender.send_all(rest, -math.inf)  # to the retry buffer
+                    break
+        finally:  # also when cancelled (shutdown's deadline): never out of every count
+            self._unsent.extend(bodies[handed:])
+        return handed == len(bodies) and not self._unsent and not self.sender.outbox
 
     async def _flush_loop(self) -> None:
         assert self._stopping is not None
@@ -349,6 +380,10 @@ class Worker:
                 stalled,
             )
         lost = self.sender.drop_unsent(Dropped.INTAKE_UNAVAILABLE)
+        for body in self._unsent:
+            self.ledger.drop(Dropped.INTAKE_UNAVAILABLE, body.evaluations)
+            lost += body.evaluations
+        self._unsent = []
         if lost:
             self._warn.warning(
                 Dropped.INTAKE_UNAVAILABLE,
