@@ -256,19 +256,25 @@ class Worker:
         Once the worker is stopping, a flush leaves what it has not started to the final
         flush, so shutdown's deadline governs them rather than its own; after a failure
         the rest wait in the retry buffer, as the sender leaves them. The final flush
-        keeps what it cannot start (its deadline passed, the intake failed) for shutdown
-        to count as ``intake_unavailable``: in the bounded retry buffer, a flush's own
-        bodies would evict one another (``retry_buffer_full``) on the way there."""
+        keeps what it cannot start (the intake failed, or less time is left than its
+        slowest post took: cut at the deadline, a post the intake may have taken would
+        be ``delivery_unknown``) for shutdown to count as ``intake_unavailable``: in the
+        bounded retry buffer, a flush's own bodies would evict one another
+        (``retry_buffer_full``) on the way there."""
         if not bodies:
             return await self.sender.send_all([], deadline)
         handed = 0  # bodies given to the sender: from then on its to account for
+        slowest = 0.0  # the longest post so far: the final flush starts none it cannot end
         try:
             for body in bodies:
                 stopping = self._stopping is not None and self._stopping.is_set()
-                if (final and self._now() >= deadline) or (stopping and not final):
+                if (final and self._now() + slowest >= deadline) or (stopping and not final):
                     break
                 handed += 1
-                if not await self.sender.send_all([body], deadline):
+                began = time.monotonic()
+                ok = await self.sender.send_all([body], deadline)
+                slowest = max(slowest, time.monotonic() - began)
+                if not ok:
                     if not final and handed < len(bodies):
                         rest, handed = bodies[handed:], len(bodies)
                         await self.sender.send_all(rest, -math.inf)  # to the retry buffer
