@@ -40,6 +40,9 @@ MAX_FIELD_CHARS = 1024
 #: OpenFeature's error codes: the only error text sent without stated consent.
 ERROR_CODES = frozenset(code.value for code in ErrorCode)
 
+#: Every metadata key read_meta may read.
+READ_KEYS = (*ALLOCATION_KEYS, *CONSENT_KEYS, *TIMESTAMP_KEYS)
+
 #: (allocation, consent as stated or None, stamp in ms or None)
 MetaFields = tuple[str | None, bool | None, int | None]
 NOTHING_STATED: MetaFields = (None, None, None)

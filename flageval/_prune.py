@@ -40,6 +40,8 @@ The canonical key of a pruned context is its JSON encoding with sorted keys: exa
 the bytes that appear in the posted row, so two evaluations share a bucket exactly
 when their rows print the same, and ``1``, ``1.0``, ``true`` and ``"1"`` stay apart.
 The same bytes are embedded in the payload at flush time without re-encoding.
+``_keys.py`` computes these very bytes faster for flat contexts of plain values (and
+memoises the rest); this module is the rule.
 """
 
 from __future__ import annotations
@@ -66,24 +68,16 @@ _SHORT_INT_BITS = 840
 _BIG_INT_BITS = 851
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_EXCLUDED_TOP = frozenset({"targetingKey", "targeting_key"})
-_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+EXCLUDED_TOP = frozenset({"targetingKey", "targeting_key"})
+encode_sorted = msgspec.json.Encoder(order="sorted").encode
 #: An empty pruned context: rows for it carry no ``context`` key.
 EMPTY = b""
-#: What the canonical-key memo may hold, in bytes (see ContextKeys).
-MEMO_MAX_BYTES = 4 * 1024 * 1024
-#: Per memo entry beyond its two byte strings: two bytes headers and a dict slot.
-_MEMO_ENTRY_OVERHEAD = 200
-#: Exact value types that the fast path passes through unchanged.
-_PLAIN = frozenset({str, int, float, bool})
-# issuperset over a lazy map: no intermediate set built (~70 ns less than set() <=).
-_all_plain = _PLAIN.issuperset
+#: Exact value types that pruning passes through unchanged (within the bounds above).
+PLAIN = frozenset({str, int, float, bool})
 _first = operator.itemgetter(0)
 _first_two = operator.itemgetter(0, 1)
 _only_str = frozenset({str}).issuperset
 _CONTAINERS = (Mapping, list, tuple, set, frozenset)
-# A compiled literal search: ~135 ns on a 175-byte key, against ~300 ns for ``in``.
-_find_null = re.compile(b"null").search
 
 
 def clean_text(text: str) -> str:
@@ -113,7 +107,7 @@ def _text_of(value: Any) -> str:
     return clean_text(text)
 
 
-def _leaf(value: Any) -> Any:
+def leaf(value: Any) -> Any:
     """The JSON-safe form of a scalar, or None to skip it."""
     t = type(value)
     if t is str:
@@ -143,9 +137,9 @@ def _leaf(value: Any) -> Any:
     elif isinstance(value, str):
         text = str.__str__(value)
     elif isinstance(value, int):
-        return _leaf(int.__index__(value))
+        return leaf(int.__index__(value))
     elif isinstance(value, float):
-        return _leaf(float(value))
+        return leaf(float(value))
     else:
         text = _text_of(value)
     text = clean_text(text)
@@ -209,8 +203,8 @@ def _mapping_items(
         items = raw
     else:
         items = _text_items(raw)
-    if top and not _EXCLUDED_TOP.isdisjoint(map(_first, items)):
-        items = [item for item in items if item[0] not in _EXCLUDED_TOP]
+    if top and not EXCLUDED_TOP.isdisjoint(map(_first, items)):
+        items = [item for item in items if item[0] not in EXCLUDED_TOP]
     return items
 
 
@@ -264,7 +258,7 @@ def _walk(path: str, value: Any, depth: int, w: _Walk) -> None:
         return
     # Most nodes are plain scalars: straight to the leaf rule, without the abstract
     # Mapping/sequence checks (each ~0.3 us on a non-container).
-    if type(value) not in _PLAIN and isinstance(value, _CONTAINERS):
+    if type(value) not in PLAIN and isinstance(value, _CONTAINERS):
         # Too deep, or a cycle: decided before anything of the container is read.
         if depth < MAX_DEPTH and id(value) not in w.on_path:
             w.on_path.add(id(value))
@@ -273,9 +267,9 @@ def _walk(path: str, value: Any, depth: int, w: _Walk) -> None:
             finally:
                 w.on_path.discard(id(value))
         return
-    leaf = _leaf(value)
-    if leaf is not None:
-        w.out[path] = leaf
+    kept = leaf(value)
+    if kept is not None:
+        w.out[path] = kept
         if path > w.hi:  # noqa: PLR1730 - a comparison costs less than max() per leaf
             w.hi = path
 
@@ -319,93 +313,4 @@ def canonical(attributes: Mapping[Any, Any]) -> bytes:
     pruned = flatten(attributes)
     if not pruned:
         return EMPTY
-    return _encode_sorted(pruned)
-
-
-class ContextKeys:
-    """Canonical keys with a fast path and a bounded memo (one per worker; not shared).
-
-    Fast path: a flat context whose values are all exact ``str``/``int``/``float``/
-    ``bool`` is encoded by msgspec with sorted keys in one C call; when that encoding
-    shows nothing pruning would change (no ``null`` from NaN/infinity, no string that
-    could be over the limit, at most 256 fields, no excluded key, no huge int), the
-    encoding *is* the canonical key. Otherwise the full pruner runs, memoised by the
-    fast encoding when one exists (JSON text of such a context determines its pruned
-    form exactly: types are distinguishable in JSON, and NaN/infinity, which are not,
-    never take the memo). Fast-path encodings are remembered too and looked up
-    first: a repeated context then costs one type check, one encoding and one lookup.
-    ``fast_hits`` / ``slow_runs`` count keys computed each way (memo hits in neither).
-    """
-
-    __slots__ = (
-        "_fast",
-        "_memo",
-        "_memo_bytes",
-        "_memo_max",
-        "_memo_max_bytes",
-        "fast_hits",
-        "slow_runs",
-    )
-
-    def __init__(self, memo_max: int = 4096, memo_max_bytes: int = MEMO_MAX_BYTES) -> None:
-        self._memo: dict[bytes, bytes] = {}
-        #: Fast-path encodings seen (each is its own canonical key).
-        self._fast: set[bytes] = set()
-        self._memo_max = memo_max
-        # Bounded in bytes as well as entries: 4,096 entries of wide contexts (256
-        # long strings: ~100 KB of key and result each) would otherwise hold
-        # hundreds of MB outside the tiers' memory budget.
-        self._memo_max_bytes = memo_max_bytes
-        self._memo_bytes = 0
-        self.fast_hits = 0
-        self.slow_runs = 0
-
-    def _remember(self, raw: bytes, result: bytes) -> None:
-        # msgspec's output buffers carry up to 50% spare capacity: counted.
-        size = (len(raw) + len(result)) * 3 // 2 + _MEMO_ENTRY_OVERHEAD
-        if size > self._memo_max_bytes // 64:
-            return  # one entry never takes more than 1/64 of the memo
-        if len(self._memo) >= self._memo_max or self._memo_bytes + size > self._memo_max_bytes:
-            self._memo.clear()
-            self._memo_bytes = 0
-        self._memo[raw] = result
-        self._memo_bytes += size
-
-    def key(self, attributes: Mapping[Any, Any]) -> bytes:
-        if not attributes:
-            return EMPTY
-        raw: bytes | None = None
-        if type(attributes) is dict and _all_plain(map(type, attributes.values())):
-            try:
-                raw = _encode_sorted(attributes)
-            except (TypeError, UnicodeEncodeError, OverflowError, ValueError):
-                raw = None  # non-str keys, lone surrogates, ...
-            if raw is not None:
-                # Seen before and found fast then (the common case: most evaluations
-                # repeat a context seen moments ago): the checks below are skipped.
-                fast = self._fast
-                if raw in fast:
-                    return raw
-                if _find_null(raw) is not None:
-                    raw = None  # NaN and infinity both encode as null: no memo
-                elif (
-                    len(raw) <= MAX_STRING_CHARS + 7
-                    and "targetingKey" not in attributes
-                    and "targeting_key" not in attributes
-                ):
-                    # Under 264 bytes no string value can pass 256 characters, no
-                    # int can pass int64, and there are far fewer than 256 fields.
-                    self.fast_hits += 1
-                    if len(fast) >= self._memo_max:
-                        fast.clear()
-                    fast.add(raw)  # <= 263 bytes each: bounded in bytes by its count
-                    return raw
-                else:
-                    hit = self._memo.get(raw)
-                    if hit is not None:
-                        return hit
-        self.slow_runs += 1
-        result = canonical(attributes)
-        if raw is not None:
-            self._remember(raw, result)
-        return result
+    return encode_sorted(pruned)

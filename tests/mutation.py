@@ -52,8 +52,8 @@ MODULES: dict[str, Module] = {
         Module(
             "prune",
             ("flageval/_prune.py",),
-            # ContextKeys (fast path, memo) is another issue's: its results are taken as
-            # they are; flatten, the walker, the leaf rule, canonical and the cut are here.
+            # flatten, the walker, the leaf rule, canonical and the cut (the keys' fast
+            # paths and memo are _keys.py's, checked against these by property tests).
             ("flageval._prune.x_*", "flageval._prune.xǁ_Walkǁ*"),
             (
                 "tests/telemetry/aggregation/test_prune_rules.py",

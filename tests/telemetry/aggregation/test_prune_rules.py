@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from flageval._keys import ContextKeys
 from flageval._prune import (
     EMPTY,
     MAX_ENTRIES,
     MAX_FIELDS,
     MAX_NODES,
-    ContextKeys,
     ContextTooLarge,
     canonical,
     flatten,

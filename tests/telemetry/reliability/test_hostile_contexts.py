@@ -29,7 +29,8 @@ from openfeature.provider.in_memory_provider import InMemoryFlag
 
 from flageval import Telemetry
 from flageval._handoff import Handoff
-from flageval._prune import MAX_FIELDS, MAX_STRING_CHARS, ContextKeys, canonical, flatten
+from flageval._keys import ContextKeys
+from flageval._prune import MAX_FIELDS, MAX_STRING_CHARS, canonical, flatten
 from flageval._tiers import Tiers
 from tests.intake import Intake
 from tests.schema_util import validate_body
