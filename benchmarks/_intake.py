@@ -73,11 +73,17 @@ def _summary(data: bytes) -> dict[str, object]:
     }
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return None  # a client closing a kept-alive connection is no news
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--record"]:
         _Handler.record = open(sys.argv[2], "a", encoding="utf-8")  # noqa: SIM115
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(server.server_address[1], flush=True)

@@ -10,12 +10,11 @@ sender are only ever touched from that thread: no locks.
   most a quarter of an interval), swap the tiers out, pack rows into bodies, post. So a
   flush always reaches its post, however fast producers refill the hand-off, and an
   evaluation is posted within two intervals while the worker keeps up. Its posts get
-  90% of an interval (at least a request timeout) from when they start: busy threads
-  slow a post (the worker's loop waits for the GIL at each step), and a healthy post
-  cut short would be lost as ``delivery_unknown``.
-* Aggregating never holds the loop for long: it gives the loop a turn every
-  ``TURN_S``, so a post's answer, a flush, ``stats()`` and shutdown are never kept
-  waiting behind a backlog.
+  90% of an interval (at least a request timeout) from when they start: a healthy post
+  slowed by busy threads and cut short would be lost as ``delivery_unknown``.
+* Aggregating gives the loop a turn every ``TURN_S`` (``POST_TURN_S`` while a post is
+  in flight) and stops when a flush is due, so a post, a flush, ``stats()`` and
+  shutdown are never kept waiting behind a backlog.
 * Keeping up: at each flush the worker compares what arrived with what it aggregated;
   when the hand-off overflowed meanwhile (``queue_overflow``), it says so with both
   rates (rate-limited).
@@ -57,6 +56,7 @@ BATCH = 4096
 #: wait for the GIL when application threads are busy (a 5 ms switch interval each):
 #: 2.5% of its time with one such thread, up to 20% with eight.
 TURN_S = 0.2
+POST_TURN_S = 0.01  # while a post is in flight: each of its steps waits for a turn
 #: Batches shrink (down to this) so that one batch stays well within a turn.
 MIN_BATCH = 16
 #: The warning that the worker cannot keep up: at most once a minute.
@@ -103,8 +103,10 @@ class Worker:
         self._flush_lock: asyncio.Lock | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._batch = BATCH  # sized to the cost of the last full batch (_aggregate)
+        self._batch = MIN_BATCH  # sized to the cost of the last batch (_aggregate)
         self._unsent: list[Body] = []  # bodies left to the final flush (_send)
+        self._posting = False  # a flush's post is in flight (_send)
+        self._due = math.inf  # when the next flush is due (_flush_loop)
         self._pace = _Pace(time.monotonic(), 0, 0, 0)  # the last keep-up reading
 
     @property
@@ -144,13 +146,13 @@ class Worker:
         self.tiers.interrupt = None
         return len(batch)
 
-    async def _aggregate(self, goal: int, until: float, *, final: bool = False) -> None:
+    async def _aggregate(self, goal: int, until: float | None, *, final: bool = False) -> None:
         """Aggregate, oldest first, until ``counts.drained`` reaches ``goal``, the
-        hand-off is empty, ``until`` (monotonic) passes, or the worker is halted, or
-        stopping (unless ``final``: shutdown's own flush). Gives the loop a turn every
-        ``TURN_S``; each batch is sized to take a fraction of that."""
+        hand-off is empty, ``until`` (monotonic) passes (``None``: a flush is due), or the
+        worker is halted, or stopping (unless ``final``: shutdown's own flush). Gives the
+        loop a turn every ``TURN_S`` (``POST_TURN_S`` while posting)."""
         counts = self.counts
-        turn = time.monotonic() + TURN_S
+        turn = time.monotonic() + self._turn_s()
         while counts.drained < goal and not self.halted:
             if not final and self._stopping is not None and self._stopping.is_set():
                 return
@@ -158,28 +160,31 @@ class Worker:
             want = min(batch, goal - counts.drained)
             began = time.perf_counter()
             n = self.drain_once(want)
+            took, span = time.perf_counter() - began, self._turn_s()
+            if took > span / 4:
+                self._batch = max(MIN_BATCH, int(n * span / 8 / took))
+            elif took < span / 16 and n == batch:
+                self._batch = min(BATCH, batch * 2)
             if n < want:
                 return  # the hand-off is empty
-            took = time.perf_counter() - began
-            if took > TURN_S / 4:
-                self._batch = max(MIN_BATCH, int(n * TURN_S / 8 / took))
-            elif took < TURN_S / 16 and n == batch:
-                self._batch = min(BATCH, batch * 2)
             now = time.monotonic()
-            if now >= until:
+            if now >= (self._due if until is None else until):
                 return
             if now >= turn:
                 await asyncio.sleep(0)
-                turn = time.monotonic() + TURN_S
+                turn = time.monotonic() + self._turn_s()
+
+    def _turn_s(self) -> float:
+        return POST_TURN_S if self._posting else TURN_S
 
     async def _drain_loop(self) -> None:
         assert self._stopping is not None
         interval = self.settings.drain_interval_s
         while not self._stopping.is_set() and not self.halted:
             try:
-                # At most a queue's worth a pass: what arrives meanwhile waits for the
-                # next one, so the pass ends even when producers outpace the worker.
-                await self._aggregate(self.counts.drained + self.handoff.capacity, math.inf)
+                # At most a queue's worth a pass, ending when a flush is due (waking its
+                # task takes the loop a few turns), so the pass ends under any load.
+                await self._aggregate(self.counts.drained + self.handoff.capacity, None)
             except Exception:  # pragma: no cover - drain_once guards itself
                 self.counts.worker_errors += 1
                 log.exception("drain loop error")
@@ -265,6 +270,7 @@ class Worker:
             return await self.sender.send_all([], deadline)
         handed = 0  # bodies given to the sender: from then on its to account for
         slowest = 0.0  # the longest post so far: the final flush starts none it cannot end
+        self._posting = True
         try:
             for body in bodies:
                 stopping = self._stopping is not None and self._stopping.is_set()
@@ -280,13 +286,14 @@ class Worker:
                         await self.sender.send_all(rest, -math.inf)  # to the retry buffer
                     break
         finally:  # also when cancelled (shutdown's deadline): never out of every count
+            self._posting = False
             self._unsent.extend(bodies[handed:])
         return handed == len(bodies) and not self._unsent and not self.sender.outbox
 
     async def _flush_loop(self) -> None:
         assert self._stopping is not None
         interval = self.settings.flush_interval_s
-        due = time.monotonic() + interval
+        due = self._due = time.monotonic() + interval
         while not self._stopping.is_set() and not self.halted:
             try:
                 await asyncio.wait_for(self._stopping.wait(), max(0.0, due - time.monotonic()))
@@ -296,7 +303,7 @@ class Worker:
             began = time.monotonic()
             # On a fixed cadence; after a flush longer than the interval (an intake that
             # answers slowly), the next one still waits a tenth of an interval.
-            due = max(due + interval, began + interval / 10)
+            due = self._due = max(due + interval, began + interval / 10)
             try:
                 self._check_pace(began)
                 # A slow intake may use most of the interval, and never less than one
