@@ -36,11 +36,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from openfeature import api  # noqa: E402
-from openfeature.evaluation_context import EvaluationContext  # noqa: E402
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
 
-import flageval  # noqa: E402
-from benchmarks._harness import (  # noqa: E402
+import flageval
+from benchmarks._harness import (
     FLAG_KEY,
     context_attrs,
     make_client,

@@ -29,13 +29,15 @@ from tests.intake import Intake
 REPO = Path(__file__).resolve().parents[3]
 N = 2_000
 EXPECTED = Counter({f"user-{i}": 1 for i in range(N)})
-POOLS = [
-    *(("pool", method) for method in ("fork", "forkserver", "spawn")),
-    *(("executor", method) for method in ("fork", "forkserver", "spawn")),
-    ("pool-with", "fork"),
-    ("pool-with", "spawn"),
-    ("terminate-busy", "fork"),
-]
+METHODS = ("fork", "forkserver", "spawn")
+POOLS = {
+    "multiprocessing": [
+        *(("pool", method) for method in METHODS),
+        ("pool-with", "fork"),
+        ("terminate-busy", "fork"),
+    ],
+    "concurrent.futures": [("executor", method) for method in METHODS],
+}
 
 
 def _env(intake: Intake, service: str, **extra: str) -> dict[str, str]:
@@ -61,8 +63,11 @@ def _delivered(intake: Intake, service: str) -> Counter[str]:
     return out
 
 
-def test_pool_workers_deliver_every_evaluation_when_the_pool_stops(intake: Intake) -> None:
-    """All nine pools run at once, each in its own process, each its own service."""
+@pytest.mark.parametrize("module", list(POOLS))
+def test_pool_workers_deliver_every_evaluation_when_the_pool_stops(
+    intake: Intake, module: str
+) -> None:
+    """The module's pools run at once, each in its own process, each its own service."""
     procs = {
         (kind, method): subprocess.Popen(
             [sys.executable, "-m", "tests.telemetry.servers.pool_app", kind, method],
@@ -72,7 +77,7 @@ def test_pool_workers_deliver_every_evaluation_when_the_pool_stops(intake: Intak
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for kind, method in POOLS
+        for kind, method in POOLS[module]
     }
     outputs = {}
     try:
@@ -90,48 +95,67 @@ def test_pool_workers_deliver_every_evaluation_when_the_pool_stops(intake: Intak
         assert _delivered(intake, f"{kind}-{method}") == EXPECTED, (kind, method, output)
 
 
-@pytest.mark.parametrize("recycled", [False, True], ids=["prefork", "prefork-max-tasks-5"])
-def test_celery_prefork_children_deliver_every_evaluation(
-    intake: Intake, tmp_path: Path, recycled: bool
-) -> None:
-    """20 tasks of 100 evaluations on a worker with two prefork children, then SIGTERM
-    (a warm shutdown) once all have run. Without recycling nothing is posted before the
-    stop; with ``--max-tasks-per-child 5`` each child is replaced after 5 tasks, and
-    each replaced child delivers as it ends."""
-    for sub in ("queue", "processed", "done"):
-        (tmp_path / sub).mkdir()
-    service = "celery-recycled" if recycled else "celery"
-    env = _env(intake, service, CELERY_FOLDER=str(tmp_path))
-    send = "from tests.telemetry.servers.celery_app import evaluate\n"
-    send += f"for start in range(0, {N}, 100): evaluate.delay(start, 100)\n"
-    subprocess.run([sys.executable, "-c", send], cwd=REPO, env=env, check=True, timeout=60)
-    log = (tmp_path / "worker.log").open("w+")
-    worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "celery", "-A", "tests.telemetry.servers.celery_app"),
-            *("worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"),
-            *("--without-heartbeat", "--without-mingle", "--without-gossip"),
-            *(("--max-tasks-per-child", "5") if recycled else ()),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+class _CeleryWorker:
+    """A Celery worker with two prefork children, its 20 tasks of 100 evaluations queued
+    in a filesystem broker of its own under ``folder``."""
+
+    def __init__(self, intake: Intake, folder: Path, service: str, *extra: str) -> None:
+        for sub in ("queue", "processed", "done"):
+            (folder / sub).mkdir(parents=True)
+        self.folder, self.service = folder, service
+        env = _env(intake, service, CELERY_FOLDER=str(folder))
+        send = "from tests.telemetry.servers.celery_app import evaluate\n"
+        send += f"for start in range(0, {N}, 100): evaluate.delay(start, 100)\n"
+        subprocess.run([sys.executable, "-c", send], cwd=REPO, env=env, check=True, timeout=60)
+        self.log = (folder / "worker.log").open("w+")
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "tests.telemetry.servers.celery_app"),
+                *("worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"),
+                *("--without-heartbeat", "--without-mingle", "--without-gossip", *extra),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    def tasks_done(self) -> bool:
+        assert self.proc.poll() is None, _read(self.log)
+        return len(list((self.folder / "done").iterdir())) == N // 100
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def test_celery_prefork_children_deliver_every_evaluation(intake: Intake, tmp_path: Path) -> None:
+    """Two workers at once, each with two prefork children running 20 tasks of 100
+    evaluations, then SIGTERM (a warm shutdown) once all have run. Without recycling
+    nothing is posted before the stop; with ``--max-tasks-per-child 5`` each child is
+    replaced after 5 tasks, and each replaced child delivers as it ends."""
+    workers = [
+        _CeleryWorker(intake, tmp_path / "plain", "celery"),
+        _CeleryWorker(
+            intake, tmp_path / "recycled", "celery-recycled", "--max-tasks-per-child", "5"
+        ),
+    ]
     try:
         deadline = time.monotonic() + 60
-        while len(list((tmp_path / "done").iterdir())) < N // 100:
-            assert worker.poll() is None and time.monotonic() < deadline, _read(log)
+        while not all(w.tasks_done() for w in workers):
+            assert time.monotonic() < deadline, [_read(w.log) for w in workers]
             time.sleep(0.05)
-        if not recycled:
-            assert intake.evaluations() == 0  # nothing was posted before the stop
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(60) == 0, _read(log)
+        assert _delivered(intake, "celery") == Counter()  # nothing posted before the stop
+        for w in workers:
+            w.proc.send_signal(signal.SIGTERM)
+        for w in workers:
+            assert w.proc.wait(60) == 0, _read(w.log)
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
-    assert _delivered(intake, service) == EXPECTED, _read(log)
+        for w in workers:
+            w.stop()
+    for w in workers:
+        assert _delivered(intake, w.service) == EXPECTED, _read(w.log)
 
 
 def _read(log: IO[str]) -> str:
