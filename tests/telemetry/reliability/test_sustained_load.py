@@ -181,3 +181,22 @@ def test_rows_reach_the_intake_every_interval_during_ten_seconds_of_wide_context
     # end (before: flushes that never reached a post).
     assert flushes >= max(2, made_flushes - 1), (posts, flushes, made_flushes, st)
     assert set(st.dropped) <= {"queue_overflow"}, st.dropped
+
+
+def test_past_half_full_each_hooked_evaluation_gives_the_gil_up_once(
+    make_telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many threads evaluating through the hook outpace the worker's share of the GIL
+    (about 1/9 with eight); past half a full hand-off each evaluation then yields the
+    GIL once to let it aggregate, and never waits; below half, none does."""
+    import flageval._hook as hook_module
+
+    yields: list[float] = []
+    monkeypatch.setattr(hook_module.time, "sleep", yields.append)
+    tel = make_telemetry(autostart=False, queue_size=8)  # no worker: the queue only fills
+    client = client_with(tel)
+    for i in range(10):
+        assert client.get_boolean_value(FLAG, False, EvaluationContext(f"user-{i}")) is True
+    assert len(tel.handoff.queue) == 8
+    assert yields == [0, 0, 0]  # the appends made at depths 5, 6 and 7 (half is 4)
+    assert tel.stats().dropped == {"queue_overflow": 2}
