@@ -317,13 +317,13 @@ class Worker:
 
     # -- keeping up -----------------------------------------------------------------------
     def _check_pace(self, now: float) -> None:
-        """Say (at most once a minute) that evaluations arrive faster than they are
-        aggregated when the hand-off overflowed since the last check: then it is true
-        over the interval, not a burst the worker absorbs."""
-        last = self._pace
+        """Say (at most once a minute) that the worker cannot keep up when the hand-off
+        overflowed since the last check, or was past half full at both (the evaluating
+        threads then yield to it): true over an interval, not a burst it absorbs."""
+        last, half = self._pace, self.handoff.capacity // 2
         overflow = self.handoff.counts().get(Dropped.QUEUE_OVERFLOW, 0)
         self._pace = pace = _Pace(now, self.counts.drained, len(self.handoff.queue), overflow)
-        if pace.overflow <= last.overflow:
+        if pace.overflow <= last.overflow and min(pace.queued, last.queued) <= half:
             return
         seconds = max(now - last.at, 1e-3)
         aggregated = pace.drained - last.drained
@@ -331,10 +331,12 @@ class Worker:
         self._warn.warning(
             _KEEP_UP,
             "the worker cannot keep up: %d evaluations/s arriving, %d/s aggregated "
-            "(the hand-off holds %d; %d counted as queue_overflow so far)",
+            "(the hand-off holds %d of %d, and past half full evaluations yield to the "
+            "worker; %d counted as queue_overflow so far)",
             round(arrived / seconds),
             round(aggregated / seconds),
             pace.queued,
+            self.handoff.capacity,
             pace.overflow,
         )
 

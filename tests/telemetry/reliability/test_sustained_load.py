@@ -4,9 +4,10 @@ in its own words, and shutdown under load ends on time with honest books.
 Two shapes of load, one application thread each, against a real intake on 127.0.0.1:
 
 * a worker that cannot keep up: each context carries a value the worker takes 0.3 ms
-  to print, so it aggregates at most ~3,000 evaluations/s while the thread makes several
-  times that (the same holds for any context the worker aggregates slower than the
-  application evaluates: wide ones on a slow machine);
+  to print, so it aggregates at most ~3,000 evaluations/s while the thread could make
+  several times that (the same holds for any context the worker aggregates slower than
+  the application evaluates: wide ones on a slow machine); the hand-off stays past half
+  full, where the thread yields to the worker;
 * wide contexts the worker can keep up with: 64 distinct attributes per evaluation, for
   10 s, flushed every second.
 """
@@ -88,9 +89,9 @@ class Load:
 def test_a_worker_that_cannot_keep_up_posts_every_interval_and_stops_on_time(
     way_in: str, make_telemetry: Any, intake: Intake, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Flushes post while the hand-off stays full (before: a flush drained for as long as
-    the producers kept it fed, and never reached its post), the worker says it cannot
-    keep up, with the rates, blaming no application code; a shutdown made while the
+    """Flushes post while the hand-off stays past half full (before: a flush drained for
+    as long as the producers kept it fed, and never reached its post), the worker says
+    it cannot keep up, with the rates, blaming no application code; a shutdown made while the
     load goes on ends with the worker done (not halted): what it aggregated is posted,
     what it could not reach in the time it had is counted `worker_stalled`, later
     evaluations `closed`, and no healthy post is lost (`delivery_unknown`)."""
@@ -118,11 +119,9 @@ def test_a_worker_that_cannot_keep_up_posts_every_interval_and_stops_on_time(
     assert st.dropped.get("closed", 0) > 0  # the load went on past the shutdown
     said = [r.getMessage() for r in caplog.records if r.name == "flageval"]
     assert not [line for line in said if "__str__" in line or "application" in line], said
-    rates = [tuple(map(int, m.groups())) for line in said if (m := KEEP_UP.search(line))]
-    if way_in == "hook":
-        # The hook never waits: the hand-off fills and overflows, counted and said.
-        assert st.dropped.get("queue_overflow", 0) > 0, st.dropped
-        assert rates and all(arriving > aggregated for arriving, aggregated in rates), said
+    # Past half full the thread yields to the worker, which holds the hand-off near half
+    # (what overflows is counted): either way the worker says it cannot keep up.
+    assert [line for line in said if KEEP_UP.search(line)], said
     record(
         f"cannot_keep_up_{way_in}",
         made=load.made,
