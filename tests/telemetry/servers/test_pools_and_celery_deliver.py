@@ -34,6 +34,7 @@ POOLS = {
     "multiprocessing": [
         *(("pool", method) for method in METHODS),
         ("pool-with", "fork"),
+        ("pool-with", "spawn"),
         ("terminate-busy", "fork"),
     ],
     "concurrent.futures": [("executor", method) for method in METHODS],
