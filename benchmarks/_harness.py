@@ -163,7 +163,7 @@ class Ddtrace:
 def start_ddtrace(agent_url: str) -> Ddtrace:
     """ddtrace's FlagEvalEVPHook + FlagEvaluationWriter, posting to ``agent_url``.
 
-    The environment is set as PEERS.md says, but ddtrace's pytest plugin imports its
+    The environment is set the way ddtrace reads it, but ddtrace's pytest plugin imports its
     settings before any conftest runs, so the agent URL is also handed to the writer
     through its own ``route_selector`` parameter (remote_config source = the
     ``/evp_proxy/v2`` path, no agentless discovery).

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import msgspec
 from yarl import URL
 
+from ._diagnostics import Counter
 from ._resolve import FlagEntry, entry_from_item
 
 # Each stream holds one of the session's 100 connections for good: more would starve the
@@ -37,7 +38,7 @@ class StreamSpec:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    stat: ClassVar[str] = "fetch_ok"
+    stat: ClassVar[Counter] = Counter.FETCH_OK
     etag: str | None
     items: dict[str, Any]  # raw decoded items, for change detection
     entries: dict[str, FlagEntry]
@@ -49,12 +50,12 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class NotModified:
-    stat: ClassVar[str] = "fetch_not_modified"
+    stat: ClassVar[Counter] = Counter.FETCH_NOT_MODIFIED
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimited:
-    stat: ClassVar[str] = "fetch_rate_limited"
+    stat: ClassVar[Counter] = Counter.FETCH_RATE_LIMITED
     retry_after_s: float | None  # None: header missing or unreadable
 
 
@@ -68,17 +69,17 @@ class Rejected:
     detail: str = ""
 
     @property
-    def stat(self) -> str:
-        return "fetch_status_400" if self.status == 400 else "fetch_unauthorized"
+    def stat(self) -> Counter:
+        return Counter.FETCH_STATUS_400 if self.status == 400 else Counter.FETCH_UNAUTHORIZED
 
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    stat: str  # the counter this failure increments
+    stat: Counter  # the counter this failure increments
     detail: str  # safe to log: no URL query, no header value
 
 
-#: What one bulk request came to; ``stat`` names the counter it increments.
+#: What one bulk request came to; ``stat`` is the counter it increments.
 Outcome = Fetched | NotModified | RateLimited | Rejected | Failed
 
 
@@ -146,14 +147,16 @@ def parse_bulk(
     body: bytes, etag: str | None, base_url: URL, etag_dropped: bool = False
 ) -> Fetched | Failed:
     if body.count(b"[") + body.count(b"{") + body.count(b",") > MAX_JSON_ELEMENTS:
-        return Failed("fetch_too_complex", f"200 body has over {MAX_JSON_ELEMENTS} JSON elements")
+        return Failed(
+            Counter.FETCH_TOO_COMPLEX, f"200 body has over {MAX_JSON_ELEMENTS} JSON elements"
+        )
     try:
         doc = _json_decoder.decode(body)
     except (msgspec.DecodeError, RecursionError):
         # msgspec raises RecursionError, not DecodeError, past ~1,000 levels of nesting.
-        return Failed("fetch_malformed", "200 body is not JSON")
+        return Failed(Counter.FETCH_MALFORMED, "200 body is not JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("flags"), list):
-        return Failed("fetch_malformed", "200 body has no 'flags' array")
+        return Failed(Counter.FETCH_MALFORMED, "200 body has no 'flags' array")
     items: dict[str, Any] = {}
     entries: dict[str, FlagEntry] = {}
     invalid_items = 0

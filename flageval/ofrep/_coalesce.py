@@ -1,6 +1,10 @@
-"""refetchEvaluation events -> bulk fetches (ADR-0008 provider rule 7: coalesce).
+"""refetchEvaluation events and stream (re)connects -> bulk fetches (ADR-0008 provider
+rule 7: coalesce).
 
-`EventCoalescer` sits between the event streams and the fetch queue. Its rule:
+`EventCoalescer` sits between the event streams and the fetch queue. A stream that
+(re)connects asks for a fetch (changes made while it was down) through it as an event
+without metadata would: so eight streams connecting at once, or a connect and the
+event right behind it, are one fetch. Its rule:
 
 - an event whose ``etag`` equals the latest one seen (held here, queued, in flight or
   fetched) adds nothing: one change announced on two streams, or repeated, is one fetch;
@@ -12,8 +16,9 @@
   event-triggered fetches, ``1 / interval_s`` a second whatever the event rate.
 
 The queue then adds in-flight deduplication (a request arriving during a fetch merges
-into one follow-up), the error backoff and the 429 gate. Loop only. One event costs a
-comparison and an assignment; the timer is re-armed only when it fires.
+into one follow-up), the error backoff, the ceiling on every trigger and the 429 gate.
+Loop only. One event costs a comparison and an assignment; the timer is re-armed only
+when it fires.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from ._diagnostics import Counter, Stats
 from ._fetch import FetchRequest
 
 
@@ -29,7 +35,7 @@ class EventCoalescer:
     def __init__(
         self,
         submit: Callable[[FetchRequest], None],
-        stats: dict[str, int],
+        stats: Stats,
         debounce_s: float,
         interval_s: float,
     ) -> None:
@@ -48,12 +54,19 @@ class EventCoalescer:
     def event(self, etag: str | None, last_modified: str | None) -> None:
         if etag is not None:
             if etag == self._seen_etag:
-                self._stats["sse_events_coalesced"] += 1
+                self._stats[Counter.SSE_EVENTS_COALESCED] += 1
                 return
             self._seen_etag = etag
         request = FetchRequest(
             conditional=True, flag_config_etag=etag, flag_config_last_modified=last_modified
         )
+        self._hold(request, Counter.SSE_EVENTS_COALESCED)
+
+    def connected(self) -> None:
+        """A stream (re)connected: a conditional fetch, without flagConfig* parameters."""
+        self._hold(FetchRequest(conditional=True), Counter.FETCH_COALESCED)
+
+    def _hold(self, request: FetchRequest, merged: Counter) -> None:
         now = time.monotonic()
         self._latest = now
         if self._held is None:
@@ -61,7 +74,7 @@ class EventCoalescer:
             self._first = now
         else:
             self._held = self._held.merge(request)
-            self._stats["sse_events_coalesced"] += 1
+            self._stats[merged] += 1
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(self._due(), self._fire)

@@ -37,6 +37,10 @@ ENV_CACHE_TTL_S = "OFREP_CACHE_TTL_S"
 ENV_CACHE_KEY_PREFIX = "OFREP_CACHE_KEY_PREFIX"
 
 DEFAULT_TIMEOUT_MS = 10_000
+# A server process has no foreground to re-fetch on (ADR-0010's "no polling" is written
+# for browsers and phones): without a usable stream it would never see a change. So it
+# polls by default while no stream is held; 0 turns polling off.
+DEFAULT_POLL_INTERVAL_S = 30.0
 # ADR-0008: a provider closes idle streams after the server's inactivityDelaySec, and
 # 120 s is the value the ADR itself uses when the server sends none.
 DEFAULT_INACTIVITY_DELAY_S = 120.0
@@ -153,7 +157,12 @@ class OFREPConfig:
         DEFAULT_TIMEOUT_MS, "per request", env=ENV_TIMEOUT_MS, maximum=DAY_S * 1000
     )
     change_detection: ChangeDetection = setting("sse", "how changes are noticed")
-    poll_interval_s: float = _seconds(0.0, "polling period", FLOOR_S, zero=True)
+    poll_interval_s: float = _seconds(
+        DEFAULT_POLL_INTERVAL_S,
+        "polling period while no stream is advertised or held (0: off)",
+        FLOOR_S,
+        zero=True,
+    )
     inactivity_delay_s: float | None = _seconds(
         None,
         "idle time after which streams and polling pause",
@@ -250,6 +259,13 @@ def load_config(environ: Mapping[str, str] | None = None, **arguments: Any) -> O
         )
     if "base_url" not in values:
         raise ValueError(f"base_url is required (argument or {ENV_ENDPOINT})")
+    url = values["base_url"]
+    if (url.user or url.password) and any(n.lower() == "authorization" for n in values["headers"]):
+        # aiohttp would refuse every request late; which one was meant cannot be guessed.
+        raise ValueError(
+            "base_url carries credentials and an Authorization header is configured: "
+            "give only one of them"
+        )
     if values["change_detection"] == "polling" and values["poll_interval_s"] == 0:
         raise ValueError('poll_interval_s must be > 0 when change_detection="polling"')
     for low, high in (("reconnect_min_s", "reconnect_max_s"), ("retry_min_s", "retry_max_s")):

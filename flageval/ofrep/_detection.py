@@ -25,17 +25,73 @@ from flageval._common import RateLimitedLog
 from ._bulk import StreamSpec
 from ._coalesce import EventCoalescer
 from ._config import DEFAULT_INACTIVITY_DELAY_S, OFREPConfig
-from ._diagnostics import logger
+from ._diagnostics import Counter, Stats, logger
 from ._fetch import FetchRequest
 from ._inactivity import Inactivity
-from ._poll import Poller
-from ._queue import FetchQueue
-from ._ratelimit import RateGate
-from ._shared import Shared
+from ._queue import FetchQueue, RateGate
+from ._snapshot import Shared
 from ._sse import DEFAULT_MAX_EVENTS_PER_S
-from ._staleness import StaleClock
 from ._status import Lifecycle, Status
 from ._streams import StreamManager
+
+
+class Poller:
+    """A tick every ``interval_s`` while ``active()`` says so."""
+
+    def __init__(
+        self, interval_s: float, active: Callable[[], bool], tick: Callable[[], None]
+    ) -> None:
+        self._interval_s = interval_s
+        self._active = active
+        self._tick = tick
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._interval_s > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ofrep-poll")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            if self._active():
+                self._tick()
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """Cancel the task; returns it (None if polling never started)."""
+        if self._task is not None:
+            self._task.cancel()
+        return self._task
+
+
+class StaleClock:
+    """When the current loss of change detection began, and the one timer that calls
+    ``on_stale`` once ``delay_s`` of continuous loss have passed. Whether detection is
+    lost is reported through ``update``."""
+
+    def __init__(self, delay_s: float, on_stale: Callable[[], None]) -> None:
+        self._delay_s = delay_s
+        self._on_stale = on_stale
+        self._timer: asyncio.TimerHandle | None = None
+        self._losing = False
+
+    def update(self, lost: bool) -> None:
+        """Start the clock when a loss begins, stop it when it ends; a loss that goes on
+        keeps its start time, so ``on_stale`` is called at most once per loss."""
+        if not lost:
+            self.cancel()
+        elif not self._losing:
+            self._losing = True
+            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._on_stale()
+
+    def cancel(self) -> None:
+        self._losing = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Detection:
@@ -43,7 +99,7 @@ class Detection:
         self,
         config: OFREPConfig,
         shared: Shared,
-        stats: dict[str, int],
+        stats: Stats,
         lifecycle: Lifecycle,
         queue: FetchQueue,
         events: EventCoalescer,
@@ -109,8 +165,9 @@ class Detection:
     # -- streams ---------------------------------------------------------------------
 
     def _on_stream_connected(self) -> None:
-        # ADR-0008: changes made while the stream was down (or not yet up) are fetched now.
-        self._queue.request(FetchRequest(conditional=True))
+        # ADR-0008: changes made while the stream was down (or not yet up) are fetched,
+        # coalesced and limited as refetch events are.
+        self._events.connected()
 
     def _on_stream_token_rejected(self) -> None:
         # A 304 carries no eventStreams: only a 200 brings the fresh URLs.
@@ -131,7 +188,7 @@ class Detection:
         return streams is None or streams.count == 0 or not streams.all_connected
 
     def _poll(self) -> None:
-        self._stats["polls"] += 1
+        self._stats[Counter.POLLS] += 1
         self._queue.request(FetchRequest(conditional=True))
 
     def _inactivity_delay_s(self) -> float:
@@ -148,7 +205,10 @@ class Detection:
     def _on_idle(self) -> None:
         if self._streams is not None:
             self._streams.close_all()
+        # Held events, a poll waiting for the ceiling, a scheduled retry: the resume
+        # fetches everything anyway.
         self._events.cancel()
+        self._queue.pause()
         logger.debug(
             "no flag resolved for %.1f s: event streams closed", self._inactivity_delay_s()
         )

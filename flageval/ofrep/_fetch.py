@@ -21,7 +21,8 @@ from flageval._common import parse_retry_after
 
 from ._bulk import Failed, NotModified, Outcome, RateLimited, Rejected, parse_bulk
 from ._config import OFREPConfig
-from ._headers import sendable
+from ._diagnostics import Counter
+from ._headers import Scrubber, sendable
 
 # A bulk answer beyond this is refused rather than buffered: memory stays bounded.
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -101,7 +102,7 @@ async def fetch_bulk(
             if status == 200:
                 body = await _read_bounded(response)
                 if body is None:
-                    return Failed("fetch_malformed", "200 body larger than the limit")
+                    return Failed(Counter.FETCH_MALFORMED, "200 body larger than the limit")
                 etag = response.headers.get("ETag")
                 if etag is not None and not sendable(etag):
                     # Kept, it would make every later request fail before it leaves.
@@ -115,25 +116,30 @@ async def fetch_bulk(
             if status in (401, 403):
                 return Rejected(status, None, f"HTTP {status}")
             if status == 400:
-                code, detail = await _error_words(response)
+                code, detail = await _error_words(response, config)
                 return Rejected(400, code, detail)
-            if status >= 500:
-                return Failed("fetch_status_5xx", await _error_detail(response))
-            return Failed("fetch_status_other", await _error_detail(response))
+            stat = Counter.FETCH_STATUS_5XX if status >= 500 else Counter.FETCH_STATUS_OTHER
+            return Failed(stat, (await _error_words(response, config))[1])
     except TimeoutError:
-        return Failed("fetch_timeout", f"no answer within {config.timeout_s:g} s")
+        return Failed(Counter.FETCH_TIMEOUT, f"no answer within {config.timeout_s:g} s")
     except (aiohttp.ClientError, OSError) as exc:
-        return Failed("fetch_network_error", type(exc).__name__)
+        return Failed(Counter.FETCH_NETWORK_ERROR, type(exc).__name__)
 
 
-async def _error_detail(response: aiohttp.ClientResponse) -> str:
-    """Status plus the server's own words, when it gave any in a form OFREP or a common
-    framework uses (errorCode/errorDetails, FastAPI's detail). Bounded in length."""
-    return (await _error_words(response))[1]
+def scrubber(config: OFREPConfig) -> Scrubber:
+    """What hides our credentials in what a server says: every configured header value
+    and the base URL's userinfo."""
+    url = config.base_url
+    return Scrubber([*config.headers.values(), url.user or "", url.password or ""])
 
 
-async def _error_words(response: aiohttp.ClientResponse) -> tuple[str | None, str]:
-    """(the body's ``errorCode`` if a string, the detail text of `_error_detail`)."""
+async def _error_words(
+    response: aiohttp.ClientResponse, config: OFREPConfig
+) -> tuple[str | None, str]:
+    """(the body's ``errorCode`` if a string, the detail text): the status plus the
+    server's own words, when it gave any in a form OFREP or a common framework uses
+    (errorCode/errorDetails, FastAPI's detail), our credentials scrubbed out of them
+    before they are cut to a bounded length."""
     detail = f"HTTP {response.status}"
     try:
         raw = await asyncio.wait_for(response.content.read(16 * 1024), timeout=1.0)
@@ -149,8 +155,9 @@ async def _error_words(response: aiohttp.ClientResponse) -> tuple[str | None, st
         return None, detail
     if not isinstance(doc, dict):
         return None, detail
-    words = [str(doc[k])[:200] for k in ("errorCode", "errorDetails", "detail") if k in doc]
+    scrub = scrubber(config)
+    words = [scrub(str(doc[k]))[:200] for k in ("errorCode", "errorDetails", "detail") if k in doc]
     if words:
         detail += ": " + "; ".join(words)
     code = doc.get("errorCode")
-    return (code[:200] if isinstance(code, str) else None), detail
+    return (scrub(code)[:200] if isinstance(code, str) else None), detail

@@ -1,16 +1,21 @@
 """HTTP header rules: ``OFREP_HEADERS`` parsing (the ADR-0007 amendment), checks on
-configured headers, and whether a value a server handed back may go into a header.
+configured headers, whether a value a server handed back may go into a header, and
+scrubbing configured values out of what a server says.
 
 No message here ever contains a header's value or anything a user wrote before its
 first ``=``: ``Authorization: Bearer SECRET`` written without ``=`` is a whole secret.
-Entries are named by their position (1 for the first) instead.
+Entries are named by their position (1 for the first) instead. A server may echo our
+credentials in its error text; `Scrubber` removes them before that text is logged,
+raised or emitted.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import unquote
 
 # RFC 9110 token characters: what a header name may be made of.
@@ -91,3 +96,43 @@ def sendable(value: str) -> bool:
 def redacted(headers: Mapping[str, str]) -> dict[str, str]:
     """Names kept, every value hidden: any configured header may be a credential."""
     return dict.fromkeys(headers, "<redacted>")
+
+
+#: Shorter pieces are not scrubbed: they would mangle ordinary words and numbers.
+MIN_SCRUBBED_CHARS = 4
+REDACTED = "<redacted>"
+
+
+def _pieces(value: str) -> Iterable[str]:
+    """``value``, each of its space-separated parts (``Bearer <token>``) but the scheme
+    that leads a credential of several (not a secret), and, for a base64 part
+    (``Basic``), the text it decodes to and that text's ``:`` parts."""
+    yield value
+    parts = value.split()
+    for part in parts[1:] if len(parts) > 1 else parts:
+        yield part
+        try:
+            decoded = base64.b64decode(part, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if decoded.isprintable():
+            yield decoded
+            yield from decoded.split(":")
+
+
+class Scrubber:
+    """Replaces every configured secret (header values, and the base URL's userinfo) in
+    a text with ``<redacted>``: whole, and in the parts a server may echo alone."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        found = {p for s in secrets for p in _pieces(s) if len(p) >= MIN_SCRUBBED_CHARS}
+        # Longest first: a whole value goes before the parts it contains.
+        ordered = sorted(found, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(REDACTED, text)

@@ -15,14 +15,15 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ._shared import Shared
+from ._diagnostics import Counter, Stats
+from ._snapshot import Shared
 
 
 class Inactivity:
     def __init__(
         self,
         shared: Shared,
-        stats: dict[str, int],
+        stats: Stats,
         *,
         delay_s: Callable[[], float],
         may_idle: Callable[[], bool],
@@ -58,7 +59,7 @@ class Inactivity:
                 continue
             shared.wake_requested = False
             shared.idle = True
-            self._stats["inactivity_closes"] += 1
+            self._stats[Counter.INACTIVITY_CLOSES] += 1
             self._on_idle()
             self._resumed.clear()
             await self._resumed.wait()
@@ -70,7 +71,7 @@ class Inactivity:
         if not shared.idle:
             return
         shared.idle = False
-        self._stats["inactivity_resumes"] += 1
+        self._stats[Counter.INACTIVITY_RESUMES] += 1
         self._on_resume()
         self._resumed.set()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +45,10 @@ from ._coalesce import EventCoalescer
 from ._config import OFREPConfig
 from ._context import ContextEncodingError, CurrentContext
 from ._detection import Detection
-from ._diagnostics import logger
-from ._fetch import FetchRequest, fetch_bulk
-from ._queue import FetchQueue
-from ._ratelimit import RateGate
-from ._shared import Shared
-from ._snapshot import Snapshot
+from ._diagnostics import Counter, Stats, logger
+from ._fetch import FetchRequest, fetch_bulk, scrubber
+from ._queue import FetchQueue, RateGate
+from ._snapshot import Shared, Snapshot
 from ._status import Emitter, Lifecycle, Status
 
 #: How one bulk request is made (`fetch_bulk`; tests script outcomes through it).
@@ -78,7 +77,7 @@ class Refresher:
         self,
         config: OFREPConfig,
         shared: Shared,
-        stats: dict[str, int],
+        stats: Stats,
         emitter: Emitter,
         fetch: BulkFetch = fetch_bulk,
     ) -> None:
@@ -87,6 +86,7 @@ class Refresher:
         self._stats = stats
         self._emitter = emitter
         self._fetch_bulk = fetch
+        self._scrub = scrubber(config)
         self._log = RateLimitedLog(logger)
         self._gate = RateGate()
         self._lifecycle = Lifecycle(emitter)
@@ -247,7 +247,7 @@ class Refresher:
 
     async def _fetch(self, request: FetchRequest) -> Outcome:
         assert self._session is not None
-        self._stats["fetches"] += 1
+        self._stats[Counter.FETCHES] += 1
         context = self._context
         try:
             return await self._fetch_bulk(
@@ -255,21 +255,23 @@ class Refresher:
             )
         except Exception as exc:
             # A bug, not a network error (fetch_bulk maps those): a failed fetch, retried.
-            logger.debug("unexpected error in the bulk fetch", exc_info=True)
-            return Failed("fetch_internal_error", f"unexpected {type(exc).__name__}")
+            # Its text may quote a request header: scrubbed.
+            trace = "".join(traceback.format_exception(exc))
+            logger.debug("unexpected error in the bulk fetch: %s", self._scrub(trace))
+            return Failed(Counter.FETCH_INTERNAL_ERROR, f"unexpected {type(exc).__name__}")
 
     def _apply(self, outcome: Outcome, request: FetchRequest, generation: int) -> None:
         stats = self._stats
         current = generation == self._context.generation
         if isinstance(outcome, Fetched | NotModified) and not current:
             # Answered for a context that is no longer current; its follow-up is queued.
-            stats["fetch_discarded_old_context"] += 1
+            stats[Counter.FETCH_DISCARDED_OLD_CONTEXT] += 1
             return
         stats[outcome.stat] += 1
         if isinstance(outcome, Fetched):
-            stats["items_invalid"] += outcome.invalid_items
-            stats["stream_entries_invalid"] += outcome.invalid_streams
-            stats["etag_unsendable"] += outcome.etag_dropped
+            stats[Counter.ITEMS_INVALID] += outcome.invalid_items
+            stats[Counter.STREAM_ENTRIES_INVALID] += outcome.invalid_streams
+            stats[Counter.ETAG_UNSENDABLE] += outcome.etag_dropped
         if not self._lifecycle.status.live:
             return  # an answer that was in flight when the provider went fatal or closed
 
@@ -293,7 +295,7 @@ class Refresher:
             if isinstance(outcome, Rejected) and not current:
                 return  # a 400 for a context that is no longer current: nothing to retry
             self._log.warning(
-                f"fetch-{outcome.stat}",
+                f"fetch-{outcome.stat.value}",
                 "bulk evaluation failed (%s); serving the last good evaluation",
                 outcome.detail,
             )
@@ -336,7 +338,7 @@ class Refresher:
             self._lifecycle.move(Status.READY)
         self._health_changed()
         if changed:
-            self._stats["config_changes"] += 1
+            self._stats[Counter.CONFIG_CHANGES] += 1
             self._emitter.emit(
                 ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
                 ProviderEventDetails(flags_changed=changed),
@@ -368,7 +370,7 @@ class Refresher:
         same = body == self._context.body and self._context.usable
         status = self._lifecycle.status
         if not same and status.live:
-            self._stats["context_changes"] += 1
+            self._stats[Counter.CONTEXT_CHANGES] += 1
             future = self._context.switch(body)
             self._queue.request(FetchRequest(conditional=False), urgent=True)
             return future
@@ -382,7 +384,7 @@ class Refresher:
         resolve and an error event, until a context that can be sent replaces it."""
         if not self._lifecycle.status.live:
             return
-        self._stats["context_changes"] += 1
+        self._stats[Counter.CONTEXT_CHANGES] += 1
         self._context_unusable(problem)
         details = ProviderEventDetails(message=problem, error_code=ErrorCode.INVALID_CONTEXT)
         if not self._lifecycle.move(Status.ERROR, details):
@@ -390,7 +392,7 @@ class Refresher:
         self._health_changed()
 
     def _context_unusable(self, problem: str) -> None:
-        self._stats["context_unusable"] += 1
+        self._stats[Counter.CONTEXT_UNUSABLE] += 1
         self._context.unusable()
         self._snapshot.unusable(problem)
         self._log.warning("context", "%s: every flag resolves to INVALID_CONTEXT", problem)

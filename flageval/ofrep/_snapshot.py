@@ -1,19 +1,34 @@
-"""What is served, and where it came from. Loop only.
+"""What is served, and where it came from.
 
-`Snapshot` owns the raw items of the evaluation being served (for change detection),
-the stream specs that came with it, and whether it is the persisted entry not yet
-confirmed by the server (ADR-0009: reason CACHED). It publishes the resolvable entries
-through ``Shared.entries`` (one assignment; resolving threads read it without a lock).
+`Shared` is what resolving threads and the provider's loop share, without a lock: the
+loop replaces ``entries`` with a new dict in one assignment and a resolve reads it as
+it is; ``last_used`` is written by resolves and read by the loop; ``idle`` and
+``wake_requested`` are the inactivity handshake (`_inactivity`).
+
+`Snapshot` (loop only) owns the raw items of the evaluation being served (for change
+detection), the stream specs that came with it, and whether it is the persisted entry
+not yet confirmed by the server (ADR-0009: reason CACHED). It publishes the resolvable
+entries through ``Shared.entries``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from ._bulk import Fetched, StreamSpec
-from ._resolve import ContextError, entry_from_item
-from ._shared import Shared
+from ._resolve import ContextError, FlagEntry, entry_from_item
+
+
+class Shared:
+    __slots__ = ("entries", "idle", "last_used", "wake_requested")
+
+    def __init__(self) -> None:
+        self.entries: Mapping[str, FlagEntry] | None = None
+        self.idle = False
+        self.wake_requested = False
+        self.last_used = time.monotonic()
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

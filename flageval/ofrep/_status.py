@@ -38,15 +38,28 @@ Transitions out of NOT_READY are silent because initialize() reports them itself
 initialize() stops waiting and raises GeneralError, the SDK shows ERROR whatever the real
 status is; `Lifecycle.initialize_raised` either takes the silent move to ERROR (start's
 outcome is then reported by events) or reports the current status again.
+
+The SDK sets the status for initialize()'s own outcome (READY when it returns, ERROR
+when it raises) after it returns, on the caller's thread, while the provider's loop may
+already have applied a later fetch (a 401 behind the persisted entry, the success of a
+fetch initialize() gave up on). `SdkOrder` holds the events the loop emits meanwhile
+and delivers them, in order, once the SDK has set that status: the status the
+application reads is then the provider's latest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import functools
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.provider import ProviderStatus
+
+from ._diagnostics import logger
 
 
 class Emitter(Protocol):
@@ -134,11 +147,12 @@ class Lifecycle:
         allowed = TRANSITIONS[self._status]
         if to not in allowed:
             return False
-        self._status = to
+        was, self._status = self._status, to
         self._details = details if details is not None else ProviderEventDetails()
         event = allowed[to]
         if event is not None:
             self._emitter.emit(event, self._details)
+        logger.debug("status %s -> %s", was.value, to.value)
         return True
 
     def report(self, event: ProviderEvent, details: ProviderEventDetails) -> None:
@@ -155,3 +169,82 @@ class Lifecycle:
         event = _REPORTS.get(self._status)
         if event is not None:
             self._emitter.emit(event, self._details)
+
+
+class SdkOrder:
+    """An `Emitter` that holds the events emitted from ``initializing()`` until the SDK
+    has taken initialize()'s outcome, then delivers them in order through ``emit``.
+
+    The SDK keeps the status of the object it registered: this provider, or a wrapper
+    that forwards its events (``flageval.instrument``). ``attached`` follows ``on_emit``
+    to the registry that dispatches them; without one (initialize() called directly,
+    another SDK), events wait only for initialize() to return. Emits run on the loop;
+    ``initializing``/``initialized`` on the thread that runs initialize()."""
+
+    _POLL_S = 0.002  # the SDK sets its status microseconds after initialize() returns
+    _GIVE_UP_S = 5.0  # a provider replaced during initialize(): its status never comes
+
+    def __init__(self, emit: Callable[[ProviderEvent, ProviderEventDetails], None]) -> None:
+        self._emit = emit
+        self._sdk_status: Callable[[], ProviderStatus | None] = lambda: None
+        self._holding = False
+        self._returned_at: float | None = None
+        self._held: list[tuple[ProviderEvent, ProviderEventDetails]] = []
+        self._checking = False
+
+    def attached(self, provider: object, on_emit: object) -> None:
+        key, owner = provider, getattr(on_emit, "__self__", None)
+        for _ in range(4):  # a wrapper of a wrapper...
+            getter = getattr(owner, "get_provider_status", None)
+            if callable(getter):
+                self._sdk_status = functools.partial(getter, key)
+                return
+            key, owner = owner, getattr(getattr(owner, "_on_emit", None), "__self__", None)
+        self._sdk_status = lambda: None
+
+    def initializing(self) -> None:
+        # A life before this one (shut down, then initialized again) left nothing to send.
+        self._held = []
+        self._checking = False
+        self._returned_at = None
+        self._holding = True
+
+    def initialized(self) -> None:
+        self._returned_at = time.monotonic()
+
+    def emit(self, event: ProviderEvent, details: ProviderEventDetails) -> None:
+        if self._holding and self._taken():
+            self._release()
+        if not self._holding:
+            self._emit(event, details)
+            return
+        self._held.append((event, details))
+        if not self._checking:
+            self._checking = True
+            asyncio.get_running_loop().call_later(self._POLL_S, self._check)
+
+    def _taken(self) -> bool:
+        """Whether the SDK has set the status for initialize()'s outcome (or will not)."""
+        returned = self._returned_at
+        if returned is None:
+            return False
+        status = self._sdk_status()
+        return (
+            status is None
+            or status is not ProviderStatus.NOT_READY
+            or time.monotonic() - returned > self._GIVE_UP_S
+        )
+
+    def _check(self) -> None:
+        if not self._holding:
+            self._checking = False
+        elif self._taken():
+            self._release()
+        else:
+            asyncio.get_running_loop().call_later(self._POLL_S, self._check)
+
+    def _release(self) -> None:
+        self._holding = self._checking = False
+        held, self._held = self._held, []
+        for event, details in held:
+            self._emit(event, details)

@@ -9,6 +9,11 @@ state changed (the owner recomputes polling fallback and staleness), it was answ
 stream's own token failed: the owner re-fetches the bulk evaluation for fresh URLs).
 
 Choices where ADR-0008 leaves one:
+- a URL that differs from a held stream's only in its query (or userinfo) is that
+  stream with a new token, which a server may hand out in every answer: the held
+  connection takes it for its next connect, with no reconnect and so no re-fetch;
+- a stream is named in logs and task names by its origin only: a token may sit in
+  its path as well as its query;
 - the configured headers (credentials) go to a stream only when its origin (scheme,
   host, port) equals the base URL's origin, and such a stream does not follow
   redirects, which could carry them elsewhere;
@@ -44,19 +49,32 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from flageval._common import RateLimitedLog, backoff_s, parse_retry_after, redact_url
 
 from ._bulk import StreamSpec, same_origin
 from ._config import OFREPConfig
-from ._fetch import MAX_RETRY_AFTER_S
+from ._diagnostics import Counter, Stats
+from ._fetch import MAX_RETRY_AFTER_S, scrubber
 from ._headers import MAX_ECHOED_VALUE_CHARS, sendable
-from ._ratelimit import RateGate
+from ._queue import RateGate
 from ._sse import SSEEvent, SSEFlood, SSEParser, pump
 
 _decoder = msgspec.json.Decoder()
 
 OnRefetch = Callable[[str | None, str | None], None]
+
+
+def origin_text(url: URL) -> str:
+    """How a stream is named in logs and task names: its origin only. A token may sit in
+    its path as well as in its query."""
+    return redact_url(url.origin()) if url.absolute else "?"
+
+
+def _stream(url: URL) -> tuple[str, str | None, int | None, str]:
+    """What makes two stream URLs the same stream: all but query, userinfo, fragment."""
+    return (url.scheme, url.host, url.port, url.raw_path)
 
 
 def _last_modified(raw: Any) -> str | None:
@@ -70,10 +88,10 @@ def _last_modified(raw: Any) -> str | None:
     return None
 
 
-def _query_value(value: str | None, stats: dict[str, int]) -> str | None:
+def _query_value(value: str | None, stats: Stats) -> str | None:
     # A value this long makes a URL servers refuse (414): the fetch goes without it.
     if value is not None and len(value) > MAX_ECHOED_VALUE_CHARS:
-        stats["sse_field_dropped"] += 1
+        stats[Counter.SSE_FIELD_DROPPED] += 1
         return None
     return value
 
@@ -89,7 +107,7 @@ class _Connection:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"ofrep-sse {redact_url(self.spec.url)}"
+            self._run(), name=f"ofrep-sse {origin_text(self.spec.url)}"
         )
 
     def _backoff_s(self, attempt: int) -> float:
@@ -104,12 +122,14 @@ class _Connection:
         owner = self.owner
         config = owner.config
         attempt = 0
-        auth = same_origin(self.spec.url, config.base_url)
-        # Only a stream sent our credentials can have them rejected.
-        credentials_sent = auth and bool(config.headers)
-        where = redact_url(self.spec.url)
         while True:
             await owner.gate.wait()
+            # Read at each attempt: a new token for this stream replaces its URL.
+            url = self.spec.url
+            auth = same_origin(url, config.base_url)
+            # Only a stream sent our credentials can have them rejected.
+            credentials_sent = auth and bool(config.headers)
+            where = origin_text(url)
             connected_at: float | None = None
             headers: dict[str, str] = dict(config.headers) if auth else {}
             headers["Accept"] = "text/event-stream"
@@ -119,7 +139,7 @@ class _Connection:
             parser = SSEParser(last_event_id=self.last_event_id)
             try:
                 async with owner.session.get(
-                    self.spec.url,
+                    url,
                     headers=headers,
                     allow_redirects=not (auth and config.headers),
                     timeout=aiohttp.ClientTimeout(
@@ -127,28 +147,28 @@ class _Connection:
                     ),
                 ) as response:
                     if response.status == 429:
-                        owner.stats["sse_connect_failures"] += 1
-                        owner.stats["fetch_rate_limited"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
+                        owner.stats[Counter.FETCH_RATE_LIMITED] += 1
                         retry_after = response.headers.get("Retry-After")
                         wait = parse_retry_after(retry_after, MAX_RETRY_AFTER_S)
                         floor = self._backoff_s(attempt)  # Retry-After: 0 is no licence to storm
                         owner.gate.block(floor if wait is None else max(wait, floor))
                         owner.log.log(
-                            logging.WARNING, "sse-429", "event stream %s answered 429", where
+                            logging.WARNING, "sse-429", "event stream at %s answered 429", where
                         )
                     elif response.status in (401, 403) and credentials_sent:
                         # Credentials rejected: fatal, as for the bulk endpoint.
-                        owner.stats["sse_connect_failures"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                         owner.on_fatal(response.status)
                         return
                     elif response.status in (401, 403):
-                        owner.stats["sse_connect_failures"] += 1
-                        owner.stats["sse_token_rejected"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
+                        owner.stats[Counter.SSE_TOKEN_REJECTED] += 1
                         owner.log.log(
                             logging.WARNING,
-                            f"sse-token-{where}",
-                            "event stream %s answered HTTP %d: its URL's token was refused; "
-                            "re-fetching the bulk evaluation for fresh stream URLs",
+                            "sse-token",
+                            "event stream at %s answered HTTP %d: its URL's token was "
+                            "refused; re-fetching the bulk evaluation for fresh stream URLs",
                             where,
                             response.status,
                         )
@@ -156,19 +176,19 @@ class _Connection:
                     elif response.status != 200 or response.content_type != "text/event-stream":
                         # W3C: any other type fails the connection (else a catch-all page
                         # would pass for a stream that ends at once, and be re-fetched).
-                        owner.stats["sse_connect_failures"] += 1
+                        owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                         owner.log.log(
                             logging.WARNING,
-                            f"sse-status-{where}",
-                            "event stream %s answered HTTP %d (%s); retrying with backoff",
+                            "sse-status",
+                            "event stream at %s answered HTTP %d (%s); retrying with backoff",
                             where,
                             response.status,
-                            response.content_type,
+                            owner.scrub(response.content_type)[:100],
                         )
                     else:
                         self.connected = True
                         connected_at = time.monotonic()
-                        owner.stats["sse_connects"] += 1
+                        owner.stats[Counter.SSE_CONNECTS] += 1
                         owner.on_state()
                         owner.on_connected()
                         await pump(
@@ -182,26 +202,26 @@ class _Connection:
                 # Expected (network, read timeout, reader limits) or not: nothing else
                 # would ever reconnect this stream.
                 if isinstance(exc, SSEFlood):
-                    owner.stats["sse_flood_closes"] += 1
+                    owner.stats[Counter.SSE_FLOOD_CLOSES] += 1
                 if not self.connected:
-                    owner.stats["sse_connect_failures"] += 1
+                    owner.stats[Counter.SSE_CONNECT_FAILURES] += 1
                 owner.log.log(
                     logging.WARNING,
-                    f"sse-error-{where}",
-                    "event stream %s failed (%s); retrying with backoff",
+                    "sse-error",
+                    "event stream at %s failed (%s); retrying with backoff",
                     where,
                     type(exc).__name__,
                 )
             finally:
                 self.last_event_id = parser.last_event_id
                 if self.last_event_id and not sendable(self.last_event_id):
-                    owner.stats["sse_id_unsendable"] += 1
+                    owner.stats[Counter.SSE_ID_UNSENDABLE] += 1
                     self.last_event_id = ""
                 if parser.retry_ms is not None:
                     self.retry_ms = parser.retry_ms
                 if self.connected:
                     self.connected = False
-                    owner.stats["sse_disconnects"] += 1
+                    owner.stats[Counter.SSE_DISCONNECTS] += 1
                     owner.on_state()
             if (
                 connected_at is not None
@@ -214,19 +234,19 @@ class _Connection:
 
     def _on_event(self, event: SSEEvent) -> None:
         stats = self.owner.stats
-        stats["sse_events"] += 1
+        stats[Counter.SSE_EVENTS] += 1
         try:
             payload = _decoder.decode(event.data)
         except (msgspec.DecodeError, RecursionError):  # deep nesting: RecursionError
-            stats["sse_malformed_events"] += 1
+            stats[Counter.SSE_MALFORMED_EVENTS] += 1
             return
         if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-            stats["sse_malformed_events"] += 1
+            stats[Counter.SSE_MALFORMED_EVENTS] += 1
             return
         if payload["type"] != "refetchEvaluation":
-            stats["sse_ignored_events"] += 1
+            stats[Counter.SSE_IGNORED_EVENTS] += 1
             return
-        stats["sse_refetch_events"] += 1
+        stats[Counter.SSE_REFETCH_EVENTS] += 1
         etag = payload.get("etag")
         self.owner.on_refetch(
             _query_value(etag if isinstance(etag, str) else None, stats),
@@ -243,7 +263,7 @@ class StreamManager:
         session: aiohttp.ClientSession,
         config: OFREPConfig,
         gate: RateGate,
-        stats: dict[str, int],
+        stats: Stats,
         log: RateLimitedLog,
         on_connected: Callable[[], None],
         on_refetch: OnRefetch,
@@ -263,6 +283,7 @@ class StreamManager:
         self.on_fatal = on_fatal
         self.on_token_rejected = on_token_rejected
         self.max_events_per_s = max_events_per_s
+        self.scrub = scrubber(config)
         self._connections: dict[str, _Connection] = {}
 
     @property
@@ -274,27 +295,42 @@ class StreamManager:
         return all(c.connected for c in self._connections.values())
 
     def update(self, specs: tuple[StreamSpec, ...]) -> None:
-        """Same URL: kept as is (no reconnect). Gone: closed. New: connected."""
+        """Same URL: kept as is. A URL that differs from a held one only in its query
+        (or userinfo, or fragment) is that stream with a new token: the held connection
+        takes it for its next connect, with no reconnect now and so no fetch (several
+        such streams on one path pair up in order). Gone: closed. New: connected."""
         wanted = {str(spec.url): spec for spec in specs}
-        for key in [k for k in self._connections if k not in wanted]:
-            self._close(key)
+        held = dict(self._connections)
+        kept: dict[str, _Connection] = {}
+        for key in [k for k in wanted if k in held]:
+            kept[key] = held.pop(key)
+            kept[key].spec = wanted.pop(key)
+        for key, spec in list(wanted.items()):
+            same = next(
+                (k for k, c in held.items() if _stream(c.spec.url) == _stream(spec.url)), None
+            )
+            if same is not None:
+                kept[key] = held.pop(same)
+                kept[key].spec = wanted.pop(key)
+                self.stats[Counter.SSE_TOKEN_REPLACED] += 1
+        for connection in held.values():
+            self._stop(connection)
+        self._connections = kept
         for key, spec in wanted.items():
-            existing = self._connections.get(key)
-            if existing is not None:
-                existing.spec = spec
-                continue
             connection = _Connection(self, spec)
             self._connections[key] = connection
             connection.start()
         self.on_state()
 
     def _close(self, key: str) -> asyncio.Task[None] | None:
-        connection = self._connections.pop(key)
+        return self._stop(self._connections.pop(key))
+
+    def _stop(self, connection: _Connection) -> asyncio.Task[None] | None:
         if connection.task is not None:
             connection.task.cancel()
         if connection.connected:
             connection.connected = False
-            self.stats["sse_disconnects"] += 1
+            self.stats[Counter.SSE_DISCONNECTS] += 1
         return connection.task
 
     def close_all(self) -> list[asyncio.Task[None]]:

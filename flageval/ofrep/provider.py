@@ -29,23 +29,24 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from openfeature.evaluation_context import EvaluationContext, get_evaluation_context
+from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import GeneralError, OpenFeatureError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
-from openfeature.provider import AbstractProvider, Metadata
+from openfeature.provider import AbstractProvider, FeatureProvider, Metadata
 
 from flageval import _process as process
 from flageval._loop import LoopThread, park
 
 from ._config import SETTINGS, OFREPConfig, load_config
 from ._context import ContextEncodingError, encode_context
-from ._diagnostics import logger, new_stats
+from ._diagnostics import Counter, logger, new_stats, snapshot
 from ._refresh import Handover, Refresher
-from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, resolve
-from ._shared import Shared
-from ._status import Status
+from ._resolve import BOOL, FLOAT, INT, OBJECT, STR, ContextError, FlagEntry, resolve
+from ._snapshot import Shared
+from ._status import SdkOrder, Status
 
 _monotonic = time.monotonic
 
@@ -65,8 +66,9 @@ class OFREPProvider(AbstractProvider):
     give it one (``OFREP_ENDPOINT``, ``OFREP_HEADERS`` as ``k=v,k2=v2`` URL-decoded
     first, ``OFREP_TIMEOUT_MS``, ``OFREP_CACHE_MODE``, ``OFREP_CACHE_DIR``,
     ``OFREP_CACHE_TTL_S``, ``OFREP_CACHE_KEY_PREFIX``), else to its default.
-    ``poll_interval_s > 0`` with ``"sse"`` polls only while no stream can be held;
-    ``inactivity_delay_s`` overrides the server's ``inactivityDelaySec``. The
+    With ``"sse"`` the provider polls every ``poll_interval_s`` (default 30; 0: never)
+    only while no stream is advertised or one cannot be held; ``inactivity_delay_s``
+    overrides the server's ``inactivityDelaySec``. The
     keyword-only arguments tune timings; the defaults suit production. Invalid settings
     raise ``ValueError`` naming the setting.
     """
@@ -104,6 +106,7 @@ class OFREPProvider(AbstractProvider):
         self._follow_global = context is None
         self._seen_global: EvaluationContext | None = None
         self._shared = Shared()
+        self._order = SdkOrder(self.emit)  # the loop's events, after the SDK's own status
         self._stats = new_stats()
         self._lifecycle = threading.Lock()
         self._thread: LoopThread | None = None
@@ -119,11 +122,24 @@ class OFREPProvider(AbstractProvider):
     def get_metadata(self) -> Metadata:
         return Metadata(name="flageval-ofrep")
 
+    def attach(
+        self, on_emit: Callable[[FeatureProvider, ProviderEvent, ProviderEventDetails], None]
+    ) -> None:
+        super().attach(on_emit)
+        self._order.attached(self, on_emit)
+
     # -- lifecycle -------------------------------------------------------------------
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Start the loop thread and run the first bulk fetch on it; raise if it fails
         (ProviderFatalError on 401/403, GeneralError otherwise)."""
+        self._order.initializing()
+        try:
+            self._initialize(evaluation_context)
+        finally:
+            self._order.initialized()
+
+    def _initialize(self, evaluation_context: EvaluationContext) -> None:
         with self._lifecycle:
             if self._thread is not None:
                 return  # already running (the same provider bound to a second domain)
@@ -140,7 +156,7 @@ class OFREPProvider(AbstractProvider):
             if not started:
                 thread.stop(0)  # a starved interpreter: the late loop stops at once
                 raise GeneralError("the provider's loop thread did not start in time")
-            refresher = Refresher(self._config, self._shared, self._stats, self)
+            refresher = Refresher(self._config, self._shared, self._stats, self._order)
             self._thread, self._refresher = thread, refresher
             self._inherited = None  # initialize() in a forked child starts afresh
         body = self._encode(context)
@@ -274,31 +290,34 @@ class OFREPProvider(AbstractProvider):
             except RuntimeError:
                 logger.warning("forked child: could not start the provider's thread")
                 return
-            refresher = Refresher(self._config, self._shared, self._stats, self)
+            refresher = Refresher(self._config, self._shared, self._stats, self._order)
             self._thread, self._refresher = thread, refresher
-            self._stats["fork_restarts"] += 1
+            self._stats[Counter.FORK_RESTARTS] += 1
         thread.submit(refresher.adopt(inherited))
 
     # -- diagnostics -----------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
         """Counters since construction (fetch outcomes, stream events, coalescing...)."""
-        return dict(self._stats)
+        return snapshot(self._stats)
 
     # -- resolution: the hot path ------------------------------------------------------
 
-    def _touch(self) -> Shared:
+    def _touch(self) -> Mapping[str, FlagEntry] | None:
+        """What this resolve answers from: read before an idle provider is woken, so the
+        resolve that wakes it is answered from memory whatever its re-fetch does."""
         shared = self._shared
         if self._inherited is not None:
             self._restart_if_forked()
         shared.last_used = _monotonic()
-        if shared.idle and not shared.wake_requested:
-            self._wake()
         if self._follow_global:
             current = get_evaluation_context()
             if current is not self._seen_global and self._thread is not None:
                 self._global_context_changed(current)
-        return shared
+        entries = shared.entries
+        if shared.idle and not shared.wake_requested:
+            self._wake()
+        return entries
 
     def _wake(self) -> None:
         thread, refresher = self._thread, self._refresher
@@ -312,7 +331,7 @@ class OFREPProvider(AbstractProvider):
         default_value: bool,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
-        return resolve(self._touch().entries, flag_key, default_value, BOOL)
+        return resolve(self._touch(), flag_key, default_value, BOOL)
 
     def resolve_string_details(
         self,
@@ -320,7 +339,7 @@ class OFREPProvider(AbstractProvider):
         default_value: str,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[str]:
-        return resolve(self._touch().entries, flag_key, default_value, STR)
+        return resolve(self._touch(), flag_key, default_value, STR)
 
     def resolve_integer_details(
         self,
@@ -328,7 +347,7 @@ class OFREPProvider(AbstractProvider):
         default_value: int,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[int]:
-        return resolve(self._touch().entries, flag_key, default_value, INT)
+        return resolve(self._touch(), flag_key, default_value, INT)
 
     def resolve_float_details(
         self,
@@ -336,7 +355,7 @@ class OFREPProvider(AbstractProvider):
         default_value: float,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[float]:
-        return resolve(self._touch().entries, flag_key, default_value, FLOAT)
+        return resolve(self._touch(), flag_key, default_value, FLOAT)
 
     def resolve_object_details(
         self,
@@ -344,4 +363,4 @@ class OFREPProvider(AbstractProvider):
         default_value: ObjectValue,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[ObjectValue]:
-        return resolve(self._touch().entries, flag_key, default_value, OBJECT)
+        return resolve(self._touch(), flag_key, default_value, OBJECT)

@@ -31,7 +31,7 @@ def main() -> None:
         # Sizes vary (1 to 2,000 flags) so a torn write could not pass for a whole one.
         n = 1 + (writes * 397) % 2000
         flags = [{"key": f"{args.tag}-{i}", "value": i} for i in range(n)]
-        entry = Entry(args.tag, f"{n}", None, time.time(), {"flags": flags}, False)
+        entry = Entry("identity", args.tag, f"{n}", None, time.time(), {"flags": flags}, False)
         store.write(store.encode(entry))
         writes += 1
         try:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from openfeature import api
@@ -9,7 +11,17 @@ from openfeature.client import OpenFeatureClient
 
 from flageval.ofrep import OFREPProvider
 
-from .ofrep_server import OFREPTestServer, wait_until
+from .ofrep_server import OFREPTestServer, Scripted, wait_until
+
+#: A server error answer, for a server that is down.
+DOWN = Scripted(500, b'{"errorDetails": "down"}')
+
+
+def entry_file(directory: Path) -> Path:
+    """The one persisted entry in ``directory``."""
+    files = [p for p in directory.iterdir() if p.suffix == ".json"]
+    assert len(files) == 1, files
+    return files[0]
 
 
 def answered(provider: OFREPProvider | Mapping[str, int]) -> int:
@@ -30,6 +42,12 @@ def answered(provider: OFREPProvider | Mapping[str, int]) -> int:
         + s["fetch_internal_error"]
         + s["fetch_discarded_old_context"]
     )
+
+
+def quiet(provider: OFREPProvider) -> bool:
+    """Every fetch the provider has made has been answered and applied (the client's own
+    count: a request still on its way to a slow server counts too)."""
+    return answered(provider) == provider.stats()["fetches"]
 
 
 def settled(provider: OFREPProvider, server: OFREPTestServer, quiet_s: float = 0.15) -> int:
@@ -76,5 +94,16 @@ def start_with_stream(
     )
     # The client sees the 200 before the server has registered the stream for pushes.
     wait_until(lambda: in_use() or server.sse_connected >= here, what="server sees the streams")
+    # The connect's own fetch (debounced as events are) has been made and applied.
+    wait_until(lambda: in_use() or answered(provider) >= 2, what="the post-connect fetch")
     settled(provider, server)
     return provider, api.get_client()
+
+
+def assert_backs_off(times: list[float], base_s: float, cap_s: float) -> None:
+    """Each gap between consecutive attempts (arrival times at the server) is at least
+    the lower end of its backoff step: half of ``base_s`` doubling to ``cap_s``. Load
+    only widens gaps, so this cannot fail for being slow."""
+    for n, (earlier, later) in enumerate(itertools.pairwise(times)):
+        floor = min(cap_s, base_s * 2**n) / 2
+        assert later - earlier >= floor - 0.005, (n, later - earlier, floor)

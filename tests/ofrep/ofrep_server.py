@@ -133,10 +133,15 @@ class OFREPTestServer:
     def __init__(self) -> None:
         self.flags: dict[str, dict[str, Any]] = {}
         self.event_streams: list[dict[str, Any]] | None = None
+        # When set, called for every 200 instead of ``event_streams`` (fresh tokens...).
+        self.streams_per_answer: Callable[[], list[dict[str, Any]]] | None = None
         self.script: deque[Scripted] = deque()
         self.sse_script: deque[Scripted] = deque()
         self.requests: list[Recorded] = []
         self.flags_for_context: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
+        # True: the ETag hashes the flag configuration only, not the per-context answer
+        # (flagd's first design), so the same ETag comes back for every context.
+        self.etag_ignores_context = False
         self._lock = threading.Lock()
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self._hold: asyncio.Event | None = None
@@ -272,10 +277,17 @@ class OFREPTestServer:
                 )
             context = json.loads(body).get("context", {}) if body else {}
             doc: dict[str, Any] = {"flags": self._current_flags(context)}
-            if self.event_streams is not None:
+            if self.streams_per_answer is not None:
+                doc["eventStreams"] = self.streams_per_answer()
+            elif self.event_streams is not None:
                 doc["eventStreams"] = self.event_streams
             payload = json.dumps(doc, sort_keys=True).encode()
-            etag = '"' + hashlib.sha256(payload).hexdigest()[:16] + '"'
+            tagged = payload
+            if self.etag_ignores_context:
+                with self._lock:
+                    config = [self.flags, doc.get("eventStreams")]
+                tagged = json.dumps(config, sort_keys=True).encode()
+            etag = '"' + hashlib.sha256(tagged).hexdigest()[:16] + '"'
             if request.headers.get("If-None-Match") == etag:
                 return web.Response(status=304, headers={"ETag": etag})
             return web.Response(

@@ -55,7 +55,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     config = OFREPProvider(base_url="https://flags.example").config
     assert config.timeout_s == 10.0
     assert config.change_detection == "sse"
-    assert config.poll_interval_s == 0
+    assert config.poll_interval_s == 30.0  # while no stream is advertised or held
     assert config.inactivity_delay_s is None
     assert dict(config.headers) == {}
     assert (config.reconnect_min_s, config.reconnect_max_s) == (0.5, 30.0)
@@ -95,7 +95,7 @@ def test_none_is_not_given_and_positional_arguments_still_work(
         ({"timeout_ms": -5}, "timeout_ms"),
         ({"timeout_ms": True}, "timeout_ms"),
         ({"change_detection": "push"}, "change_detection"),
-        ({"change_detection": "polling"}, "poll_interval_s"),
+        ({"change_detection": "polling", "poll_interval_s": 0}, "poll_interval_s"),
         ({"poll_interval_s": -1}, "poll_interval_s"),
         ({"poll_interval_s": float("nan")}, "poll_interval_s"),
         ({"inactivity_delay_s": 0}, "inactivity_delay_s"),

@@ -78,7 +78,7 @@ def test_429_retries_the_rejected_fetch_once_the_wait_is_over(
     first = len(server.bulk_requests())
     server.set_flag("a", 2)
     server.push(refetch(etag="e1"))
-    wait_until(lambda: client.get_integer_value("a", 0) == 2, timeout_s=3.0)
+    wait_until(lambda: client.get_integer_value("a", 0) == 2, timeout_s=10.0)
     rejected, retried = server.bulk_requests()[first:]
     assert retried.query == rejected.query == {"flagConfigEtag": "e1"}
     assert retried.t >= rejected.t + 1.0 - 0.02
@@ -101,9 +101,31 @@ def test_429_on_a_stream_connect_blocks_bulk_requests_too(
     # Nothing else was in flight when the 429 came; now a context change wants a fetch.
     assert len(server.all_requests()) == first + 1
     provider.set_context(EvaluationContext("carl"))
-    wait_until(lambda: client.get_string_value("who", "") == "carl", timeout_s=3.0)
+    wait_until(lambda: client.get_string_value("who", "") == "carl", timeout_s=10.0)
     later = server.all_requests()[first + 1 :]
     assert min(r.t for r in later) >= rejected.t + 1.0 - 0.02
+
+
+def test_a_shorter_retry_after_never_shortens_a_longer_wait(
+    server: OFREPTestServer, make_provider: Callable[..., OFREPProvider]
+) -> None:
+    server.set_flag("a", 1)
+    provider, _ = start_with_stream(server, make_provider)
+    server.hold_fetches()
+    server.push(refetch(etag="e1"))
+    wait_until(lambda: server.in_flight == 1, what="a bulk fetch in flight")
+    # Meanwhile the stream is lost and its reconnect is told to wait 2 s...
+    server.sse_script.append(Scripted(429, headers={"Retry-After": "2"}))
+    server.drop_streams()
+    wait_until(lambda: provider.stats()["fetch_rate_limited"] == 1, what="the stream's 429")
+    long_wait = server.sse_requests()[-1]
+    # ...then the fetch in flight is told to wait 0 s: the longer wait stands.
+    server.script.append(Scripted(429, headers={"Retry-After": "0"}))
+    server.release_fetches()
+    wait_until(lambda: provider.stats()["fetch_rate_limited"] == 2, what="the fetch's 429")
+    seen = len(server.all_requests())
+    wait_until(lambda: len(server.all_requests()) > seen, timeout_s=10, what="traffic again")
+    assert server.all_requests()[seen].t >= long_wait.t + 2.0 - 0.02
 
 
 def test_401_is_fatal_and_stops_every_request(
@@ -200,10 +222,9 @@ def test_initialize_fails_on_timeout_and_on_refused_connection(
 ) -> None:
     server.hold_fetches()
     slow = make_provider(server.url, timeout_ms=200)
-    started = time.monotonic()
+    # The request's own timeout, not initialize()'s wait (timeout + 5 s), ended it.
     with pytest.raises(GeneralError, match=r"no answer within 0\.2 s"):
         slow.initialize(EvaluationContext())
-    assert time.monotonic() - started < 2.0
     server.release_fetches()
 
     with socket.socket() as sock:  # a port nobody listens on

@@ -6,10 +6,12 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from flageval.ofrep._diagnostics import new_stats
+import pytest
+
+from flageval.ofrep import _queue as queue_module
+from flageval.ofrep._diagnostics import Counter, new_stats
 from flageval.ofrep._fetch import FetchRequest
-from flageval.ofrep._queue import FetchQueue
-from flageval.ofrep._ratelimit import RateGate
+from flageval.ofrep._queue import FetchQueue, RateGate
 
 POLL = FetchRequest(conditional=True)
 FULL = FetchRequest(conditional=False)
@@ -71,7 +73,7 @@ async def test_triggers_during_a_fetch_merge_into_one_follow_up_with_the_newest_
     await until(lambda: len(runs.seen) == 2 and runs.in_flight == 0)
     await asyncio.sleep(0.02)
     assert runs.requests == [POLL, event("e2")]
-    assert stats["fetch_coalesced"] == 2
+    assert stats[Counter.FETCH_COALESCED] == 2
     assert runs.most_in_flight == 1
 
 
@@ -86,7 +88,7 @@ async def test_an_unconditional_trigger_wins_the_merge_whatever_comes_after() ->
     runs.hold.set()
     await until(lambda: len(runs.seen) == 2 and runs.in_flight == 0)
     assert runs.requests == [POLL, FULL]
-    assert stats["fetch_coalesced"] == 3
+    assert stats[Counter.FETCH_COALESCED] == 3
 
 
 async def test_a_failed_fetch_is_retried_after_a_doubling_backoff_that_success_resets() -> None:
@@ -153,3 +155,72 @@ async def test_stop_drops_what_is_pending_and_refuses_later_triggers() -> None:
     await asyncio.wait_for(runner, 1.0)
     await asyncio.sleep(0.1)  # past the retry's delay
     assert runs.requests == [POLL]
+
+
+# -- the ceiling and the gate ---------------------------------------------------------------
+
+
+async def test_fetches_go_in_a_burst_of_four_then_at_the_ceilings_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CEILING_PER_S", 5.0)  # one every 0.2 s: a short test
+    runs = Runs()
+    queue, stats, _ = make(runs)
+    started = time.monotonic()
+    for n in range(6):  # one after the other, as a server's answers trigger them
+        queue.request(event(f"e{n}"))
+        await until(lambda n=n: len(runs.seen) == n + 1 and runs.in_flight == 0)
+    starts = [t - started for _, t in runs.seen]
+    assert stats[Counter.FETCH_CEILING_DELAYED] == 2  # the fifth and the sixth
+    # A full bucket of 4 at the start, one more token every 0.2 s: the fifth fetch
+    # cannot start before 0.2 s, the sixth before 0.4 s (later only, under load).
+    assert starts[4] >= 0.2 - 0.01
+    assert starts[5] >= 0.4 - 0.01
+
+
+async def test_an_urgent_trigger_passes_a_fetch_held_by_the_ceiling_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CEILING_PER_S", 0.01)  # a token every 100 s
+    runs = Runs()
+    queue, stats, _ = make(runs)
+    for n in range(4):
+        queue.request(event(f"e{n}"))
+        await until(lambda n=n: len(runs.seen) == n + 1 and runs.in_flight == 0)
+    queue.request(POLL)  # no token left: held
+    await until(lambda: stats[Counter.FETCH_CEILING_DELAYED] == 1)
+    queue.request(FULL, urgent=True)  # a context change: goes now, merged with the poll
+    await until(lambda: len(runs.seen) == 5, timeout_s=10.0)
+    assert runs.requests[-1] == FULL
+    queue.stop()
+
+
+async def test_a_shorter_block_never_shortens_a_longer_one() -> None:
+    gate = RateGate()
+    gate.block(30.0)
+    gate.block(0.01)  # a later, shorter Retry-After
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(gate.wait(), 0.5)
+
+
+async def test_pausing_drops_what_waits_for_the_ceiling_or_a_retry_but_not_a_context_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CEILING_PER_S", 5.0)  # a token every 0.2 s
+    runs = Runs()
+    queue, stats, _ = make(runs, retry_min_s=0.1, retry_max_s=0.1)
+    for n in range(4):
+        queue.request(event(f"e{n}"))
+        await until(lambda n=n: len(runs.seen) == n + 1 and runs.in_flight == 0)
+    coalesced = stats[Counter.FETCH_COALESCED]
+    queue.request(POLL)  # waits for a token
+    queue.pause()  # idle: the resume fetches everything
+    queue.failed(event("x"))  # a retry is scheduled (a failure answered while idle)
+    queue.pause()
+    assert stats[Counter.FETCH_COALESCED] == coalesced + 2
+    await asyncio.sleep(0.5)  # a window for what must not happen: tokens and the retry due
+    assert len(runs.seen) == 4
+    queue.request(FULL, urgent=True)  # a context change still goes
+    queue.pause()
+    await until(lambda: len(runs.seen) == 5)
+    assert runs.requests[-1] == FULL

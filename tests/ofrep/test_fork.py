@@ -1,4 +1,4 @@
-"""Issue 11 §6: fork safety, with a real os.fork() and with gunicorn --preload.
+"""Fork safety, with a real os.fork() and with gunicorn --preload.
 
 After fork the child serves the inherited evaluation at once, starts its own loop,
 streams and polling on first use, and never uses the parent's connections.

@@ -25,11 +25,11 @@ from flageval.ofrep import OFREPProvider
 from flageval.ofrep._bulk import NotModified, Outcome, Rejected, parse_bulk
 from flageval.ofrep._config import OFREPConfig
 from flageval.ofrep._context import encode_context
-from flageval.ofrep._diagnostics import new_stats
+from flageval.ofrep._diagnostics import Counter, new_stats, snapshot
 from flageval.ofrep._fetch import FetchRequest, fetch_bulk
 from flageval.ofrep._refresh import BulkFetch, Refresher
 from flageval.ofrep._resolve import STR, resolve
-from flageval.ofrep._shared import Shared
+from flageval.ofrep._snapshot import Shared
 from flageval.ofrep._status import Status
 
 from .conftest import FAST
@@ -110,9 +110,9 @@ async def test_an_unexpected_fetch_exception_counts_as_a_failed_fetch_and_is_ret
     assert await asyncio.wait_for(future, 5.0) is False  # its fetch failed: settled, not hung
     # The retry (error backoff <= 0.2 s) fetches for "ann".
     await until(lambda: resolve(shared.entries, "who", "", STR).value == "ann")
-    assert stats["fetch_internal_error"] == before["fetch_internal_error"] + 1
-    assert stats["fetches"] == before["fetches"] + 2
-    assert answered(stats) >= 2  # the initial fetch and the retry
+    assert stats[Counter.FETCH_INTERNAL_ERROR] == before[Counter.FETCH_INTERNAL_ERROR] + 1
+    assert stats[Counter.FETCHES] == before[Counter.FETCHES] + 2
+    assert answered(snapshot(stats)) >= 2  # the initial fetch and the retry
     assert refresher.status is Status.READY
     await refresher.close()
 
@@ -146,7 +146,7 @@ async def test_initialize_giving_up_during_the_first_fetch_reports_a_fatal_answe
     assert refresher.status is Status.FATAL
     assert recorder.kinds == [ProviderEvent.PROVIDER_ERROR]
     assert recorder.events[0][1].error_code == ErrorCode.PROVIDER_FATAL
-    assert stats["fetch_unauthorized"] == 1
+    assert stats[Counter.FETCH_UNAUTHORIZED] == 1
     await refresher.close()
 
 
@@ -192,7 +192,7 @@ async def test_a_failed_start_raises_and_retries_in_error_until_the_first_succes
     await until(lambda: refresher.status is Status.READY)
     assert recorder.kinds == [ProviderEvent.PROVIDER_READY]
     assert calls == [FetchRequest(conditional=False)] * 2  # the retry repeats the trigger
-    assert stats["fetch_internal_error"] == 1 and stats["fetch_ok"] == 1
+    assert stats[Counter.FETCH_INTERNAL_ERROR] == 1 and stats[Counter.FETCH_OK] == 1
     await refresher.close()
     assert refresher.status is Status.CLOSED
     assert refresher.set_context(encode_context(EvaluationContext("late"))).result() is False

@@ -1,4 +1,4 @@
-"""Issue 11 §4: an event stream ``url`` is requested byte for byte as the server gave it."""
+"""An event stream ``url`` is requested byte for byte as the server gave it."""
 
 from __future__ import annotations
 
