@@ -107,8 +107,14 @@ def test_a_worker_that_cannot_keep_up_posts_every_interval_and_stops_on_time(
         return EvaluationContext(f"user-{i}", {"n": i, "costly": Costly(i)})
 
     with caplog.at_level(logging.WARNING, logger="flageval"), Load(client, context) as load:
-        # Three posts while the thread evaluates flat out (none came before).
-        assert intake.wait_for(lambda: len(intake.accepted()) >= 3, 30.0), tel.stats()
+        # Three posts while the thread evaluates flat out (none came before), and the
+        # worker's word that it cannot keep up (once the hand-off stayed past half full
+        # between two flushes: how soon depends on how fast the thread fills it).
+        def posted_and_said() -> bool:
+            said = any(KEEP_UP.search(r.getMessage()) for r in list(caplog.records))
+            return said and len(intake.accepted()) >= 3
+
+        assert intake.wait_for(posted_and_said, 30.0), tel.stats()
         posts_during = len(intake.accepted())
         queued_at_shutdown = len(tel.handoff.queue)
         tel.shutdown(3.0)

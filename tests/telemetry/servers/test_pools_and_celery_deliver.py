@@ -31,12 +31,8 @@ N = 2_000
 EXPECTED = Counter({f"user-{i}": 1 for i in range(N)})
 METHODS = ("fork", "forkserver", "spawn")
 POOLS = {
-    "multiprocessing": [
-        *(("pool", method) for method in METHODS),
-        ("pool-with", "fork"),
-        ("pool-with", "spawn"),
-        ("terminate-busy", "fork"),
-    ],
+    "multiprocessing": [("pool", method) for method in METHODS],
+    "terminate": [("pool-with", "fork"), ("pool-with", "spawn"), ("terminate-busy", "fork")],
     "concurrent.futures": [("executor", method) for method in METHODS],
 }
 
