@@ -51,16 +51,13 @@ from ._wire import Body, envelope_prefix, pack
 log = logging.getLogger("flageval")
 
 BATCH = 4096
-#: While it aggregates, the worker gives its loop a turn at least this often (a post's
-#: answer, the flush task, stats() and shutdown wait for the loop). A turn costs it a
-#: wait for the GIL when application threads are busy (a 5 ms switch interval each):
-#: 2.5% of its time with one such thread, up to 20% with eight.
+#: Aggregating gives the loop a turn at least this often (a post, the flush task, stats()
+#: and shutdown wait for it); a turn waits for the GIL when threads are busy (5 ms switch
+#: interval): 2.5% of the worker's time with one such thread, up to 20% with eight.
 TURN_S = 0.2
 POST_TURN_S = 0.01  # while a post is in flight: each of its steps waits for a turn
-#: Batches shrink (down to this) so that one batch stays well within a turn.
-MIN_BATCH = 16
-#: The warning that the worker cannot keep up: at most once a minute.
-_KEEP_UP = "keep_up"
+MIN_BATCH = 16  # batches shrink down to this to stay well within a turn
+_KEEP_UP = "keep_up"  # the warning that the worker cannot keep up (once a minute)
 
 
 @dataclasses.dataclass(slots=True)
