@@ -9,7 +9,7 @@ Run: ``python benchmarks/_intake.py``; it prints its port on the first line of s
 then serves until stdin closes (so it never outlives the benchmark process). With
 ``--record PATH`` it also appends one JSON line per POST to PATH: when it arrived (epoch
 ms), the evaluations it carried, its rows' flush times and their oldest evaluation
-(benchmark 10 reads them).
+(benchmark 11 reads them).
 """
 
 from __future__ import annotations

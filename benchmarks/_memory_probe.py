@@ -95,13 +95,23 @@ def _context(scenario: str, i: int) -> dict[str, Any]:
 def _snapshot(scenario: str, i: int, now: int) -> tuple[Any, ...]:
     ctx = _context(scenario, i)
     if scenario != "long-keys":
-        return (FLAGS[i % len(FLAGS)], "on", None, None, META, f"user-{i}", ctx, now)
+        return (FLAGS[i % len(FLAGS)], "on", None, None, META, f"user-{i}", ctx, now, "STATIC")
     f = i % len(LONG_FLAGS)
     # A copy of the flag's metadata per evaluation, as the hook takes it.
     meta = dict(LONG_META[f])
     if i % 4 == 3:
-        return (LONG_FLAGS[f], None, ErrorCode.GENERAL, LONG_ERROR, meta, f"user-{i}", ctx, now)
-    return (LONG_FLAGS[f], LONG_VARIANT, None, None, meta, f"user-{i}", ctx, now)
+        return (
+            LONG_FLAGS[f],
+            None,
+            ErrorCode.GENERAL,
+            LONG_ERROR,
+            meta,
+            f"user-{i}",
+            ctx,
+            now,
+            "ERROR",
+        )
+    return (LONG_FLAGS[f], LONG_VARIANT, None, None, meta, f"user-{i}", ctx, now, "STATIC")
 
 
 def run(scenario: str, evaluations: int, budget: int) -> dict[str, Any]:

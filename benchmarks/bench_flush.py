@@ -55,6 +55,7 @@ def template(quick: bool) -> tuple[dict[Any, list[int]], int]:
                     f"user-{i:07d}",
                     context_attrs(10, i),
                     now + i,
+                    "STATIC",
                 )
                 for i in range(start, min(rows, start + 4096))
             ]

@@ -89,7 +89,17 @@ def test_worker_cpu_per_hostile_evaluation(
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         # A fresh top-level dict per evaluation (the SDK's merge), built untimed.
         snaps: list[Snapshot] = [
-            (FLAG_KEY, "on", None, None, dict(FLAG_METADATA), f"u{i}", dict(base), now + i)
+            (
+                FLAG_KEY,
+                "on",
+                None,
+                None,
+                dict(FLAG_METADATA),
+                f"u{i}",
+                dict(base),
+                now + i,
+                "STATIC",
+            )
             for i in range(n)
         ]
         workers.append(_worker(snaps))

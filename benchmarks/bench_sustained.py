@@ -1,4 +1,4 @@
-"""Benchmark 10: sustained load with wide contexts, flushed every 10 s.
+"""Benchmark 11: sustained load with wide contexts, flushed every 10 s.
 
 Application threads evaluate flat out through the hook, each evaluation with a context
 of its own: a new targeting key and 64 flat attributes of mixed types (``context_attrs``),
@@ -101,7 +101,7 @@ def test_sustained_wide_contexts(
     )
     try:
         client = make_client(f"sustained-{threads}", [tel.hook])
-        benchmark.group = "10 sustained load"
+        benchmark.group = "11 sustained load"
         run = benchmark.pedantic(
             _load, args=(client, threads, seconds, tel), rounds=1, iterations=1
         )

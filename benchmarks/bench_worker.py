@@ -56,6 +56,7 @@ def _snapshots(n: int, distinct: int, build: Callable[[int], dict[str, Any]]) ->
             keys[i % len(bases)],
             dict(bases[i % len(bases)]),
             now + i * 1000,
+            "TARGETING_MATCH",
         )
         for i in range(n)
     ]

@@ -199,6 +199,34 @@ def table(data: dict[str, Any]) -> list[str]:
             f"<= 0.3 s | {_verdict(st['median'], 0.3)} |"
         )
 
+    e = b.get("test_otel_paired", {}).get("extra_info")
+    if e:
+        w, c, med = e["ratio_to_empty_hook_wall"], e["ratio_to_empty_hook_cpu"], e["median_wall_ns"]
+        tag = f"OpenTelemetry export, sync, 10 attrs ({e['rounds']} rounds)"
+        row(
+            f"| {tag} | medians (wall): {' / '.join(k.replace('_', ' ') for k in med)} | "
+            f"{' / '.join(_fmt_ns(med[k]) for k in med)} | | |"
+        )
+        for name in ("otel_only", "otel_and_datadog"):
+            for clock, r in (("wall", w), ("CPU incl. background", c)):
+                row(
+                    f"| {tag} | instrument, {name.replace('_', ' ')} / empty hook, {clock} | "
+                    f"{r[name]:.3f} | <= 0.9 | {_verdict(r[name], 0.9)} |"
+                )
+        for name in ("datadog", "tracing_hook", "no_hook"):
+            row(
+                f"| {tag} | {name.replace('_', ' ')} / empty hook (wall, CPU) | "
+                f"{w[name]:.3f}, {c[name]:.3f} | | |"
+            )
+    e = b.get("test_otel_exact_from_threads", {}).get("extra_info")
+    if e:
+        row(
+            f"| OpenTelemetry export, {e['threads']} threads x {e['seconds']:g} s | counter sums "
+            f"= evaluations per flag, variant, reason, error ({e['evaluations']:,} evaluations, "
+            f"{e['evaluations_per_s']:,}/s, {e['attribute_sets']} sets) | {e['sums_equal']} | "
+            f"True | {'met' if e['sums_equal'] else 'NOT met'} |"
+        )
+
     for name, bench in b.items():
         if not name.startswith("test_memory_growth_against_budget"):
             continue

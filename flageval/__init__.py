@@ -21,6 +21,8 @@ Every module whose name starts with an underscore is internal; one module per st
 - ``_prune`` and ``_fields``: context pruning and canonical keys; row fields, consent;
 - ``_tiers``: full and degraded tiers, their caps and memory budget;
 - ``_wire``: rows and bodies of at most 5 MiB;
+- ``_otel``: the OpenTelemetry export, ``feature_flag.evaluations`` counted per
+  attribute set from the batches the worker drains (``Telemetry(otel_metrics=True)``);
 - ``_transport``, ``_http`` and ``_agent``: posting with retries; the agent's routes;
 - ``_losses`` and ``_stats``: every drop and degrade reason; ``Stats``, built in one
   place from each stage's counters;

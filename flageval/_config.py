@@ -18,6 +18,7 @@ loads them, as it does the OFREP provider's).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -168,6 +169,14 @@ class Settings:
     verify_tls: bool = setting(
         True, "false turns off certificate verification", env="FLAGEVAL_VERIFY_TLS"
     )
+    otel_metrics: bool = setting(
+        False,
+        "count evaluations into OpenTelemetry's feature_flag.evaluations",
+        env="FLAGEVAL_OTEL_METRICS",
+    )
+    datadog: bool = setting(
+        True, "post the counts to Datadog; false: OpenTelemetry only", env="FLAGEVAL_DATADOG"
+    )
 
     def __repr__(self) -> str:
         # api_key is a secret and URLs may carry tokens: never show either.
@@ -217,6 +226,13 @@ class Settings:
             )
         if self.agentless and not self.api_key:
             raise ValueError("agentless requires api_key (or DD_API_KEY)")
+        if self.otel_metrics and not otel_api_installed():
+            raise ValueError(f"otel_metrics=True {_NO_OTEL}")
+        if not (self.datadog or self.otel_metrics):
+            raise ValueError(
+                "datadog=False needs otel_metrics=True: with neither export nothing would "
+                "be counted (enabled=False turns telemetry off)"
+            )
         self.endpoint()  # validates agent_url / intake_url / site
 
     def endpoint(self) -> Endpoint:
@@ -275,6 +291,39 @@ class SettingsOverrides(TypedDict, total=False):
     shutdown_timeout_s: float | None
     full_data_default: bool | None
     verify_tls: bool | None
+    otel_metrics: bool | None
+    datadog: bool | None
+
+
+#: Why an OpenTelemetry export cannot be had.
+_NO_OTEL = "needs opentelemetry-api (pip install 'flageval[otel]')"
+
+
+def otel_api_installed() -> bool:
+    """Whether OpenTelemetry's metrics API can be imported (it is not imported here)."""
+    try:
+        return importlib.util.find_spec("opentelemetry.metrics") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _exports(env: Mapping[str, str], values: dict[str, Any], origin: Mapping[str, str]) -> None:
+    """The exports the environment asked for, if they can be had: an OpenTelemetry
+    export without its API is logged and left off; a pipeline left with neither export
+    is off (_Off)."""
+    if values["otel_metrics"] and "otel_metrics" in origin and not otel_api_installed():
+        var = origin["otel_metrics"]
+        report_once(log, var, env[var], f"{var}=true {_NO_OTEL}; the OpenTelemetry export is off")
+        values["otel_metrics"] = False
+    asked = [origin[name] for name in ("datadog", "otel_metrics") if name in origin]
+    if not (values["datadog"] or values["otel_metrics"]) and asked:
+        var = asked[0]
+        raise _Off(
+            var,
+            env[var],
+            f"{var}={quote(env[var])} leaves no export: the Datadog one is off and the "
+            "OpenTelemetry one is not on (FLAGEVAL_OTEL_METRICS=true, opentelemetry-api)",
+        )
 
 
 def _from_env(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,8 +332,9 @@ def _from_env(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any
     where counts go cannot be used."""
     loaded = load(Settings, {**given, "enabled": True}, env)
     values, origin = loaded.values, loaded.origin
+    _exports(env, values, origin)
     for problem in loaded.problems:
-        if problem.name == "site" and values["agentless"]:
+        if problem.name == "site" and values["agentless"] and values["datadog"]:
             # No default is safe: another site is another region's intake.
             raise _Off(problem.var, problem.raw, str(problem))
         default = values[problem.name]
@@ -303,6 +353,8 @@ def _from_env(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any
                     f"{getattr(defaults, name)}",
                 )
                 values[name] = getattr(defaults, name)
+    if not values["datadog"]:
+        return values  # OpenTelemetry only: where Datadog's counts would go is not read
     if values["agentless"] and not values["api_key"] and "agentless" in origin:
         raise _Off("FLAGEVAL_AGENTLESS", env["FLAGEVAL_AGENTLESS"], "agentless needs DD_API_KEY")
     if "intake_url" in origin and (values["agentless"] or values["intake_url"]):

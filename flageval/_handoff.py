@@ -52,6 +52,8 @@ class Details(Protocol):
     def error_message(self) -> str | None: ...
     @property
     def flag_metadata(self) -> FlagMetadata: ...
+    @property
+    def reason(self) -> str | None: ...
 
 
 class Context(Protocol):
@@ -76,6 +78,7 @@ Snapshot = tuple[
     str | None,  # targeting key
     Mapping[str, Any],  # context attributes (the SDK's per-evaluation merged dict)
     int,  # evaluation time, time.time_ns()
+    str | None,  # reason (the SDK's Reason, or a provider's own text)
 ]
 
 
@@ -96,7 +99,7 @@ def put(
     counts why not). Returns the queue's length before the append, -1 for the slow way.
 
     ``details`` is the SDK's ``FlagEvaluationDetails`` (or a provider's
-    ``FlagResolutionDetails``: the same four fields), ``context`` the evaluation's
+    ``FlagResolutionDetails``: the same five fields), ``context`` the evaluation's
     ``EvaluationContext``. Nothing is pruned, hashed or read here: that is the worker's.
     The snapshot holds references, plus a copy of the flag's metadata dict (~60 ns for a
     provider's small dict; its values are scalars, so a shallow copy is exact): consent,
@@ -119,6 +122,7 @@ def put(
         context.targeting_key,
         context.attributes,
         time_ns(),
+        details.reason,
     )
     if _untracked is not None:
         snap = _untracked(snap)
@@ -134,7 +138,7 @@ def put(
 class Handoff:
     """A bounded, lock-free-on-append, multi-producer single-consumer hand-off."""
 
-    __slots__ = ("_counts", "_lock", "accepting", "capacity", "queue")
+    __slots__ = ("_counts", "_lock", "accepting", "capacity", "direct", "queue")
 
     def __init__(self, capacity: int, *, accepting: bool = False) -> None:
         self.capacity = capacity
@@ -142,6 +146,9 @@ class Handoff:
         #: What the hot path reads: written by the pipeline's lifecycle only (a hand-off
         #: built alone, for a test or a benchmark, says so here).
         self.accepting = accepting
+        #: Fed by ``_record.record`` too (evaluations made without the SDK: no provider
+        #: of the OpenFeature API answered them).
+        self.direct = False
         # Re-entrant: a signal handler calling stats() may interrupt count() on this
         # very thread.
         self._lock = threading.RLock()

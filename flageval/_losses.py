@@ -2,9 +2,10 @@
 
 An evaluation either lands in a posted row or in exactly one drop counter below; a
 degraded evaluation is still posted, without its targeting key and context, and counted
-by why. Each reason is a ``StrEnum`` member: it prints, compares and hashes as its
-string (``Stats.dropped`` is keyed by those strings), and carries the sentence the
-reference (docs/counters.md) prints for it, word for word.
+by why. What the OpenTelemetry export could not record is counted apart, by why
+(``Unrecorded``): it concerns that export only. Each reason is a ``StrEnum`` member: it
+prints, compares and hashes as its string (``Stats.dropped`` is keyed by those strings),
+and carries the sentence the reference (docs/counters.md) prints for it, word for word.
 
 Producers count what never entered the hand-off on the hand-off itself (thread-safe:
 ``queue_overflow``, ``closed``, ``hook_error``, and what a pipeline's end discards from
@@ -107,6 +108,22 @@ class Degraded(Reason):
     TARGETING_KEY_ERROR = (
         "targeting_key_error",
         "the targeting key could not be made text (its `__str__` raised; logged, rate-limited)",
+    )
+
+
+class Unrecorded(Reason):
+    """Why an evaluation the worker took is not in the OpenTelemetry counter (its row,
+    if any, is still posted to Datadog)."""
+
+    OTEL_ERROR = (
+        "otel_error",
+        "OpenTelemetry's API or the application's SDK raised (a meter provider that "
+        "raises, an `add()` that raises): never raised into the application, logged once",
+    )
+    UNREADABLE = (
+        "unreadable_value",
+        "a flag key, variant, reason or error code that could not be made text, or "
+        "metadata that could not be read (logged once)",
     )
 
 

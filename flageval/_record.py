@@ -30,7 +30,7 @@ from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode, OpenFeatureError
-from openfeature.flag_evaluation import FlagMetadata, FlagType
+from openfeature.flag_evaluation import FlagMetadata, FlagType, Reason
 
 from ._handoff import Details, Handoff, put
 from ._hook import CLAIM, SEAM
@@ -63,10 +63,11 @@ def raised(err: Exception) -> tuple[ErrorCode, str | None]:
 
 class _Failed:
     """The details the SDK builds when it answers an error itself (the provider raised,
-    or resolved a value of the wrong type): no variant, no metadata."""
+    or resolved a value of the wrong type): no variant, no metadata, reason ERROR."""
 
     __slots__ = ("error_code", "error_message", "flag_metadata")
     variant = None
+    reason = Reason.ERROR
 
     def __init__(self, code: ErrorCode, message: str | None) -> None:
         self.error_code: ErrorCode | None = code
@@ -82,13 +83,14 @@ def record(
 ) -> None:
     """Count one evaluation made without the SDK's hooks into ``telemetry``, exactly as
     the hook counts what the SDK answers: ``details`` is a ``FlagResolutionDetails``
-    (or anything with its variant, error code, error message and flag metadata),
+    (or anything with its variant, error code, error message, flag metadata and reason),
     ``context`` the ``EvaluationContext`` it was evaluated for. For code that evaluates
     flags itself (an OFREP server). Starts the worker on first use; never raises (a
     failure here is counted ``hook_error``); does nothing with the killswitch set."""
     handoff = telemetry.handoff
     if handoff is None:
         return
+    handoff.direct = True  # no provider of the OpenFeature API answers these
     try:
         put(handoff, telemetry.ensure_started, flag_key, details, context or _NO_CONTEXT)
     except Exception:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._losses import Degraded, Dropped, Reason
+from ._losses import Degraded, Dropped, Reason, Unrecorded
 
 if TYPE_CHECKING:  # types only: importing the worker pulls aiohttp
     from _typeshed import DataclassInstance
@@ -32,12 +32,16 @@ R = TypeVar("R", bound=Reason)
 
 #: ``books`` rereads the counters until two reads agree, for at most this long.
 _STEADY_S = 0.02
+#: The exports' names in ``Stats.exports``.
+DATADOG, OTEL = "datadog", "opentelemetry"
 
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
     """Counters of one pipeline. Conservation: ``evaluations == posted + sum(dropped)
-    + pending`` holds exactly whenever the worker is idle (after flush or shutdown)."""
+    + pending`` holds exactly whenever the worker is idle (after flush or shutdown);
+    with OpenTelemetry as the only export, ``otel_recorded + sum(otel_unrecorded)``
+    stands for ``posted``."""
 
     evaluations: int
     evaluations_posted: int
@@ -49,12 +53,18 @@ class Stats:
     post_attempts: int
     flushes: int
     worker_errors: int
+    otel_recorded: int = 0
+    otel_unrecorded: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: Where the worker sends the counts ("datadog", "opentelemetry"); empty until it
+    #: starts (and with the killswitch).
+    exports: tuple[str, ...] = ()
 
     @property
     def conserved(self) -> bool:
-        return self.evaluations == (
-            self.evaluations_posted + sum(self.dropped.values()) + self.pending
-        )
+        exported = self.evaluations_posted
+        if self.exports == (OTEL,):
+            exported = self.otel_recorded + sum(self.otel_unrecorded.values())
+        return self.evaluations == exported + sum(self.dropped.values()) + self.pending
 
 
 #: The Stats fields that are a stage's counter of the same name, added up.
@@ -94,13 +104,17 @@ class Reading:
     counts: Mapping[str, int] = dataclasses.field(default_factory=dict)  # stage counters
     dropped: Mapping[Dropped, int] = dataclasses.field(default_factory=dict)  # the ledger's
     degraded: Mapping[Degraded, int] = dataclasses.field(default_factory=dict)
+    unrecorded: Mapping[Unrecorded, int] = dataclasses.field(default_factory=dict)
+    exports: tuple[str, ...] = ()
 
     @property
     def unsettled(self) -> int:
-        """What the worker took off the hand-off and has neither posted nor counted."""
+        """What the worker took off the hand-off and has neither exported nor counted."""
         c = self.counts
-        drained, posted = c.get("drained", 0), c.get("evaluations_posted", 0)
-        return drained - posted - sum(self.dropped.values())
+        exported = c.get("evaluations_posted", 0)
+        if self.exports == (OTEL,):
+            exported = c.get("otel_recorded", 0) + sum(self.unrecorded.values())
+        return c.get("drained", 0) - exported - sum(self.dropped.values())
 
     def stats(self, pending: int | None = None) -> Stats:
         """The one place a ``Stats`` is built. ``pending``: what the stages hold, else
@@ -113,6 +127,8 @@ class Reading:
             pending=pending,
             degraded=_nonzero(self.degraded),
             dropped=_nonzero(self.refused, self.dropped),
+            otel_unrecorded=_nonzero(self.unrecorded),
+            exports=self.exports,
             **counted,
         )
 
@@ -121,15 +137,18 @@ def read(handoff: Handoff, worker: Worker | None) -> Reading:
     """One reading of every stage's counters (None: no worker ever started)."""
     if worker is None:
         return Reading(refused=handoff.counts(), queued=len(handoff.queue))
-    # Posted and dropped first, drained after: an evaluation is counted drained before
-    # it can be posted or dropped, so what is read can never leave a negative pending.
+    # Exported and dropped first, drained after: an evaluation is counted drained before
+    # it can be exported or dropped, so what is read can never leave a negative pending.
     # (dict() of a Counter is one C call under the GIL: a whole copy.)
-    sender = counts_of(worker.sender.counts)
+    otel = worker.otel
+    sender = counts_of(worker.sender.counts, *([] if otel is None else [otel.counts]))
+    unrecorded = {} if otel is None else dict(otel.unrecorded)
     ledger = worker.ledger
     dropped, degraded = dict(ledger.dropped), dict(ledger.degraded)
     refused = handoff.counts()
     counts = {**sender, **counts_of(worker.counts)}
-    return Reading(refused, len(handoff.queue), counts, dropped, degraded)
+    exports = (DATADOG,) * worker.settings.datadog + (OTEL,) * (otel is not None)
+    return Reading(refused, len(handoff.queue), counts, dropped, degraded, unrecorded, exports)
 
 
 def exact(handoff: Handoff, worker: Worker | None) -> Stats:

@@ -74,6 +74,8 @@ class Telemetry:
         process.track_pipeline(self)
 
     def __repr__(self) -> str:
+        if not self.settings.datadog:  # no intake is ever asked anything
+            return f"<Telemetry {self._phase.value} OpenTelemetry only>"
         return f"<Telemetry {self._phase.value} intake={self.settings.endpoint().display!r}>"
 
     @property

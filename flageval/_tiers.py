@@ -169,7 +169,7 @@ class Tiers:
         consent = True
         for snap in batch:
             try:
-                raw_flag, raw_variant, code, message, meta, tk, attrs, t_ns = snap
+                raw_flag, raw_variant, code, message, meta, tk, attrs, t_ns, _ = snap
                 t_ms = t_ns // 1_000_000
                 if (
                     raw_flag is not p_flag

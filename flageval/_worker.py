@@ -44,6 +44,7 @@ from ._config import Settings
 from ._handoff import Handoff
 from ._lifecycle import Lifecycle, Phase
 from ._losses import Dropped, Ledger
+from ._otel import OtelExport
 from ._tiers import Tiers
 from ._transport import Sender
 from ._wire import Body, envelope_prefix, pack
@@ -95,6 +96,8 @@ class Worker:
             clock=self._now,
         )
         self.prefix = envelope_prefix(settings.service, settings.env, settings.version)
+        #: The OpenTelemetry export, fed the same batches as the tiers (None: off).
+        self.otel = OtelExport(handoff) if settings.otel_metrics else None
         self.counts = WorkerCounts()
         self._warn = RateLimitedLog(log)
         self._flush_lock: asyncio.Lock | None = None
@@ -131,7 +134,8 @@ class Worker:
             return 0
         self.counts.drained += len(batch)
         try:
-            self.tiers.add_batch(batch)
+            if self.settings.datadog:  # else nothing reads the tiers: OpenTelemetry only
+                self.tiers.add_batch(batch)
         except Exception:
             # add_batch guards each snapshot, so this is a bug of ours: count the whole
             # batch (add_batch applies nothing before raising in that case) and go on.
@@ -141,6 +145,8 @@ class Worker:
         # A KeyboardInterrupt or SystemExit a value raised was counted with its batch:
         # on this thread, where no signal is delivered, it can only be the value's.
         self.tiers.interrupt = None
+        if self.otel is not None:
+            self.otel.add_batch(batch)  # never raises, whatever OpenTelemetry does
         return len(batch)
 
     async def _aggregate(self, goal: int, until: float | None, *, final: bool = False) -> None:
@@ -254,15 +260,11 @@ class Worker:
 
     async def _send(self, bodies: list[Body], deadline: float, *, final: bool) -> bool:
         """Post ``bodies`` one at a time (each call first retries what the sender holds).
-
-        Once the worker is stopping, a flush leaves what it has not started to the final
-        flush, so shutdown's deadline governs them rather than its own; after a failure
-        the rest wait in the retry buffer, as the sender leaves them. The final flush
-        keeps what it cannot start (the intake failed, or less time is left than its
-        slowest post took: cut at the deadline, a post the intake may have taken would
-        be ``delivery_unknown``) for shutdown to count as ``intake_unavailable``: in the
-        bounded retry buffer, a flush's own bodies would evict one another
-        (``retry_buffer_full``) on the way there."""
+        Once stopping, a flush leaves what it has not started to the final flush (under
+        shutdown's deadline); after a failure the rest go to the retry buffer. The final
+        flush keeps what it cannot start (the intake failed, or less time is left than
+        its slowest post took: a post cut short would be ``delivery_unknown``) for
+        shutdown to count ``intake_unavailable`` (not ``retry_buffer_full``)."""
         if not bodies:
             return await self.sender.send_all([], deadline)
         handed = 0  # bodies given to the sender: from then on its to account for
@@ -347,7 +349,8 @@ class Worker:
             asyncio.create_task(self._flush_loop(), name="flageval-flush"),
         ]
         self._tasks.update(tasks)
-        self.sender.start()  # asks the agent for its route, off every evaluating thread
+        if self.settings.datadog:  # OpenTelemetry only: never a request to the agent
+            self.sender.start()  # asks the agent for its route, off every evaluating thread
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:

@@ -47,14 +47,18 @@ def _code(cell: str) -> list[str]:
 
 # -- counters ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("header", "reasons"),
-    [("| dropped reason |", losses.Dropped), ("| degraded reason |", losses.Degraded)],
-    ids=["dropped", "degraded"],
+    ("page", "header", "reasons"),
+    [
+        ("counters.md", "| dropped reason |", losses.Dropped),
+        ("counters.md", "| degraded reason |", losses.Degraded),
+        ("otel.md", "| unrecorded reason |", losses.Unrecorded),
+    ],
+    ids=["dropped", "degraded", "unrecorded"],
 )
 def test_counters_reason_tables_are_the_ledgers_own_words(
-    header: str, reasons: type[losses.Reason]
+    page: str, header: str, reasons: type[losses.Reason]
 ) -> None:
-    rows = _table((DOCS / "counters.md").read_text(), header)
+    rows = _table((DOCS / page).read_text(), header)
     documented = [(_code(reason)[0], sentence) for reason, sentence in rows]
     assert documented == [(str(reason), reason.sentence) for reason in reasons]
 

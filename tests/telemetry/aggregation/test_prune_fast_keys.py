@@ -315,7 +315,7 @@ def _bodies(implementation: str, snaps: list[tuple[Any, ...]]) -> list[bytes]:
 def test_compiled_and_python_post_the_same_bodies(ctxs: list[Any], order: random.Random) -> None:
     # Each context three times: as given, as a fresh dict of its objects, and again.
     snaps = [
-        ("flag", "on", None, None, {}, f"user-{i}", variant, 1_790_000_000_000_000_000 + j)
+        ("flag", "on", None, None, {}, f"user-{i}", variant, 1_790_000_000_000_000_000 + j, None)
         for j, (i, variant) in enumerate(
             (i, v) for i, ctx in enumerate(ctxs) for v in (ctx, dict(ctx), ctx)
         )

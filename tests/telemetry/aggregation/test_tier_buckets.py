@@ -1,7 +1,8 @@
 """Tiers: bucket keys, repeats, caps, budget, consent, metadata (flageval/_tiers.py).
 
 Snapshots are built by hand in the hook's tuple layout:
-(flag, variant, error_code, error_message, metadata, targeting_key, attributes, time_ns)
+(flag, variant, error_code, error_message, metadata, targeting_key, attributes, time_ns,
+reason)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def snap(
     attrs: dict[str, Any] | None = None,
     t_ms: int = T0,
 ) -> tuple[Any, ...]:
-    return (flag, variant, code, message, meta or {}, tk, attrs or {}, t_ms * 1_000_000)
+    return (flag, variant, code, message, meta or {}, tk, attrs or {}, t_ms * 1_000_000, None)
 
 
 def tiers(**kw: Any) -> Tiers:

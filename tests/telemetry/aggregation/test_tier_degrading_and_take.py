@@ -185,10 +185,10 @@ def test_times_are_whole_milliseconds_and_repeats_keep_min_and_max() -> None:
     ns = T0 * 1_000_000
     t.add_batch(
         [
-            (*snap()[:7], ns + 999_999),  # 0.999999 ms past T0: still T0
-            (*snap()[:7], ns + 5_000_000),
-            (*snap()[:7], ns + 5_000_000),  # equal to the last: nothing moves
-            (*snap()[:7], ns),
+            (*snap()[:7], ns + 999_999, None),  # 0.999999 ms past T0: still T0
+            (*snap()[:7], ns + 5_000_000, None),
+            (*snap()[:7], ns + 5_000_000, None),  # equal to the last: nothing moves
+            (*snap()[:7], ns, None),
         ]
     )
     ((bucket),) = t.full.values()

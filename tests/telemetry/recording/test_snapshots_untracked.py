@@ -24,6 +24,7 @@ class Details:
     error_code: Any = None
     error_message: str | None = None
     flag_metadata: dict[str, Any] = field(default_factory=lambda: {"allocation_key": "a1"})
+    reason: str | None = "STATIC"
 
 
 @dataclass
