@@ -133,9 +133,10 @@ class AgentStub:
             self.proc.wait(5.0)
 
 
-def start_agent_stub() -> AgentStub:
+def start_agent_stub(record: Path | None = None) -> AgentStub:
+    """The stub in its own process; ``record``: where it logs each POST (_intake.py)."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_intake.py")],
+        [sys.executable, str(HERE / "_intake.py"), *(["--record", str(record)] if record else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -6,7 +6,10 @@ to be running when a flush arrived. It answers ``GET /info`` (ddtrace asks once)
 accepts every ``POST`` with 200; it counts bodies and bytes, nothing else.
 
 Run: ``python benchmarks/_intake.py``; it prints its port on the first line of stdout,
-then serves until stdin closes (so it never outlives the benchmark process).
+then serves until stdin closes (so it never outlives the benchmark process). With
+``--record PATH`` it also appends one JSON line per POST to PATH: when it arrived (epoch
+ms), the evaluations it carried, its rows' flush times and their oldest evaluation
+(benchmark 11 reads them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import http.server
 import json
 import sys
 import threading
+import time
+from typing import IO
 
 _INFO = json.dumps(
     {"version": "7.99.0", "endpoints": ["/v0.4/traces", "/evp_proxy/v2/", "/evp_proxy/v4/"]}
@@ -25,6 +30,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like a real agent
     bodies = 0
     body_bytes = 0
+    record: IO[str] | None = None
+    record_lock = threading.Lock()
 
     def _answer(self, status: int, payload: bytes) -> None:
         self.send_response(status)
@@ -44,15 +51,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         data = self.rfile.read(length) if length else b""
         _Handler.bodies += 1
         _Handler.body_bytes += len(data)
+        if _Handler.record is not None:
+            line = json.dumps(_summary(data)) + "\n"
+            with _Handler.record_lock:
+                _Handler.record.write(line)
+                _Handler.record.flush()
         self._answer(200, b"{}")
 
     def log_message(self, format: str, *args: object) -> None:
         return None
 
 
+def _summary(data: bytes) -> dict[str, object]:
+    at_ms = time.time_ns() // 1_000_000
+    rows = json.loads(data)["flagEvaluations"]
+    return {
+        "at_ms": at_ms,
+        "evaluations": sum(r["evaluation_count"] for r in rows),
+        "flushes": sorted({r["timestamp"] for r in rows}),
+        "oldest_ms": min(r["first_evaluation"] for r in rows),
+    }
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return None  # a client closing a kept-alive connection is no news
+
+
 def main() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
+    if sys.argv[1:2] == ["--record"]:
+        _Handler.record = open(sys.argv[2], "a", encoding="utf-8")  # noqa: SIM115
+    server = _Server(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(server.server_address[1], flush=True)

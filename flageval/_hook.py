@@ -4,7 +4,8 @@
 PROVIDER_NOT_READY), on whatever thread evaluated. It hands the evaluation over
 (_handoff.put: one flat tuple of references, and a copy of the flag's small metadata
 dict so consent is read as the evaluation saw it; no pruning, no hashing: that is the
-worker's job, appended to the bounded hand-off) and returns. It never raises into the SDK: an
+worker's job, appended to the bounded hand-off) and returns; past half a full hand-off
+it first gives up the GIL once, to a worker starved of it. It never raises into the SDK: an
 exception there would cost the caller a logged traceback per evaluation; instead it is
 counted under ``hook_error``.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,6 +112,7 @@ class FlagEvalHook(Hook):
             self.finally_after = _noop  # type: ignore[method-assign]
             return
         self._handoff = handoff
+        self._high_water = handoff.capacity // 2  # as the wrapper's (_record.py)
 
     def before(self, hook_context: HookContext, hints: HookHints) -> None:
         # The SDK calls every hook's before anyway; claiming here costs one assignment.
@@ -132,7 +135,12 @@ class FlagEvalHook(Hook):
                     claim.by = None
                     if mark.__class__ is tuple and mark[0] is self._handoff and mark[1] is ctx:
                         return  # a wrapped provider's short-circuit hook recorded it already
-            put(self._handoff, self._start, hook_context.flag_key, details, ctx)
+            # Past half full the worker is starved of the GIL: give it up once. No waiting.
+            if (
+                put(self._handoff, self._start, hook_context.flag_key, details, ctx)
+                > self._high_water
+            ):
+                time.sleep(0)
         except Exception:
             with contextlib.suppress(Exception):  # nothing may escape into the SDK
                 self._handoff.count(Dropped.HOOK_ERROR)

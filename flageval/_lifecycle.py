@@ -25,7 +25,10 @@ reads, is written by ``move`` only, from the phase.
     IDLE, QUEUEING            FAILED    a start that could not start the worker
     IDLE, QUEUEING, RUNNING   STOPPING  the end of the pipeline: shutdown(), the process
                                         ending (flageval._process.ending: atexit, a stop
-                                        signal, a pool child's finalizer), or the pipeline
+                                        signal, and in a pool's worker process, which
+                                        ends through os._exit, the pool's own last hook:
+                                        a multiprocessing finalizer, Celery's
+                                        worker_process_shutdown), or the pipeline
                                         collected without shutdown
     STOPPING                  STOPPED   the worker's loop, once its final flush is done;
                                         the shutdown itself when no worker ever ran

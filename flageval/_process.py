@@ -8,6 +8,15 @@ fork and stop signals) and OFREP providers (exit and fork).
 Exit: :func:`ending`, the one place "the process is ending" is handled; each pipeline
 takes it as the move to STOPPING (flageval._lifecycle).
 
+Pool children: a worker process of a ``multiprocessing`` pool or ``ProcessPoolExecutor``
+(fork, forkserver), and a Celery prefork child (billiard), end through ``os._exit``, so
+``atexit`` never runs there. What does run is the pool's own last hook: multiprocessing
+runs its finalizers (``multiprocessing.util.Finalize`` with an exit priority) when the
+child's target returns, and Celery's prefork child sends ``worker_process_shutdown``.
+When a worker starts in such a process, :func:`watch_pool_exit` has that hook call
+:func:`ending`, looking only at modules the application already imported (importing
+them ourselves would cost every ``import flageval``).
+
 Stop signals: ``atexit`` runs only when the interpreter ends normally, and a SIGTERM
 left to its default action ends the process at once. So, as dd-trace-py does
 (``register_on_exit_signal``), SIGTERM and SIGINT get a handler of ours chained in
@@ -38,6 +47,7 @@ import itertools
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -58,8 +68,10 @@ class Member(Protocol):
 class Pipeline(Member, Protocol):
     """A member holding counts to deliver: visited on stop signals and lifespan ends too."""
 
-    def at_signal(self, final: bool) -> None:
-        """A stop signal came: flush, or (``final``: the process dies next) shut down."""
+    def at_signal(self, final: bool) -> bool:
+        """A stop signal came: flush, or (``final``: the process dies next) shut down.
+        True when that shutdown waits for work the signal interrupted on this very
+        thread (a start): the signal is then held until it is done."""
 
     async def shutdown_async(self, timeout_s: float | None = None) -> None:
         """Shut down without blocking the running loop (the ASGI lifespan's end)."""
@@ -132,28 +144,38 @@ def linger(thread: Lingering, deadline: float) -> None:
 def ending() -> None:
     """The process is ending: shut every live member down, newest first, then wait (up
     to their deadlines) for dropped pipelines' threads still finishing their final
-    flush. Registered with ``atexit``; a process that ends without it (a pool child
-    that leaves through ``os._exit``) must call it from its own last hook (a
-    ``multiprocessing`` finalizer, Celery's ``worker_process_shutdown``). Idempotent: a
-    member already shut down returns at once."""
-    for member in members():
-        try:
-            member.at_exit()
-        except BaseException:
-            # Whatever one pipeline raised (even GeneratorExit or KeyboardInterrupt from
-            # application code), the others still get their shutdown.
-            log.exception("shutdown at exit failed")
-    with _lock:
-        waiting = list(_lingering)
-    for thread, deadline in waiting:
-        thread.join(deadline - time.monotonic())
+    flush. Registered with ``atexit``, and called by a pool child's last hook (see
+    :func:`watch_pool_exit`). Idempotent: a member already shut down returns at once. A
+    deadly stop signal that interrupts it is held until it is done (_on_signal)."""
+    global _ending_on
+    outer = _ending_on is None
+    if outer:
+        _ending_on = threading.get_ident()
+    try:
+        for member in members():
+            try:
+                member.at_exit()
+            except BaseException:
+                # Whatever one pipeline raised (even GeneratorExit or KeyboardInterrupt
+                # from application code), the others still get their shutdown.
+                log.exception("shutdown at exit failed")
+        with _lock:
+            waiting = list(_lingering)
+        for thread, deadline in waiting:
+            thread.join(deadline - time.monotonic())
+    finally:
+        if outer:
+            _ending_on = None
+            if _held is not None:
+                _die(_held)
 
 
 def _after_fork() -> None:
-    global _lock, _lifespans
+    global _lock, _lifespans, _ending_on, _held
     _lock = threading.RLock()  # the parent's may have been held by a thread the child lacks
     _lingering.clear()  # the parent's threads
     _lifespans = 0
+    _ending_on = _held = None  # the parent's end
     for member in list(_live.values()):
         member.after_fork_in_child()
 
@@ -164,6 +186,9 @@ _STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT") if hasat
 #: signal -> pid of the process that chained our handler for it.
 _installed: dict[int, int] = {}
 _in_handler = False
+#: The thread running ending(), and a deadly signal held until it is done.
+_ending_on: int | None = None
+_held: int | None = None
 _lifespans = 0  # ASGI lifespans running under flageval.asgi.FlagEvalMiddleware
 _exposed = False  # uvicorn's handler is the last word: only a signal-time flush runs
 _warned = False
@@ -194,24 +219,48 @@ def _kind(handler: Any, sig: int) -> str:
 
 
 def _on_signal(signum: int, frame: FrameType | None, previous: Any) -> None:
-    global _in_handler
+    global _in_handler, _held
     kind = _kind(previous, signum)
+    if kind == "dies" and _ending_on == threading.get_ident():
+        # It interrupted the process's own end on this thread (a pool's terminate()
+        # signals its workers while their finalizers deliver): dying now would lose
+        # what that end is posting. It ends first, within its deadline, then dies of it.
+        _held = signum
+        return
+    deferred = False
     # A second signal during our work (a second Ctrl+C) goes straight on.
     if not _in_handler and (kind == "dies" or (kind != "exits" and not _lifespans)):
         _in_handler = True
         try:
             for pipeline in pipelines():
                 try:
-                    pipeline.at_signal(kind == "dies")
+                    deferred = pipeline.at_signal(kind == "dies") or deferred
                 except BaseException:
                     log.exception("flush on signal %d failed", signum)
         finally:
             _in_handler = False
     if previous is signal.SIG_DFL:
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
+        if deferred:
+            # A shutdown waits for the start this thread is in the middle of: the
+            # signal acts once that shutdown is done (release_held_signal).
+            _held = signum
+            return
+        _die(signum)
     elif callable(previous):
         previous(signum, frame)
+
+
+def release_held_signal() -> None:
+    """A shutdown a deadly signal was held for is done: die of it now, unless the
+    process's own end is still running (it dies of it when done)."""
+    if _held is not None and _ending_on is None:
+        _die(_held)
+
+
+def _die(signum: int) -> None:
+    """Die of ``signum`` as if no handler of ours had been there."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def install_signal_handlers() -> None:
@@ -243,10 +292,11 @@ def install_signal_handlers() -> None:
 
 def on_worker_start() -> None:
     """A worker starts: chain the handlers if not yet (the pipeline may have been built
-    before the server installed its own), and warn once when counts made after a stop
-    signal cannot be delivered."""
+    before the server installed its own), watch a pool child's exit, and warn once when
+    counts made after a stop signal cannot be delivered."""
     global _warned
     install_signal_handlers()
+    watch_pool_exit()
     if _exposed and not _lifespans and not _warned:
         _warned = True
         log.warning(
@@ -276,3 +326,60 @@ async def shutdown_all_async() -> None:
             await pipeline.shutdown_async()
         except Exception:
             log.exception("shutdown failed")
+
+
+# -- pool children -------------------------------------------------------------------------
+
+#: Our finalizer runs before multiprocessing's own (its queues' are 10 and below), while
+#: everything the final flush needs is still there.
+_EXIT_PRIORITY = 100
+_watched_pid = 0  # the process whose pool hooks call ending()
+
+
+class _Token:
+    """What multiprocessing's after-fork registry keys our hook on (held for good)."""
+
+
+_TOKEN = _Token()
+
+
+def watch_pool_exit() -> None:
+    """In a process a pool started, have the pool's own last hook call :func:`ending`:
+    Celery's ``worker_process_shutdown`` (a prefork child, sent before its
+    ``os._exit``) where Celery is imported, and a multiprocessing finalizer in a
+    multiprocessing child (run when its target returns, before its ``os._exit``). Once
+    per process; never imports either module."""
+    global _watched_pid
+    if _watched_pid == os.getpid():
+        return
+    _watched_pid = os.getpid()
+    celery_signals = sys.modules.get("celery.signals")
+    if celery_signals is not None:
+        try:
+            celery_signals.worker_process_shutdown.connect(
+                _on_process_shutdown, weak=False, dispatch_uid="flageval.ending"
+            )
+        except Exception:  # an unexpected Celery: atexit and the signals still hold
+            log.debug("could not connect to worker_process_shutdown", exc_info=True)
+    mp = sys.modules.get("multiprocessing")
+    util = sys.modules.get("multiprocessing.util")
+    try:
+        if mp is None or util is None or mp.parent_process() is None:
+            return
+        util.Finalize(None, ending, exitpriority=_EXIT_PRIORITY)
+        # A child whose worker started before its bootstrap cleared the finalizers (an
+        # evaluation while a spawned child imports the main module) registers again
+        # once that is done: multiprocessing runs its after-fork hooks just after.
+        util.register_after_fork(_TOKEN, _watch_again)
+    except Exception:
+        log.debug("could not register a multiprocessing finalizer", exc_info=True)
+
+
+def _watch_again(_: object) -> None:
+    global _watched_pid
+    _watched_pid = 0
+    watch_pool_exit()
+
+
+def _on_process_shutdown(*args: Any, **kwargs: Any) -> None:
+    ending()
