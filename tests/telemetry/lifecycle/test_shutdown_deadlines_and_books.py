@@ -64,33 +64,42 @@ def run(code: str, *args: object, timeout_s: float = 60.0) -> subprocess.Complet
 def test_concurrent_shutdowns_all_wait_for_the_one_in_progress(
     make_telemetry: Any, intake: Intake
 ) -> None:
-    """Ten threads call shutdown() at once while the final flush is slow: every one of
-    them returns only once the work is done, with nothing pending."""
-    intake.set_default(Behaviour(delay_s=0.5))  # the shutdown in progress takes >= 0.5 s
+    """Ten threads call shutdown() at once while the intake holds the final post: not one
+    of them returns before the test lets the post be answered, and each then returns
+    with everything delivered and nothing pending."""
+    intake.set_default(Behaviour(action="hold"))
     tel = make_telemetry(drain_interval_s=3600.0)  # all 5,000 wait in the hand-off
     tel.start()
     client = client_with(tel.hook)
     for i in range(5000):
         client.get_boolean_value("f", False, EvaluationContext(f"u{i}"))
-    seen: list[tuple[float, int]] = []
+    seen: list[tuple[float, int, int]] = []
     lock = threading.Lock()
+    entered = threading.Barrier(11)
 
     def call() -> None:
-        start = time.monotonic()
-        tel.shutdown(5.0)
-        took, pending = time.monotonic() - start, tel.stats().pending
+        entered.wait(30.0)
+        tel.shutdown(30.0)
+        returned, pending = time.monotonic(), tel.stats().pending
         with lock:
-            seen.append((took, pending))
+            seen.append((returned, pending, intake.evaluations()))
 
     threads = [threading.Thread(target=call) for _ in range(10)]
     for t in threads:
         t.start()
+    entered.wait(30.0)  # every thread is calling shutdown() now
+    assert intake.wait_for(lambda: len(intake.received) == 1)  # the final post, held
+    # Give a wrong shutdown the chance to return early (no barrier: a right one never does).
+    time.sleep(0.2)
+    with lock:
+        assert seen == []
+    released = time.monotonic()
+    intake.release_held()
     for t in threads:
         t.join(30.0)
     assert len(seen) == 10
-    assert [pending for _, pending in seen] == [0] * 10
-    assert min(took for took, _ in seen) >= 0.45  # nobody returned before the work was done
-    assert intake.evaluations() == 5000
+    assert all(returned >= released for returned, _, _ in seen)
+    assert [(pending, posted) for _, pending, posted in seen] == [(0, 5000)] * 10
 
 
 def test_a_second_caller_waits_only_up_to_its_own_deadline(

@@ -152,7 +152,7 @@ def test_celery_prefork_children_deliver_every_evaluation(intake: Intake, tmp_pa
         for w in workers:
             w.stop()
     for w in workers:
-        assert _delivered(intake, w.service) == EXPECTED, _read(w.log)
+        assert _delivered(intake, w.service) == EXPECTED, (w.service, _read(w.log))
 
 
 def _read(log: IO[str]) -> str:
