@@ -34,6 +34,18 @@
 #define MAX_ENTRIES 4096 /* more attributes: the fallback raises ContextTooLarge */
 #define TABLE_ENTRIES 4096
 
+/* The SHA-256 of this file, given by the build (hatch_build.py): flageval._compiled
+ * finds the marker in the built file and refuses a module whose digest is not that of
+ * the source beside it, before loading it; SOURCE_SHA256 is the digest, in the module. */
+#ifndef CKEYS_SOURCE_SHA256
+#define CKEYS_SOURCE_SHA256 "unknown"
+#endif
+#define SOURCE_MARKER "flageval._ckeys source sha256 "
+#if defined(__GNUC__)
+__attribute__((used))
+#endif
+static const char source_marker[] = SOURCE_MARKER CKEYS_SOURCE_SHA256;
+
 typedef struct {
     Py_uhash_t hash;
     PyObject *dict;     /* strong; NULL: a free slot */
@@ -659,6 +671,8 @@ PyInit__ckeys(void)
     }
     Py_INCREF(&FlatKeysType);
     if (PyModule_AddIntConstant(m, "DIRECT_TABLE", direct_table) < 0 ||
+        PyModule_AddStringConstant(m, "SOURCE_SHA256",
+                                   source_marker + sizeof(SOURCE_MARKER) - 1) < 0 ||
         PyModule_AddObject(m, "FlatKeys", (PyObject *)&FlatKeysType) < 0) {
         Py_DECREF(&FlatKeysType);
         Py_DECREF(m);
