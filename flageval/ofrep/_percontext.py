@@ -46,7 +46,7 @@ from ._fetch import FetchRequest, fetch_bulk
 from ._queue import RateGate
 from ._resolve import ContextError, FlagEntry, TypeRule, resolve
 from ._single import fetch_single
-from ._snapshot import Shared
+from ._snapshot import Anchor, Shared
 
 T = TypeVar("T")
 _monotonic = time.monotonic
@@ -107,9 +107,9 @@ class PerContext:
     # -- resolving threads -------------------------------------------------------------
 
     def answer(
-        self, context: EvaluationContext, flag_key: str, default: T, rule: TypeRule
+        self, context: EvaluationContext, flag_key: str, default: T, rule: TypeRule, anchor: Anchor
     ) -> FlagResolutionDetails[T]:
-        found = self._find(context, flag_key, default, rule)
+        found = self._find(context, flag_key, default, rule, anchor)
         if isinstance(found, FlagResolutionDetails):
             return found
         thread = self._thread
@@ -122,9 +122,9 @@ class PerContext:
         return self._from(result, flag_key, default, rule)
 
     async def answer_async(
-        self, context: EvaluationContext, flag_key: str, default: T, rule: TypeRule
+        self, context: EvaluationContext, flag_key: str, default: T, rule: TypeRule, anchor: Anchor
     ) -> FlagResolutionDetails[T]:
-        found = self._find(context, flag_key, default, rule)
+        found = self._find(context, flag_key, default, rule, anchor)
         if isinstance(found, FlagResolutionDetails):
             return found
         waited = asyncio.shield(asyncio.wrap_future(found))  # others share the fetch
@@ -135,13 +135,14 @@ class PerContext:
         return self._from(result, flag_key, default, rule)
 
     def _find(
-        self, context: EvaluationContext, flag_key: str, default: T, rule: TypeRule
+        self, context: EvaluationContext, flag_key: str, default: T, rule: TypeRule, anchor: Anchor
     ) -> FlagResolutionDetails[T] | concurrent.futures.Future[Any]:
+        """``anchor``: the provider's own context's answer as the resolve found it (read
+        before an idle provider was woken)."""
         try:
             key = context_key(context, self._attributes)
         except ContextEncodingError as exc:
             return resolve(ContextError(str(exc)), flag_key, default, rule)
-        anchor = self._shared.anchor  # the provider's own context: the same bytes, answered
         if anchor is not None and anchor[0] == key:
             return resolve(anchor[1], flag_key, default, rule)
         cache = self.cache

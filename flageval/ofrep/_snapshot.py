@@ -23,13 +23,16 @@ from ._bulk import Fetched, StreamSpec
 from ._context import CurrentContext
 from ._resolve import ContextError, FlagEntry, entry_from_item
 
+#: The provider's own context's answer: the request body it answers, and its entries.
+Anchor = tuple[bytes, Mapping[str, FlagEntry]] | None
+
 
 class Shared:
     __slots__ = ("anchor", "entries", "idle", "last_used", "wake_requested")
 
     def __init__(self) -> None:
         self.entries: Mapping[str, FlagEntry] | None = None
-        self.anchor: tuple[bytes, Mapping[str, FlagEntry]] | None = None
+        self.anchor: Anchor = None
         self.idle = False
         self.wake_requested = False
         self.last_used = time.monotonic()

@@ -49,7 +49,7 @@ from ._percontext import PerContext
 from ._refresh import Handover, Refresher
 from ._resolve import ContextError, FlagEntry, TypeRule, resolve
 from ._resolvers import Resolvers
-from ._snapshot import Shared
+from ._snapshot import Anchor, Shared
 from ._status import SdkOrder, Status
 
 _monotonic = time.monotonic
@@ -336,8 +336,9 @@ class OFREPProvider(Resolvers, AbstractProvider):
 
     # -- resolution: the hot path ------------------------------------------------------
 
-    def _touch(self) -> Mapping[str, FlagEntry] | None:
-        """What this resolve answers from: read before an idle provider is woken, so the
+    def _touch(self) -> tuple[Mapping[str, FlagEntry] | None, Anchor]:
+        """What this resolve answers from (the entries, and the provider's own context's
+        answer for the per-context path): read before an idle provider is woken, so the
         resolve that wakes it is answered from memory whatever its re-fetch does."""
         shared = self._shared
         if self._inherited is not None:
@@ -347,10 +348,10 @@ class OFREPProvider(Resolvers, AbstractProvider):
             current = get_evaluation_context()
             if current is not self._seen_global and self._thread is not None:
                 self._global_context_changed(current)
-        entries = shared.entries
+        entries, anchor = shared.entries, shared.anchor
         if shared.idle and not shared.wake_requested:
             self._wake()
-        return entries
+        return entries, anchor
 
     def _wake(self) -> None:
         thread, refresher = self._thread, self._refresher
@@ -361,17 +362,17 @@ class OFREPProvider(Resolvers, AbstractProvider):
     def _answer(
         self, flag_key: str, default: T, context: EvaluationContext | None, rule: TypeRule
     ) -> FlagResolutionDetails[T]:
-        entries = self._touch()
+        entries, anchor = self._touch()
         per = self._per
         if per is None or context is None:
             return resolve(entries, flag_key, default, rule)
-        return per.answer(context, flag_key, default, rule)
+        return per.answer(context, flag_key, default, rule, anchor)
 
     async def _answer_async(
         self, flag_key: str, default: T, context: EvaluationContext | None, rule: TypeRule
     ) -> FlagResolutionDetails[T]:
-        entries = self._touch()
+        entries, anchor = self._touch()
         per = self._per
         if per is None or context is None:
             return resolve(entries, flag_key, default, rule)
-        return await per.answer_async(context, flag_key, default, rule)
+        return await per.answer_async(context, flag_key, default, rule, anchor)
