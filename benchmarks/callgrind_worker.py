@@ -41,7 +41,8 @@ def _run(width: int, drain: bool) -> None:
         assert w.tiers.evaluations_held == len(snaps)
 
 
-def _instructions(width: int, drain: bool) -> int:
+def callgrind_totals(module: str, *args: str) -> int:
+    """Instructions of ``python -m module --child *args`` under callgrind (hash seed fixed)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         cmd = [
@@ -50,16 +51,19 @@ def _instructions(width: int, drain: bool) -> int:
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
-            "benchmarks.callgrind_worker",
+            module,
             "--child",
-            str(width),
-            "1" if drain else "0",
+            *args,
         ]
         env = dict(os.environ, PYTHONHASHSEED="0")
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
         m = re.search(r"^totals:\s+(\d+)", out.read_text(), re.MULTILINE)
         assert m is not None, "no totals line in the callgrind output"
         return int(m.group(1))
+
+
+def _instructions(width: int, drain: bool) -> int:
+    return callgrind_totals("benchmarks.callgrind_worker", str(width), "1" if drain else "0")
 
 
 def main(argv: list[str]) -> int:

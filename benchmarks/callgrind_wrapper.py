@@ -15,13 +15,9 @@ evaluations, is the cost of one. ``PYTHONHASHSEED=0``. Run from two trees with o
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.callgrind_worker import callgrind_totals
 
 
 def _run(n: int) -> None:
@@ -43,23 +39,7 @@ def _run(n: int) -> None:
 
 
 def _instructions(n: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "benchmarks.callgrind_wrapper",
-            "--child",
-            str(n),
-        ]
-        env = dict(os.environ, PYTHONHASHSEED="0")
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
-        m = re.search(r"^totals:\s+(\d+)", out.read_text(), re.MULTILINE)
-        assert m is not None, "no totals line in the callgrind output"
-        return int(m.group(1))
+    return callgrind_totals("benchmarks.callgrind_wrapper", str(n))
 
 
 def main(argv: list[str]) -> int:
