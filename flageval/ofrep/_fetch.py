@@ -10,6 +10,7 @@ and when to retry. Also here: the query for a refetch event and ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -77,6 +78,29 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
     return b"".join(chunks)
 
 
+def post(
+    session: aiohttp.ClientSession,
+    config: OFREPConfig,
+    url: URL,
+    context_body: bytes,
+    etag: str | None = None,
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """An evaluation request (bulk or single flag) with the configured headers."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers.update(config.headers)
+    if etag is not None:
+        headers["If-None-Match"] = etag
+    return session.post(
+        url,
+        data=context_body,
+        headers=headers,
+        timeout=aiohttp.ClientTimeout(total=config.timeout_s),
+        # aiohttp drops only Authorization across origins: with configured headers
+        # (X-API-Key...), a redirect is a failed fetch rather than a leaked credential.
+        allow_redirects=not config.headers,
+    )
+
+
 async def fetch_bulk(
     session: aiohttp.ClientSession,
     config: OFREPConfig,
@@ -84,20 +108,9 @@ async def fetch_bulk(
     etag: str | None,
     request: FetchRequest,
 ) -> Outcome:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    headers.update(config.headers)
-    if request.conditional and etag is not None:
-        headers["If-None-Match"] = etag
+    sent = etag if request.conditional else None
     try:
-        async with session.post(
-            bulk_url(config, request),
-            data=context_body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=config.timeout_s),
-            # aiohttp drops only Authorization across origins: with configured headers
-            # (X-API-Key...), a redirect is a failed fetch rather than a leaked credential.
-            allow_redirects=not config.headers,
-        ) as response:
+        async with post(session, config, bulk_url(config, request), context_body, sent) as response:
             status = response.status
             if status == 200:
                 body = await _read_bounded(response)

@@ -19,7 +19,7 @@ from flageval._common import parse_retry_after
 from ._bulk import Failed, RateLimited
 from ._config import OFREPConfig
 from ._diagnostics import Counter
-from ._fetch import MAX_RETRY_AFTER_S
+from ._fetch import MAX_RETRY_AFTER_S, post
 from ._resolve import FlagEntry, entry_from_item
 
 # One flag's answer: a megabyte is far past any real one.
@@ -35,16 +35,8 @@ def single_url(config: OFREPConfig, flag_key: str) -> URL:
 async def fetch_single(
     session: aiohttp.ClientSession, config: OFREPConfig, context_body: bytes, flag_key: str
 ) -> FlagEntry | RateLimited | Failed:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    headers.update(config.headers)
     try:
-        async with session.post(
-            single_url(config, flag_key),
-            data=context_body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=config.timeout_s),
-            allow_redirects=not config.headers,
-        ) as response:
+        async with post(session, config, single_url(config, flag_key), context_body) as response:
             status = response.status
             if status == 429:
                 retry_after = response.headers.get("Retry-After")
